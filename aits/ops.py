@@ -1,0 +1,190 @@
+"""Typed wrappers, fake kernels and autograd for the native ``torch.ops.aits`` ops.
+
+Shapes: one system ``pos (N, D)``, ``mass (N,)`` or a batch ``pos (B, N, D)``,
+``mass (B, N)``, with ``D`` in {2, 3}; float32 or float64; ``dt`` a 0-d tensor or
+``(B,)``. Every op is differentiable with respect to every tensor input; the
+backward passes are native kernels with O(N) extra memory. Double backward is not
+supported and raises a ``RuntimeError`` saying so.
+
+Coincident bodies with ``softening == 0`` are not an error: they give non-finite
+accelerations (NaN) and potential energy (-inf), which the energy gate rejects.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from aits import _extension
+
+_extension.load()
+
+_ops = torch.ops.aits
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def accelerations(pos: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0) -> Tensor:
+    """Gravitational accelerations, shaped like ``pos``.
+
+    ``a_i = G sum_{j != i} m_j (x_j - x_i) / (|x_j - x_i|^2 + softening^2)^(3/2)``.
+    """
+    return _ops.accelerations(pos, mass, float(softening), float(G))
+
+
+def potential_energy(pos: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0) -> Tensor:
+    """Potential energy per system: shape ``()`` for ``pos (N, D)``, ``(B,)`` for ``(B, N, D)``.
+
+    ``U = -G sum_{i<j} m_i m_j / sqrt(|x_i - x_j|^2 + softening^2)``.
+    """
+    return _ops.potential_energy(pos, mass, float(softening), float(G))
+
+
+def leapfrog_step(
+    pos: Tensor,
+    vel: Tensor,
+    mass: Tensor,
+    dt: Tensor,
+    softening: float = 0.0,
+    G: float = 1.0,
+    acc: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One kick-drift-kick leapfrog step; returns ``(pos1, vel1, acc1)`` shaped like ``pos``.
+
+    ``acc``, when given, must be the acceleration at ``pos`` (e.g. ``acc1`` of the
+    previous step): a rollout of k steps then costs k + 1 force evaluations.
+    ``dt`` must be a tensor (0-d, or ``(B,)`` for a batch) of ``pos``'s dtype.
+    """
+    return _ops.leapfrog_step(pos, vel, mass, dt, float(softening), float(G), acc)
+
+
+# --------------------------------------------------------------------------- fake kernels
+
+
+@torch.library.register_fake("aits::accelerations")
+def _accelerations_fake(pos, mass, softening, G):
+    return torch.empty_like(pos)
+
+
+@torch.library.register_fake("aits::accelerations_backward")
+def _accelerations_backward_fake(grad_acc, pos, mass, softening, G):
+    return torch.empty_like(pos), torch.empty_like(mass)
+
+
+@torch.library.register_fake("aits::potential_energy")
+def _potential_energy_fake(pos, mass, softening, G):
+    return pos.new_empty(pos.shape[:-2])
+
+
+@torch.library.register_fake("aits::potential_energy_backward")
+def _potential_energy_backward_fake(grad_energy, pos, mass, softening, G):
+    return torch.empty_like(pos), torch.empty_like(mass)
+
+
+@torch.library.register_fake("aits::leapfrog_step")
+def _leapfrog_step_fake(pos, vel, mass, dt, softening, G, acc):
+    return torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos)
+
+
+@torch.library.register_fake("aits::leapfrog_step_backward")
+def _leapfrog_step_backward_fake(
+    grad_pos1, grad_vel1, grad_acc1, pos, vel, mass, dt, pos1, acc1, acc, softening, G
+):
+    return (
+        torch.empty_like(pos),
+        torch.empty_like(pos),
+        torch.empty_like(mass),
+        torch.empty_like(dt),
+        torch.empty_like(pos),
+    )
+
+
+# --------------------------------------------------------------------------- autograd
+
+
+def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _accelerations_setup(ctx, inputs, output):
+    pos, mass, softening, G = inputs
+    ctx.save_for_backward(pos, mass)
+    ctx.softening, ctx.G = softening, G
+
+
+def _accelerations_backward(ctx, grad_acc):
+    pos, mass = ctx.saved_tensors
+    grad_pos, grad_mass = _ops.accelerations_backward(grad_acc, pos, mass, ctx.softening, ctx.G)
+    return grad_pos, grad_mass, None, None
+
+
+def _potential_setup(ctx, inputs, output):
+    pos, mass, softening, G = inputs
+    ctx.save_for_backward(pos, mass)
+    ctx.softening, ctx.G = softening, G
+
+
+def _potential_backward(ctx, grad_energy):
+    pos, mass = ctx.saved_tensors
+    grad_pos, grad_mass = _ops.potential_energy_backward(
+        grad_energy, pos, mass, ctx.softening, ctx.G
+    )
+    return grad_pos, grad_mass, None, None
+
+
+def _leapfrog_setup(ctx, inputs, output):
+    pos, vel, mass, dt, softening, G, acc = inputs
+    pos1, _, acc1 = output
+    ctx.has_acc = acc is not None
+    ctx.save_for_backward(pos, vel, mass, dt, pos1, acc1, acc if acc is not None else None)
+    ctx.softening, ctx.G = softening, G
+
+
+def _leapfrog_backward(ctx, grad_pos1, grad_vel1, grad_acc1):
+    pos, vel, mass, dt, pos1, acc1, acc = ctx.saved_tensors
+    grad_pos, grad_vel, grad_mass, grad_dt, grad_acc = _ops.leapfrog_step_backward(
+        _or_zeros(grad_pos1, pos),
+        _or_zeros(grad_vel1, pos),
+        _or_zeros(grad_acc1, pos),
+        pos,
+        vel,
+        mass,
+        dt,
+        pos1,
+        acc1,
+        acc if ctx.has_acc else None,
+        ctx.softening,
+        ctx.G,
+    )
+    return grad_pos, grad_vel, grad_mass, grad_dt, None, None, grad_acc if ctx.has_acc else None
+
+
+def _no_double_backward(name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"aits: double backward through {name} is not supported (the backward pass is a "
+            "native kernel without its own derivative). Use the pure-torch versions in "
+            "aits.reference if you need second derivatives."
+        )
+
+    return backward
+
+
+def _setup_nothing(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd(
+    "aits::accelerations", _accelerations_backward, setup_context=_accelerations_setup
+)
+torch.library.register_autograd(
+    "aits::potential_energy", _potential_backward, setup_context=_potential_setup
+)
+torch.library.register_autograd(
+    "aits::leapfrog_step", _leapfrog_backward, setup_context=_leapfrog_setup
+)
+for _name in ("accelerations_backward", "potential_energy_backward", "leapfrog_step_backward"):
+    torch.library.register_autograd(
+        f"aits::{_name}", _no_double_backward(_name), setup_context=_setup_nothing
+    )

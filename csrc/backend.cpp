@@ -1,0 +1,31 @@
+#include "backend.h"
+
+#include <array>
+
+#include <c10/util/Exception.h>
+
+namespace aits {
+namespace {
+
+std::array<const GravityBackend*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>&
+registry() {
+  static std::array<const GravityBackend*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)> r{};
+  return r;
+}
+
+}  // namespace
+
+void register_backend(c10::DeviceType device, const GravityBackend* backend) {
+  registry()[static_cast<size_t>(device)] = backend;
+}
+
+const GravityBackend& backend_for(const at::Tensor& t) {
+  const GravityBackend* b = registry()[static_cast<size_t>(t.device().type())];
+  TORCH_CHECK(b != nullptr, "aits: no gravity kernels were built for device '",
+              t.device().str(),
+              "'. Rebuild aits with that back end enabled (for CUDA: a CUDA torch, nvcc on the PATH, "
+              "AITS_CUDA=ON pip install --no-build-isolation .).");
+  return *b;
+}
+
+}  // namespace aits

@@ -1,0 +1,46 @@
+// The seam between the device-independent op layer (ops.cpp) and the device
+// back ends (cpu/, cuda/). A back end supplies three primitive kernels with the
+// same signature on every device; everything else (checks, batching, the
+// leapfrog composition, backward formulas) is written once in ops.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
+
+namespace aits {
+
+// Every tensor handed to a back end is contiguous, on the back end's device, of
+// one floating dtype, and already validated:
+//   pos (B, N, D) with D in {2, 3}, mass (B, N). Outputs are preallocated.
+class GravityBackend {
+ public:
+  virtual ~GravityBackend() = default;
+
+  // acc (B, N, D): a_i = G sum_{j != i} m_j d_ij / s_ij^3.
+  // phi (B, N): phi_i = -G sum_{j != i} m_j / s_ij.
+  // Either output may be an undefined tensor, meaning "not wanted".
+  virtual void pair_forward(const at::Tensor& pos, const at::Tensor& mass,
+                            double softening, double G, at::Tensor& acc,
+                            at::Tensor& phi) const = 0;
+
+  // Vector-Jacobian product of pair_forward's acc with grad_acc (B, N, D):
+  // grad_pos (B, N, D) and grad_mass (B, N).
+  virtual void pair_backward(const at::Tensor& pos, const at::Tensor& mass,
+                             const at::Tensor& grad_acc, double softening,
+                             double G, at::Tensor& grad_pos,
+                             at::Tensor& grad_mass) const = 0;
+
+  // energy (B,): U = -G sum_{i<j} m_i m_j / s_ij, summed in an order that
+  // does not depend on the number of threads (deterministic).
+  virtual void potential(const at::Tensor& pos, const at::Tensor& mass,
+                         double softening, double G,
+                         at::Tensor& energy) const = 0;
+};
+
+// Called once per device type from a static initializer of each back end.
+void register_backend(c10::DeviceType device, const GravityBackend* backend);
+
+// The back end for t's device; a clear error when none was built.
+const GravityBackend& backend_for(const at::Tensor& t);
+
+}  // namespace aits

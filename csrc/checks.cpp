@@ -1,0 +1,113 @@
+#include "checks.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace aits {
+namespace {
+
+std::string shape_str(const at::Tensor& t) {
+  std::string s = "(";
+  for (int64_t k = 0; k < t.dim(); ++k) {
+    s += (k ? ", " : "") + std::to_string(t.size(k));
+  }
+  return s + (t.dim() == 1 ? ",)" : ")");
+}
+
+void check_tensor_kind(const char* op, const char* name, const at::Tensor& t,
+                       const at::Tensor& like) {
+  TORCH_CHECK_VALUE(t.defined(), "aits.", op, ": ", name, " is missing (got None).");
+  TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), "aits.", op, ": ", name,
+                   " has dtype ", t.scalar_type(), " but pos has dtype ", like.scalar_type(),
+                   "; convert it with .to(pos.dtype).");
+  TORCH_CHECK_VALUE(t.device() == like.device(), "aits.", op, ": ", name, " is on ", t.device(),
+                    " but pos is on ", like.device(), "; move it with .to(pos.device).");
+}
+
+}  // namespace
+
+void ValueChecks::finite(const char* name, const at::Tensor& t) {
+  if (t.numel() == 0) return;
+  ok_.push_back(at::isfinite(t).all());
+  messages_.push_back(std::string(name) +
+                      " contains NaN or infinite values; every entry must be finite.");
+}
+
+void ValueChecks::finite_non_negative(const char* name, const at::Tensor& t) {
+  finite(name, t);
+  if (t.numel() == 0) return;
+  ok_.push_back((t >= 0).all());
+  messages_.push_back(std::string(name) +
+                      " contains negative values; every entry must be >= 0.");
+}
+
+void ValueChecks::finite_positive(const char* name, const at::Tensor& t) {
+  finite(name, t);
+  if (t.numel() == 0) return;
+  ok_.push_back((t > 0).all());
+  messages_.push_back(std::string(name) +
+                      " contains values <= 0; every entry must be > 0 (a time step must move forward).");
+}
+
+void ValueChecks::run() const {
+  if (ok_.empty()) return;
+  const at::Tensor flags = at::stack(ok_).to(at::kCPU);  // the one read-back
+  const bool* f = flags.data_ptr<bool>();
+  for (size_t k = 0; k < ok_.size(); ++k) {
+    TORCH_CHECK_VALUE(f[k], "aits.", op_, ": ", messages_[k]);
+  }
+}
+
+System check_system(const char* op, const at::Tensor& pos, const at::Tensor& mass,
+                    double softening, double G, ValueChecks& values) {
+  TORCH_CHECK_VALUE(pos.defined() && mass.defined(), "aits.", op, ": pos and mass are required.");
+  TORCH_CHECK_TYPE(pos.scalar_type() == at::kFloat || pos.scalar_type() == at::kDouble, "aits.",
+                   op, ": pos must be float32 or float64, got ", pos.scalar_type(),
+                   "; convert with pos.double() or pos.float().");
+  TORCH_CHECK_VALUE((pos.dim() == 2 || pos.dim() == 3) && (pos.size(-1) == 2 || pos.size(-1) == 3),
+                    "aits.", op, ": pos must have shape (N, D) or (B, N, D) with D = 2 or 3, got ",
+                    shape_str(pos), ".");
+  check_tensor_kind(op, "mass", mass, pos);
+  TORCH_CHECK_VALUE(mass.dim() == pos.dim() - 1 && mass.sizes() == pos.sizes().slice(0, pos.dim() - 1),
+                    "aits.", op, ": mass must have shape ", shape_str(pos.select(-1, 0)),
+                    " to match pos of shape ", shape_str(pos), ", got ", shape_str(mass), ".");
+  TORCH_CHECK_VALUE(std::isfinite(softening) && softening >= 0, "aits.", op,
+                    ": softening must be a finite number >= 0, got ", softening, ".");
+  TORCH_CHECK_VALUE(std::isfinite(G) && G > 0, "aits.", op,
+                    ": G must be a finite number > 0, got ", G, ".");
+
+  System sys;
+  sys.batched = pos.dim() == 3;
+  sys.pos = (sys.batched ? pos : pos.unsqueeze(0)).contiguous();
+  sys.mass = (sys.batched ? mass : mass.unsqueeze(0)).contiguous();
+  sys.B = sys.pos.size(0);
+  sys.N = sys.pos.size(1);
+  sys.D = sys.pos.size(2);
+  values.finite("pos", sys.pos);
+  values.finite_non_negative("mass", sys.mass);
+  return sys;
+}
+
+at::Tensor check_like_pos(const char* op, const char* name, const at::Tensor& t,
+                          const System& sys) {
+  check_tensor_kind(op, name, t, sys.pos);
+  const bool same = sys.batched ? t.sizes() == sys.pos.sizes()
+                                : t.dim() == 2 && t.sizes() == sys.pos.sizes().slice(1);
+  TORCH_CHECK_VALUE(same, "aits.", op, ": ", name, " must have the same shape as pos ",
+                    shape_str(sys.batched ? sys.pos : sys.pos.squeeze(0)), ", got ", shape_str(t), ".");
+  return (sys.batched ? t : t.unsqueeze(0)).contiguous();
+}
+
+at::Tensor check_dt(const char* op, const at::Tensor& dt, const System& sys, ValueChecks& values) {
+  check_tensor_kind(op, "dt", dt, sys.pos);
+  const bool ok = dt.dim() == 0 || (sys.batched && dt.dim() == 1 && dt.size(0) == sys.B);
+  TORCH_CHECK_VALUE(ok, "aits.", op, ": dt must be a 0-d tensor",
+                    sys.batched ? " or have shape (B,) = (" + std::to_string(sys.B) + ",)" : std::string(),
+                    ", got shape ", shape_str(dt), ".");
+  values.finite_positive("dt", dt);
+  return dt.dim() == 0 ? dt.expand({sys.B}).contiguous() : dt.contiguous();
+}
+
+}  // namespace aits

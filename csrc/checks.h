@@ -1,0 +1,54 @@
+// Input checks shared by every op and every device: written once, here.
+// Each failure names the op, the argument, what was expected and how to fix it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace aits {
+
+// A validated system, always batched: pos (B, N, D), mass (B, N), contiguous.
+struct System {
+  at::Tensor pos;
+  at::Tensor mass;
+  bool batched;  // false when the caller passed (N, D) / (N,)
+  int64_t B, N, D;
+
+  // Drops the batch axis again for an unbatched caller.
+  at::Tensor unbatch(const at::Tensor& t) const { return batched ? t : t.squeeze(0); }
+};
+
+// Value checks (finiteness, signs) need the data; on a GPU reading it back is a
+// synchronisation, so they are collected and read back together in run().
+class ValueChecks {
+ public:
+  explicit ValueChecks(const char* op) : op_(op) {}
+  void finite(const char* name, const at::Tensor& t);
+  void finite_non_negative(const char* name, const at::Tensor& t);
+  void finite_positive(const char* name, const at::Tensor& t);
+  // Raises ValueError for the first failed check.
+  void run() const;
+
+ private:
+  const char* op_;
+  std::vector<at::Tensor> ok_;
+  std::vector<std::string> messages_;
+};
+
+// pos (N, D) or (B, N, D), mass (N,) or (B, N), softening >= 0, G > 0.
+// Shape, dtype and device problems raise at once; value checks go to `values`.
+System check_system(const char* op, const at::Tensor& pos, const at::Tensor& mass,
+                    double softening, double G, ValueChecks& values);
+
+// A tensor that must look like sys.pos (e.g. vel, acc, a gradient); returns it
+// batched and contiguous.
+at::Tensor check_like_pos(const char* op, const char* name, const at::Tensor& t,
+                          const System& sys);
+
+// dt: a 0-d tensor, or (B,) for a batched system; returns it as (B,).
+at::Tensor check_dt(const char* op, const at::Tensor& dt, const System& sys,
+                    ValueChecks& values);
+
+}  // namespace aits

@@ -1,0 +1,194 @@
+// Schemas of the aits ops (the only place they are written), their
+// device-independent implementations, and the CPU registration.
+//
+// Each op validates its inputs with checks.h, brings them to the batched
+// contiguous form (B, N, D), and calls the primitive kernels of the back end of
+// the inputs' device (backend.h). Backward passes are ops too, built from the
+// same primitives: O(N) extra memory, no N x N tensor anywhere.
+#include "ops.h"
+
+#include <Python.h>
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "backend.h"
+#include "checks.h"
+
+namespace aits {
+namespace {
+
+// (B,) -> (B, 1, 1), to scale per-system vectors.
+Tensor per_system(const Tensor& v) { return v.view({-1, 1, 1}); }
+
+Tensor forward_acc(const System& sys, const Tensor& pos, double softening, double G) {
+  Tensor acc = at::zeros_like(pos);
+  Tensor none;
+  if (acc.numel() > 0) backend_for(pos).pair_forward(pos, sys.mass, softening, G, acc, none);
+  return acc;
+}
+
+// grad_pos and grad_mass of sum(grad_acc * accelerations(pos, mass)).
+std::tuple<Tensor, Tensor> backward_acc(const System& sys, const Tensor& pos,
+                                        const Tensor& grad_acc, double softening, double G) {
+  Tensor grad_pos = at::zeros_like(pos);
+  Tensor grad_mass = at::zeros_like(sys.mass);
+  if (grad_pos.numel() > 0) {
+    backend_for(pos).pair_backward(pos, sys.mass, grad_acc, softening, G, grad_pos, grad_mass);
+  }
+  return {grad_pos, grad_mass};
+}
+
+}  // namespace
+
+Tensor accelerations(const Tensor& pos, const Tensor& mass, double softening, double G) {
+  ValueChecks values("accelerations");
+  const System sys = check_system("accelerations", pos, mass, softening, G, values);
+  values.run();
+  return sys.unbatch(forward_acc(sys, sys.pos, softening, G));
+}
+
+std::tuple<Tensor, Tensor> accelerations_backward(const Tensor& grad_acc, const Tensor& pos,
+                                                  const Tensor& mass, double softening, double G) {
+  ValueChecks values("accelerations_backward");
+  const System sys = check_system("accelerations_backward", pos, mass, softening, G, values);
+  const Tensor g = check_like_pos("accelerations_backward", "grad_acc", grad_acc, sys);
+  auto [grad_pos, grad_mass] = backward_acc(sys, sys.pos, g, softening, G);
+  return {sys.unbatch(grad_pos), sys.unbatch(grad_mass)};
+}
+
+Tensor potential_energy(const Tensor& pos, const Tensor& mass, double softening, double G) {
+  ValueChecks values("potential_energy");
+  const System sys = check_system("potential_energy", pos, mass, softening, G, values);
+  values.run();
+  Tensor energy = at::zeros({sys.B}, sys.pos.options());
+  if (sys.B > 0 && sys.N > 1) backend_for(sys.pos).potential(sys.pos, sys.mass, softening, G, energy);
+  return sys.batched ? energy : energy.squeeze(0);
+}
+
+// dU/dx_k = -m_k a_k and dU/dm_k = phi_k.
+std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, const Tensor& pos,
+                                                     const Tensor& mass, double softening, double G) {
+  ValueChecks values("potential_energy_backward");
+  const System sys = check_system("potential_energy_backward", pos, mass, softening, G, values);
+  Tensor acc = at::zeros_like(sys.pos);
+  Tensor phi = at::zeros_like(sys.mass);
+  if (acc.numel() > 0) backend_for(sys.pos).pair_forward(sys.pos, sys.mass, softening, G, acc, phi);
+  const Tensor g = grad_energy.reshape({sys.B, 1});
+  const Tensor grad_pos = -(g.unsqueeze(-1) * sys.mass.unsqueeze(-1) * acc);
+  const Tensor grad_mass = g * phi;
+  return {sys.unbatch(grad_pos), sys.unbatch(grad_mass)};
+}
+
+// Kick-drift-kick: v_half = v + a0 dt/2; x1 = x + v_half dt; v1 = v_half + a1 dt/2.
+std::tuple<Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
+                                                 const Tensor& mass, const Tensor& dt,
+                                                 double softening, double G,
+                                                 const std::optional<Tensor>& acc) {
+  const char* op = "leapfrog_step";
+  ValueChecks values(op);
+  const System sys = check_system(op, pos, mass, softening, G, values);
+  const Tensor v = check_like_pos(op, "vel", vel, sys);
+  values.finite("vel", v);
+  const Tensor h = per_system(check_dt(op, dt, sys, values));
+  Tensor a0;
+  if (acc.has_value()) {
+    a0 = check_like_pos(op, "acc", *acc, sys);
+    values.finite("acc", a0);
+  }
+  values.run();
+  if (!a0.defined()) a0 = forward_acc(sys, sys.pos, softening, G);
+
+  const Tensor half = h * 0.5;
+  const Tensor v_half = v + a0 * half;
+  const Tensor x1 = sys.pos + v_half * h;
+  const Tensor a1 = forward_acc(sys, x1, softening, G);
+  const Tensor v1 = v_half + a1 * half;
+  return {sys.unbatch(x1), sys.unbatch(v1), sys.unbatch(a1)};
+}
+
+// Reverse of leapfrog_step for upstream gradients of (pos1, vel1, acc1).
+// Returns (grad_pos, grad_vel, grad_mass, grad_dt, grad_acc); grad_acc is zero
+// when no acc was passed (a0 was then computed from pos, and its gradient went
+// into grad_pos and grad_mass instead).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
+    const Tensor& grad_pos1, const Tensor& grad_vel1, const Tensor& grad_acc1, const Tensor& pos,
+    const Tensor& vel, const Tensor& mass, const Tensor& dt, const Tensor& pos1,
+    const Tensor& acc1, const std::optional<Tensor>& acc, double softening, double G) {
+  const char* op = "leapfrog_step_backward";
+  ValueChecks values(op);  // inputs were checked by the forward; shapes are re-checked
+  const System sys = check_system(op, pos, mass, softening, G, values);
+  const Tensor v = check_like_pos(op, "vel", vel, sys);
+  const Tensor x1 = check_like_pos(op, "pos1", pos1, sys);
+  const Tensor a1 = check_like_pos(op, "acc1", acc1, sys);
+  const Tensor gx1_in = check_like_pos(op, "grad_pos1", grad_pos1, sys);
+  const Tensor gv1 = check_like_pos(op, "grad_vel1", grad_vel1, sys);
+  const Tensor ga1_in = check_like_pos(op, "grad_acc1", grad_acc1, sys);
+  const Tensor h = per_system(check_dt(op, dt, sys, values));
+  const bool acc_given = acc.has_value();
+  const Tensor a0 = acc_given ? check_like_pos(op, "acc", *acc, sys)
+                              : forward_acc(sys, sys.pos, softening, G);
+
+  const Tensor half = h * 0.5;
+  const Tensor v_half = v + a0 * half;
+  // v1 = v_half + a1 dt/2
+  const Tensor ga1 = ga1_in + gv1 * half;
+  // a1 = A(x1, m)
+  auto [gx1_from_a1, grad_mass] = backward_acc(sys, x1, ga1, softening, G);
+  const Tensor gx1 = gx1_in + gx1_from_a1;
+  // x1 = x + v_half dt
+  const Tensor gvh = gv1 + gx1 * h;
+  // v_half = v + a0 dt/2
+  const Tensor ga0 = gvh * half;
+  Tensor grad_dt = (gv1 * a1 * 0.5 + gx1 * v_half + gvh * a0 * 0.5).sum({1, 2});
+  if (dt.dim() == 0) grad_dt = grad_dt.sum();
+
+  Tensor grad_pos = gx1;
+  Tensor grad_acc = at::zeros_like(sys.pos);
+  if (acc_given) {
+    grad_acc = ga0;
+  } else {
+    auto [gx0, gm0] = backward_acc(sys, sys.pos, ga0, softening, G);
+    grad_pos = grad_pos + gx0;
+    grad_mass = grad_mass + gm0;
+  }
+  return {sys.unbatch(grad_pos), sys.unbatch(gvh), sys.unbatch(grad_mass), grad_dt,
+          sys.unbatch(grad_acc)};
+}
+
+TORCH_LIBRARY(aits, m) {
+  m.def("accelerations(Tensor pos, Tensor mass, float softening=0.0, float G=1.0) -> Tensor");
+  m.def(
+      "accelerations_backward(Tensor grad_acc, Tensor pos, Tensor mass, float softening, float G)"
+      " -> (Tensor, Tensor)");
+  m.def("potential_energy(Tensor pos, Tensor mass, float softening=0.0, float G=1.0) -> Tensor");
+  m.def(
+      "potential_energy_backward(Tensor grad_energy, Tensor pos, Tensor mass, float softening,"
+      " float G) -> (Tensor, Tensor)");
+  m.def(
+      "leapfrog_step(Tensor pos, Tensor vel, Tensor mass, Tensor dt, float softening=0.0,"
+      " float G=1.0, Tensor? acc=None) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "leapfrog_step_backward(Tensor grad_pos1, Tensor grad_vel1, Tensor grad_acc1, Tensor pos,"
+      " Tensor vel, Tensor mass, Tensor dt, Tensor pos1, Tensor acc1, Tensor? acc, float softening,"
+      " float G) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+void register_op_impls(torch::Library& m) {
+  m.impl("accelerations", &accelerations);
+  m.impl("accelerations_backward", &accelerations_backward);
+  m.impl("potential_energy", &potential_energy);
+  m.impl("potential_energy_backward", &potential_energy_backward);
+  m.impl("leapfrog_step", &leapfrog_step);
+  m.impl("leapfrog_step_backward", &leapfrog_step_backward);
+}
+
+TORCH_LIBRARY_IMPL(aits, CPU, m) { register_op_impls(m); }
+
+}  // namespace aits
+
+// Importing aits._C runs the registrations above; the module itself is empty.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

@@ -1,0 +1,43 @@
+// The device-independent implementations of the aits ops. ops.cpp registers
+// them for CPU; the CUDA wrapper registers the very same functions for CUDA.
+// Schemas live in one place: the TORCH_LIBRARY block in ops.cpp.
+#pragma once
+
+#include <optional>
+#include <tuple>
+
+#include <ATen/core/Tensor.h>
+
+namespace torch {
+class Library;
+}
+
+namespace aits {
+
+using at::Tensor;
+
+Tensor accelerations(const Tensor& pos, const Tensor& mass, double softening, double G);
+
+std::tuple<Tensor, Tensor> accelerations_backward(const Tensor& grad_acc, const Tensor& pos,
+                                                  const Tensor& mass, double softening, double G);
+
+Tensor potential_energy(const Tensor& pos, const Tensor& mass, double softening, double G);
+
+std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, const Tensor& pos,
+                                                     const Tensor& mass, double softening, double G);
+
+std::tuple<Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
+                                                 const Tensor& mass, const Tensor& dt,
+                                                 double softening, double G,
+                                                 const std::optional<Tensor>& acc);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
+    const Tensor& grad_pos1, const Tensor& grad_vel1, const Tensor& grad_acc1, const Tensor& pos,
+    const Tensor& vel, const Tensor& mass, const Tensor& dt, const Tensor& pos1,
+    const Tensor& acc1, const std::optional<Tensor>& acc, double softening, double G);
+
+// Registers every function above under its schema name, for one dispatch key
+// (TORCH_LIBRARY_IMPL(aits, CPU / CUDA, m) { register_op_impls(m); }).
+void register_op_impls(torch::Library& m);
+
+}  // namespace aits
