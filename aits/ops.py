@@ -54,8 +54,16 @@ def leapfrog_step(
 
     ``acc``, when given, must be the acceleration at ``pos`` (e.g. ``acc1`` of the
     previous step): a rollout of k steps then costs k + 1 force evaluations.
-    ``dt`` must be a tensor (0-d, or ``(B,)`` for a batch) of ``pos``'s dtype.
+    ``dt`` is a tensor (0-d, or ``(B,)`` for a batch) of ``pos``'s dtype; a plain
+    Python number is turned into a 0-d tensor.
     """
+    if isinstance(dt, (int, float)) and not isinstance(dt, bool):
+        dt = torch.tensor(float(dt), dtype=pos.dtype, device=pos.device)
+    elif not isinstance(dt, Tensor):
+        raise TypeError(
+            f"aits.leapfrog_step: dt must be a torch.Tensor (0-d or (B,)) or a number, got "
+            f"{type(dt).__name__}; use torch.as_tensor(dt, dtype=pos.dtype)."
+        )
     return _ops.leapfrog_step(pos, vel, mass, dt, float(softening), float(G), acc)
 
 
@@ -63,7 +71,7 @@ def leapfrog_step(
 
 
 @torch.library.register_fake("aits::accelerations")
-def _accelerations_fake(pos, mass, softening, G):
+def _accelerations_fake(pos, mass, softening=0.0, G=1.0):
     return torch.empty_like(pos)
 
 
@@ -73,7 +81,7 @@ def _accelerations_backward_fake(grad_acc, pos, mass, softening, G):
 
 
 @torch.library.register_fake("aits::potential_energy")
-def _potential_energy_fake(pos, mass, softening, G):
+def _potential_energy_fake(pos, mass, softening=0.0, G=1.0):
     return pos.new_empty(pos.shape[:-2])
 
 
@@ -83,7 +91,7 @@ def _potential_energy_backward_fake(grad_energy, pos, mass, softening, G):
 
 
 @torch.library.register_fake("aits::leapfrog_step")
-def _leapfrog_step_fake(pos, vel, mass, dt, softening, G, acc):
+def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None):
     return torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos)
 
 

@@ -23,12 +23,6 @@
 #include <cmath>
 #endif
 
-// Unrolls the tiny per-dimension loops (D = 2 or 3) on either compiler.
-#if defined(__CUDACC__)
-#define AITS_UNROLL _Pragma("unroll")
-#else
-#define AITS_UNROLL _Pragma("GCC unroll 3")
-#endif
 
 namespace aits {
 
@@ -42,39 +36,40 @@ AITS_HD T inverse_distance(T r2) {
 #endif
 }
 
-// Accumulates body j's pull on body i: acc += m_j d inv^3 and, when wanted,
-// pot += m_j inv (the caller applies -G).
-template <typename T, int D>
-AITS_HD void accumulate_pull(const T (&d)[D], T r2, T mj, T (&acc)[D], T& pot) {
-  const T inv = inverse_distance(r2);
-  const T w = mj * inv * inv * inv;
-AITS_UNROLL
-  for (int c = 0; c < D; ++c) acc[c] += w * d[c];
-  pot += mj * inv;
+// A separation or gradient vector; z is 0 in 2-D (constant-folded by the
+// compiler, so 2-D kernels do no work for it).
+template <typename T>
+struct Vec3 {
+  T x, y, z;
+};
+
+template <typename T>
+AITS_HD T dot(const Vec3<T>& a, const Vec3<T>& b) {
+  return a.x * b.x + a.y * b.y + a.z * b.z;
 }
 
-// Accumulates pair (k, j)'s share of dL/dx_k and dL/dm_k (the caller applies G).
-// gk, gj: upstream gradients dL/da of bodies k and j.
-template <typename T, int D>
-AITS_HD void accumulate_pull_backward(const T (&d)[D], T r2, T mk, T mj,
-                                      const T (&gk)[D], const T (&gj)[D],
-                                      T (&gx)[D], T& gm) {
+// Body j's pull on body i at squared softened distance r2 = |d_ij|^2 + eps^2:
+// returns m_j / s^3 (multiply by d_ij for the acceleration) and sets
+// m_j / s in `pot` (the potential term, -G applied by the caller).
+template <typename T>
+AITS_HD T pull_weight(T r2, T mj, T& pot) {
+  const T inv = inverse_distance(r2);
+  pot = mj * inv;
+  return pot * inv * inv;
+}
+
+// Pair (k, j)'s share of dL/dx_k (returned) and dL/dm_k (added to gm), G
+// applied by the caller. d = x_j - x_k; gk, gj: upstream dL/da of k and j.
+template <typename T>
+AITS_HD Vec3<T> pull_backward(const Vec3<T>& d, T r2, T mk, T mj, const Vec3<T>& gk,
+                              const Vec3<T>& gj, T& gm) {
   const T inv = inverse_distance(r2);
   const T inv2 = inv * inv;
   const T inv3 = inv2 * inv;
-  const T inv5 = inv3 * inv2;
-  T u[D];
-  T du = T(0), dg = T(0);
-AITS_UNROLL
-  for (int c = 0; c < D; ++c) {
-    u[c] = mk * gj[c] - mj * gk[c];
-    du += d[c] * u[c];
-    dg += d[c] * gj[c];
-  }
-  const T three_du_inv5 = T(3) * du * inv5;
-AITS_UNROLL
-  for (int c = 0; c < D; ++c) gx[c] += u[c] * inv3 - d[c] * three_du_inv5;
-  gm -= dg * inv3;
+  const Vec3<T> u{mk * gj.x - mj * gk.x, mk * gj.y - mj * gk.y, mk * gj.z - mj * gk.z};
+  const T s = T(3) * dot(d, u) * inv3 * inv2;
+  gm -= dot(d, gj) * inv3;
+  return {u.x * inv3 - d.x * s, u.y * inv3 - d.y * s, u.z * inv3 - d.z * s};
 }
 
 }  // namespace aits

@@ -20,44 +20,91 @@ int64_t grain_for(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int6
 // (B, N, D) -> (B, D, N) contiguous.
 at::Tensor to_soa(const at::Tensor& t) { return t.transpose(1, 2).contiguous(); }
 
+// The coordinate rows of one system in (D, N) layout: unit-stride in j, so the
+// inner loops vectorise with plain vector loads. In 2-D, z reads as 0.
+template <typename T, int D>
+struct Columns {
+  const T* __restrict x;
+  const T* __restrict y;
+  const T* __restrict z;
+  Columns(const T* base, int64_t N) : x(base), y(base + N), z(D == 3 ? base + 2 * N : nullptr) {}
+  AITS_HD Vec3<T> at(int64_t j) const { return {x[j], y[j], D == 3 ? z[j] : T(0)}; }
+};
+
+template <typename T>
+AITS_HD Vec3<T> minus(const Vec3<T>& a, const Vec3<T>& b) {
+  return {a.x - b.x, a.y - b.y, a.z - b.z};
+}
+
+// K running sums over partners j in [j0, j1), kept in W independent lanes so
+// the compiler vectorises the loop without reassociating floating-point sums
+// (no -ffast-math); the lanes are combined in a fixed order at the end, so the
+// result is the same on every run and every thread count.
+template <typename T, int K>
+struct Sums {
+  T v[K];
+};
+
+template <typename T, int K, typename Body>
+AITS_HD Sums<T, K> sum_partners(int64_t j0, int64_t j1, const Body& body) {
+  constexpr int W = 64 / sizeof(T);  // one AVX-512 register, two AVX2 ones
+  T lanes[K][W] = {};
+  int64_t j = j0;
+  for (; j + W <= j1; j += W) {
+    for (int l = 0; l < W; ++l) {
+      const Sums<T, K> t = body(j + l);
+      for (int k = 0; k < K; ++k) lanes[k][l] += t.v[k];
+    }
+  }
+  Sums<T, K> total{};
+  for (; j < j1; ++j) {
+    const Sums<T, K> t = body(j);
+    for (int k = 0; k < K; ++k) total.v[k] += t.v[k];
+  }
+  for (int k = 0; k < K; ++k) {
+    for (int l = 0; l < W; ++l) total.v[k] += lanes[k][l];
+  }
+  return total;
+}
+
+// The same sums over every partner except j == skip. The self term is skipped
+// by index, never by a test on the distance, so coincident distinct bodies
+// stay visible as non-finite results.
+template <typename T, int K, typename Body>
+AITS_HD Sums<T, K> sum_others(int64_t skip, int64_t n, const Body& body) {
+  Sums<T, K> lo = sum_partners<T, K>(0, skip, body);
+  const Sums<T, K> hi = sum_partners<T, K>(skip + 1, n, body);
+  for (int k = 0; k < K; ++k) lo.v[k] += hi.v[k];
+  return lo;
+}
+
 template <typename T, int D, bool kAcc, bool kPhi>
 void forward_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* acc, T* phi) {
   at::parallel_for(0, B * N, grain_for(N), [&](int64_t begin, int64_t end) {
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t b = idx / N, i = idx % N;
-      const T* xb = x + b * D * N;
-      const T* mb = mass + b * N;
-      T xi[D];
-      for (int c = 0; c < D; ++c) xi[c] = xb[c * N + i];
-      T a0 = 0, a1 = 0, a2 = 0, p = 0;
-      // j < i, then j > i: the self term is skipped by index, never by a test
-      // on the distance, so coincident distinct bodies stay visible (non-finite).
-      for (int part = 0; part < 2; ++part) {
-        const int64_t j0 = part == 0 ? 0 : i + 1, j1 = part == 0 ? i : N;
-#pragma omp simd reduction(+ : a0, a1, a2, p)
-        for (int64_t j = j0; j < j1; ++j) {
-          T d[D];
-          T r2 = eps2;
-          for (int c = 0; c < D; ++c) {
-            d[c] = xb[c * N + j] - xi[c];
-            r2 += d[c] * d[c];
-          }
-          T a[D] = {};
-          T pp = 0;
-          accumulate_pull<T, D>(d, r2, mb[j], a, pp);
-          a0 += a[0];
-          a1 += a[1];
-          if constexpr (D == 3) a2 += a[2];
-          p += pp;
+      const Columns<T, D> xb(x + b * D * N, N);
+      const T* __restrict mb = mass + b * N;
+      const Vec3<T> xi = xb.at(i);
+      // sums: a_x, a_y, (a_z), (phi)
+      constexpr int K = (kAcc ? D : 0) + (kPhi ? 1 : 0);
+      const Sums<T, K> s = sum_others<T, K>(i, N, [&](int64_t j) {
+        const Vec3<T> d = minus(xb.at(j), xi);
+        T pot;
+        const T w = pull_weight(eps2 + dot(d, d), mb[j], pot);
+        Sums<T, K> t;
+        if constexpr (kAcc) {
+          t.v[0] = w * d.x;
+          t.v[1] = w * d.y;
+          if constexpr (D == 3) t.v[2] = w * d.z;
         }
-      }
+        if constexpr (kPhi) t.v[K - 1] = pot;
+        return t;
+      });
       if constexpr (kAcc) {
-        T* ai = acc + idx * D;
-        ai[0] = G * a0;
-        ai[1] = G * a1;
-        if constexpr (D == 3) ai[2] = G * a2;
+        for (int c = 0; c < D; ++c) acc[idx * D + c] = G * s.v[c];
       }
-      if constexpr (kPhi) phi[idx] = -G * p;
+      if constexpr (kPhi) phi[idx] = -G * s.v[K - 1];
     }
   });
 }
@@ -68,41 +115,24 @@ void backward_kernel(const T* x, const T* mass, const T* g, int64_t B, int64_t N
   at::parallel_for(0, B * N, grain_for(N), [&](int64_t begin, int64_t end) {
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t b = idx / N, k = idx % N;
-      const T* xb = x + b * D * N;
-      const T* gb = g + b * D * N;
-      const T* mb = mass + b * N;
+      const Columns<T, D> xb(x + b * D * N, N);
+      const Columns<T, D> gb(g + b * D * N, N);
+      const T* __restrict mb = mass + b * N;
       const T mk = mb[k];
-      T xk[D], gk[D];
-      for (int c = 0; c < D; ++c) {
-        xk[c] = xb[c * N + k];
-        gk[c] = gb[c * N + k];
-      }
-      T gx0 = 0, gx1 = 0, gx2 = 0, gm = 0;
-      for (int part = 0; part < 2; ++part) {
-        const int64_t j0 = part == 0 ? 0 : k + 1, j1 = part == 0 ? k : N;
-#pragma omp simd reduction(+ : gx0, gx1, gx2, gm)
-        for (int64_t j = j0; j < j1; ++j) {
-          T d[D], gj[D];
-          T r2 = eps2;
-          for (int c = 0; c < D; ++c) {
-            d[c] = xb[c * N + j] - xk[c];
-            gj[c] = gb[c * N + j];
-            r2 += d[c] * d[c];
-          }
-          T gx[D] = {};
-          T gmj = 0;
-          accumulate_pull_backward<T, D>(d, r2, mk, mb[j], gk, gj, gx, gmj);
-          gx0 += gx[0];
-          gx1 += gx[1];
-          if constexpr (D == 3) gx2 += gx[2];
-          gm += gmj;
-        }
-      }
-      T* out = grad_pos + idx * D;
-      out[0] = G * gx0;
-      out[1] = G * gx1;
-      if constexpr (D == 3) out[2] = G * gx2;
-      grad_mass[idx] = G * gm;
+      const Vec3<T> xk = xb.at(k), gk = gb.at(k);
+      // sums: dL/dx_k (D components), dL/dm_k
+      const Sums<T, D + 1> s = sum_others<T, D + 1>(k, N, [&](int64_t j) {
+        const Vec3<T> d = minus(xb.at(j), xk);
+        Sums<T, D + 1> t;
+        t.v[D] = 0;
+        const Vec3<T> gx = pull_backward(d, eps2 + dot(d, d), mk, mb[j], gk, gb.at(j), t.v[D]);
+        t.v[0] = gx.x;
+        t.v[1] = gx.y;
+        if constexpr (D == 3) t.v[2] = gx.z;
+        return t;
+      });
+      for (int c = 0; c < D; ++c) grad_pos[idx * D + c] = G * s.v[c];
+      grad_mass[idx] = G * s.v[D];
     }
   });
 }
@@ -117,22 +147,15 @@ void potential_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T
   at::parallel_for(0, B * half, grain_for(N), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / half, r = t % half;
-      const T* xb = x + b * D * N;
-      const T* mb = mass + b * N;
+      const Columns<T, D> xb(x + b * D * N, N);
+      const T* __restrict mb = mass + b * N;
       auto row = [&](int64_t i) {
-        T xi[D];
-        for (int c = 0; c < D; ++c) xi[c] = xb[c * N + i];
-        T p = 0;
-#pragma omp simd reduction(+ : p)
-        for (int64_t j = i + 1; j < N; ++j) {
-          T r2 = eps2;
-          for (int c = 0; c < D; ++c) {
-            const T dc = xb[c * N + j] - xi[c];
-            r2 += dc * dc;
-          }
-          p += mb[j] * inverse_distance(r2);
-        }
-        rows[b * N + i] = mb[i] * p;
+        const Vec3<T> xi = xb.at(i);
+        const Sums<T, 1> p = sum_partners<T, 1>(i + 1, N, [&](int64_t j) {
+          const Vec3<T> d = minus(xb.at(j), xi);
+          return Sums<T, 1>{{mb[j] * inverse_distance(eps2 + dot(d, d))}};
+        });
+        rows[b * N + i] = mb[i] * p.v[0];
       };
       row(r);
       if (N - 1 - r != r) row(N - 1 - r);

@@ -1,0 +1,126 @@
+"""Kernel benchmark cases shared by the pytest-benchmark file and the table.
+
+Each case is one call of a gravity op on a random system of N bodies in 3-D:
+``forward`` (accelerations), ``forward+backward`` (accelerations and the
+vector-Jacobian product for positions and masses) and ``leapfrog`` (one
+``leapfrog_step`` with the acceleration passed in, i.e. one force evaluation).
+Throughput is counted in pair interactions per second: N^2 per call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+import aits
+from aits import reference
+
+OPS = ("forward", "forward+backward", "leapfrog")
+# The reference materialises several (N, N, D) tensors: skip it above this.
+REFERENCE_MEMORY_LIMIT = 3 * 2**30
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    n: int
+    dtype: torch.dtype
+    impl: str  # "aits" or "reference"
+    device: str = "cpu"
+
+    @property
+    def label(self) -> str:
+        return f"{self.op}-{self.impl}-{str(self.dtype).removeprefix('torch.')}-N{self.n}"
+
+
+def reference_memory(n: int, dtype: torch.dtype) -> int:
+    """Rough peak bytes of the broadcasting reference (about 6 live N x N x 3 arrays)."""
+    return 6 * n * n * 3 * torch.empty((), dtype=dtype).element_size()
+
+
+def make_call(case: Case, seed: int = 0) -> Callable[[], object]:
+    """Inputs for the case, and a function running it once."""
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.randn(case.n, 3, generator=gen, dtype=case.dtype).to(case.device)
+    vel = torch.randn(case.n, 3, generator=gen, dtype=case.dtype).to(case.device) * 0.1
+    mass = (torch.rand(case.n, generator=gen, dtype=case.dtype) + 0.5).to(case.device) / case.n
+    dt = torch.tensor(1e-3, dtype=case.dtype, device=case.device)
+    mod = aits if case.impl == "aits" else reference
+    soft = 0.01
+    if case.op == "forward":
+        return lambda: mod.accelerations(pos, mass, soft)
+    if case.op == "forward+backward":
+        p = pos.clone().requires_grad_()
+        m = mass.clone().requires_grad_()
+        grad = torch.randn(pos.shape, generator=gen, dtype=case.dtype).to(case.device)
+
+        def fwd_bwd():
+            return torch.autograd.grad(mod.accelerations(p, m, soft), [p, m], grad)
+
+        return fwd_bwd
+    if case.op == "leapfrog":
+        acc = aits.accelerations(pos, mass, soft)
+        return lambda: mod.leapfrog_step(pos, vel, mass, dt, soft, 1.0, acc)
+    raise ValueError(f"unknown op {case.op!r}; expected one of {OPS}")
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_call(call: Callable[[], object], device: str = "cpu", min_time: float = 0.3) -> float:
+    """Best seconds per call over repeats lasting at least ``min_time`` in total."""
+    call()
+    synchronize(device)
+    best, total, reps = float("inf"), 0.0, 0
+    while total < min_time or reps < 3:
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        best, total, reps = min(best, elapsed), total + elapsed, reps + 1
+    return best
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_extra_memory(call: Callable[[], object], device: str = "cpu") -> float:
+    """Peak memory (bytes) a call needs beyond what is resident before it.
+
+    CPU: resets the kernel's peak-RSS counter (/proc/self/clear_refs) and reads
+    VmHWM - VmRSS. CUDA: torch.cuda.max_memory_allocated. NaN where unsupported.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated() - before)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_kib("VmRSS")
+        call()
+        return float(_status_kib("VmHWM") - before) * 1024
+    except OSError:
+        return float("nan")
+
+
+def check_agreement(op: str, n: int, dtype: torch.dtype, device: str = "cpu") -> float:
+    """Max relative difference of aits against the reference for one case (small N)."""
+    got = make_call(Case(op, n, dtype, "aits", device))()
+    want = make_call(Case(op, n, dtype, "reference", device))()
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    want = want if isinstance(want, (tuple, list)) else (want,)
+    return max(((g - w).abs().max() / w.abs().max()).item() for g, w in zip(got, want))

@@ -1,0 +1,49 @@
+"""Shared helpers for the tests: sample systems and tolerant comparisons."""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = [torch.float32, torch.float64]
+# Relative tolerance of a native result against the pure-torch reference.
+RTOL = {torch.float64: 1e-12, torch.float32: 2e-5}
+
+
+def make_system(
+    n: int = 7,
+    dim: int = 3,
+    batch: int | None = 2,
+    dtype: torch.dtype = torch.float64,
+    device: str = "cpu",
+    seed: int = 0,
+    requires_grad: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Random well-separated bodies: pos/vel (B, N, D) or (N, D), mass (B, N) or (N,), dt."""
+    gen = torch.Generator().manual_seed(seed)
+    lead = () if batch is None else (batch,)
+    pos = torch.randn(lead + (n, dim), generator=gen, dtype=torch.float64) * 2.0
+    vel = torch.randn(lead + (n, dim), generator=gen, dtype=torch.float64) * 0.3
+    mass = torch.rand(lead + (n,), generator=gen, dtype=torch.float64) + 0.1
+    dt = (
+        torch.tensor(0.01, dtype=torch.float64)
+        if batch is None
+        else torch.rand(batch, generator=gen, dtype=torch.float64) * 0.01 + 0.005
+    )
+    out = {"pos": pos, "vel": vel, "mass": mass, "dt": dt}
+    return {
+        k: v.to(device=device, dtype=dtype).requires_grad_(requires_grad) for k, v in out.items()
+    }
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected| (norm-wise, robust to cancelling components)."""
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    diff = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert actual.dtype == expected.dtype
+    err = rel_err(actual.detach(), expected.detach())
+    assert err <= tol, f"relative error {err:.3e} > {tol:.1e}"
