@@ -109,25 +109,37 @@ def test_batched_part2_equals_per_sample_loop(history):
     states, window = take(traj.states, idx), _take_window(traj.window, idx)
     dt_b, rel_b = replay_errors(tr.model, states, window, tr.gate, n_steps=2)
     dt_s, rel_s = replay_errors_per_sample(tr.model, states, window, tr.gate, n_steps=2)
-    torch.testing.assert_close(dt_b, dt_s, rtol=1e-12, atol=0)
-    torch.testing.assert_close(rel_b, rel_s, rtol=1e-9, atol=1e-18)
+    dt_c, rel_c = traj.errors(tr.model, idx, tr.gate, n_steps=2)  # Part 2's cached path
+    for dt, rel in ((dt_s, rel_s), (dt_c, rel_c)):
+        torch.testing.assert_close(dt_b, dt, rtol=1e-12, atol=0)
+        torch.testing.assert_close(rel_b, rel, rtol=1e-9, atol=1e-18)
     # the gradient of the mean loss agrees too
     g = []
-    for dt, rel in ((dt_b, rel_b), (dt_s, rel_s)):
+    for dt, rel in ((dt_b, rel_b), (dt_s, rel_s), (dt_c, rel_c)):
         tr.model.zero_grad()
         tr.gate.loss(rel, dt).mean().backward()
         g.append(torch.cat([p.grad.flatten() for p in tr.model.parameters()]))
     torch.testing.assert_close(g[0], g[1], rtol=1e-8, atol=1e-14)
+    torch.testing.assert_close(g[0], g[2], rtol=1e-8, atol=1e-14)
+
+
+class NoFeatures:
+    history_dim = 0
+
+    def __call__(self, states, window=None):
+        return states.pos.new_zeros(states.batch_shape + (1,))
 
 
 class FixedRatioDt(nn.Module):
     """dt = exp(s) * base (one base dt per system, one learnable scalar s)."""
 
+    output = "direct"
+
     def __init__(self, base: torch.Tensor) -> None:
         super().__init__()
         self.base = base
         self.s = nn.Parameter(torch.zeros((), dtype=base.dtype))
-        self.spec = type("Spec", (), {"history_dim": 0})()
+        self.spec = NoFeatures()
         self.calls = 0
 
     def predict_dt(self, state, history=None):
