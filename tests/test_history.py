@@ -52,7 +52,7 @@ def test_padded_slots_give_finite_features(kind, batch):
     per = 10 if kind == "delta_mag" else (11 if kind == "basic" else 23)
     assert f.shape == s.batch_shape + (6 * per,)
     assert torch.isfinite(f).all()
-    n_real_blocks = 2 if kind == "delta_mag" else 2
+    n_real_blocks = 2  # two pushed states: 2 stored analytic blocks, or 2 real pairs
     assert (f[..., : (6 - n_real_blocks) * per] == 0).all()
     assert (f[..., (6 - n_real_blocks) * per :].abs().sum(-1) > 0).all()
 
