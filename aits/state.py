@@ -18,6 +18,7 @@ keeps that graph alive: call :meth:`SystemState.detach` (shares storage) or
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -248,8 +249,15 @@ class SystemState:
         return 0.5 * (self.mass * (self.vel * self.vel).sum(-1)).sum(-1)
 
     def gravity_potential_energy(self) -> Tensor:
-        """Mutual (softened) gravitational potential energy; shape ``batch_shape``."""
-        return ops.potential_energy(self.pos, self.mass, self.softening, self.G)
+        """Mutual (softened) gravitational potential energy; shape ``batch_shape``.
+
+        A system with non-finite positions (a step that blew up) gets NaN instead
+        of the op's ``ValueError``, so the energy gate can reject it within a batch.
+        """
+        finite = torch.isfinite(self.pos).all(-1).all(-1)
+        pos = torch.where(finite[..., None, None], self.pos, 0.0)
+        u = ops.potential_energy(pos, self.mass, self.softening, self.G)
+        return torch.where(finite, u, math.nan)
 
     def external_potential_energy(self) -> Tensor:
         """``sum_i m_i Phi_ext(x_i)`` (zero without a field); shape ``batch_shape``."""
@@ -319,6 +327,18 @@ def _as_dt(state: SystemState, dt: Tensor | float) -> Tensor:
     return dt
 
 
+class _FiniteGrad(torch.autograd.Function):
+    """Identity whose backward turns non-finite gradient entries into 0."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def step(state: SystemState, dt: Tensor | float) -> SystemState:
     """One kick-drift-kick leapfrog step of ``state`` by ``dt``.
 
@@ -332,15 +352,27 @@ def step(state: SystemState, dt: Tensor | float) -> SystemState:
         The end state, with ``time + dt`` and the end-of-step total acceleration
         cached. With a field attached, the native gravity step is composed with the
         field's two half kicks, which is exactly KDK with the total force.
+
+    A start state without a cached acceleration whose bodies coincide (softening 0)
+    gives a NaN end state for the energy gate to reject; a cached acceleration
+    that is not finite is refused by the op (``ValueError``): never step on from a
+    rejected state. The gradient with respect to ``dt`` of a system whose step is
+    non-finite is 0 instead of NaN, so one blown-up system in a batch cannot
+    poison the gradients of a network that predicted the whole batch's steps.
     """
     dt = _as_dt(state, dt)
-    a0 = state.acceleration()
+    if dt.requires_grad:
+        dt = _FiniteGrad.apply(dt)
+    h = dt.reshape(dt.shape + (1, 1)) if dt.dim() == 1 else dt
+    vel = state.vel
+    if state.acc is None and state.field is not None:
+        # the op's first kick uses gravity only: give the field's half kick here
+        vel = vel + state.field.acceleration(state.pos, state.G) * (h / 2)
     pos1, vel1, acc1 = ops.leapfrog_step(
-        state.pos, state.vel, state.mass, dt, state.softening, state.G, acc=a0
+        state.pos, vel, state.mass, dt, state.softening, state.G, acc=state.acc
     )
     if state.field is not None:
         a_ext = state.field.acceleration(pos1, state.G)
-        h = dt.reshape(dt.shape + (1, 1)) if dt.dim() == 1 else dt
         vel1 = vel1 + a_ext * (h / 2)
         acc1 = acc1 + a_ext
     return dataclasses.replace(
