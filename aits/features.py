@@ -1,0 +1,438 @@
+"""Features of a state (and of its recent history) that the time-step network sees.
+
+Analytic features (per system, permutation-invariant):
+
+``basic`` (11): N, D, total mass, mean and max distance from the centre of mass,
+mean and max speed relative to the centre-of-mass velocity, mean and max |a|,
+min and mean pairwise distance.
+
+``rich`` (23): the 11 above, then mean/min/max/std of the masses, min and rms
+distance from the centre of mass, min and rms relative speed, min and rms |a|,
+max pairwise distance and the softening.
+
+History features (see :mod:`aits.history`): ``delta_mag`` gives, for each
+consecutive pair of states in the window, mean/max/rms of |dx|, |dv|, |da| over
+the bodies and the dt taken between them (10 numbers a pair); the history
+versions of ``basic``/``rich`` concatenate the analytic features of each stored
+state. Padded (missing) slots give zeros.
+
+Features are observations, not part of the differentiable simulation: they are
+computed without gradient (a pairwise loop with autograd would keep O(N^2)
+memory alive). Pairwise statistics are computed in chunks of rows, never as one
+N x N tensor, and the acceleration cached on a state is reused.
+
+Normalisation (:class:`FeatureScales`): lengths are divided by ``L0``, speeds by
+``V0``, accelerations by ``A0``, times by ``T0`` and masses by ``M0``; N, D are
+left as they are. Scales are set by hand, derived once from an initial state
+(:meth:`FeatureScales.from_state`), or, with ``normalize="state"`` in
+:class:`FeatureSpec`, derived from each state itself, which makes the features
+invariant under a change of units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from aits.state import SystemState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aits.history import HistoryBuffer
+
+BASIC_NAMES: tuple[str, ...] = (
+    "n_bodies", "dim", "total_mass",
+    "mean_r_com", "max_r_com", "mean_speed", "max_speed",
+    "mean_acc", "max_acc", "min_pair_dist", "mean_pair_dist",
+)
+RICH_NAMES: tuple[str, ...] = BASIC_NAMES + (
+    "mean_mass", "min_mass", "max_mass", "std_mass",
+    "min_r_com", "rms_r_com", "min_speed", "rms_speed", "min_acc", "rms_acc",
+    "max_pair_dist", "softening",
+)
+DELTA_MAG_NAMES: tuple[str, ...] = (
+    "mean_dx", "max_dx", "rms_dx", "mean_dv", "max_dv", "rms_dv",
+    "mean_da", "max_da", "rms_da", "dt",
+)
+
+# physical unit of each feature: "1" none, "M" mass, "L" length, "V" speed, "A" acc., "T" time
+_UNITS = {
+    "n_bodies": "1", "dim": "1", "total_mass": "M", "mean_mass": "M", "min_mass": "M",
+    "max_mass": "M", "std_mass": "M", "softening": "L", "dt": "T",
+}
+for _n in RICH_NAMES + DELTA_MAG_NAMES:
+    if _n not in _UNITS:
+        _UNITS[_n] = ("L" if ("r_com" in _n or "pair" in _n or "dx" in _n)
+                      else "V" if ("speed" in _n or "dv" in _n) else "A")
+
+ANALYTIC_KINDS = ("basic", "rich")
+HISTORY_KINDS = ("delta_mag", "basic", "rich")
+_NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "delta_mag": DELTA_MAG_NAMES}
+
+#: Budget (elements) for one chunk of the pairwise loop, per batch.
+PAIR_CHUNK_ELEMENTS = 1 << 20
+
+
+# ------------------------------------------------------------------------------ pairwise
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """Pairwise statistics over ``i != j``, each of shape ``batch_shape``
+    (``min_freefall`` is ``None`` unless requested)."""
+
+    min_dist: Tensor
+    mean_dist: Tensor
+    max_dist: Tensor
+    min_freefall: Tensor | None = None
+
+
+@torch.no_grad()
+def pairwise_stats(
+    pos: Tensor,
+    mass: Tensor,
+    softening: float = 0.0,
+    G: float = 1.0,
+    *,
+    freefall: bool = False,
+    chunk_elements: int = PAIR_CHUNK_ELEMENTS,
+) -> PairStats:
+    """Min/mean/max pairwise distance and, with ``freefall``, the minimum pairwise
+    free-fall time ``sqrt((r^2 + eps^2)^(3/2) / (G (m_i + m_j)))`` (``inf`` for two
+    zero masses).
+
+    Args:
+        pos: ``(..., N, D)``; mass: ``(..., N)``.
+    Returns:
+        :class:`PairStats` of ``batch_shape`` tensors; distances are unsoftened. With
+        ``N < 2`` the distances are 0 and the free-fall time ``inf``.
+
+    Memory is ``O(chunk_elements)``: rows are processed in chunks, never all N x N
+    at once (unless that fits the budget). This is the one place where features
+    cost O(N^2); a native kernel can replace it without touching the callers.
+    """
+    batch_shape = pos.shape[:-2]
+    n = pos.shape[-2]
+    x = pos.reshape(-1, n, pos.shape[-1])
+    m = mass.reshape(-1, n)
+    B = x.shape[0]
+    if n < 2:
+        z = pos.new_zeros(batch_shape)
+        return PairStats(z, z, z, torch.full_like(z, math.inf) if freefall else None)
+    rows = max(1, min(n, chunk_elements // max(1, B * n)))
+    dmin = x.new_full((B,), math.inf)
+    dmax = x.new_zeros(B)
+    dsum = x.new_zeros(B)
+    tmin = x.new_full((B,), math.inf)
+    eps2 = float(softening) ** 2
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        d = torch.cdist(x[:, s:e], x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, c, N)
+        dsum += d.sum((-1, -2))
+        dmax = torch.maximum(dmax, d.amax((-1, -2)))
+        d.diagonal(offset=s, dim1=-2, dim2=-1).fill_(math.inf)  # self pairs out of the min
+        dmin = torch.minimum(dmin, d.amin((-1, -2)))
+        if freefall:
+            msum = m[:, s:e].unsqueeze(-1) + m.unsqueeze(-2)
+            tff2 = (d.square_() + eps2).pow_(1.5).div_(msum * G)
+            tmin = torch.minimum(tmin, tff2.amin((-1, -2)))
+    mean = dsum / (n * (n - 1))
+    return PairStats(
+        dmin.reshape(batch_shape), mean.reshape(batch_shape), dmax.reshape(batch_shape),
+        tmin.sqrt().reshape(batch_shape) if freefall else None,
+    )
+
+
+def min_freefall_time(state: SystemState) -> Tensor:
+    """Minimum pairwise free-fall time of each system (a dynamical time); ``batch_shape``."""
+    return pairwise_stats(state.pos, state.mass, state.softening, state.G, freefall=True).min_freefall
+
+
+# --------------------------------------------------------------------------------- scales
+
+
+def _as_scale(name: str, value) -> Tensor | float:
+    if isinstance(value, Tensor):
+        if not (value > 0).all() or not torch.isfinite(value).all():
+            raise ValueError(f"FeatureScales.{name} must be finite and > 0")
+        return value.detach()
+    v = float(value)
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"FeatureScales.{name} must be finite and > 0, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class FeatureScales:
+    """Units the features are divided by: mass ``M0``, length ``L0``, speed ``V0``,
+    acceleration ``A0``, time ``T0``. Each a python float or a tensor of shape
+    ``batch_shape`` (one scale per system). Defaults are 1 (no normalisation)."""
+
+    L0: Tensor | float = 1.0
+    V0: Tensor | float = 1.0
+    A0: Tensor | float = 1.0
+    T0: Tensor | float = 1.0
+    M0: Tensor | float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("L0", "V0", "A0", "T0", "M0"):
+            object.__setattr__(self, name, _as_scale(name, getattr(self, name)))
+
+    @classmethod
+    def from_state(cls, state: SystemState, per_system: bool = False) -> FeatureScales:
+        """Dynamical units of ``state``: ``M0`` total mass, ``L0`` rms distance from the
+        centre of mass, ``V0 = sqrt(G M0 / L0)``, ``A0 = G M0 / L0^2``,
+        ``T0 = sqrt(L0^3 / (G M0))``. Per system (tensors of ``batch_shape``) when
+        ``per_system``, otherwise python floats averaged over the batch.
+
+        Raises:
+            ValueError: a system of zero total mass or zero size.
+        """
+        with torch.no_grad():
+            M0 = state.total_mass()
+            r = (state.pos - state.center_of_mass().unsqueeze(-2)).norm(dim=-1)
+            L0 = r.pow(2).mean(-1).sqrt()
+            if not (M0 > 0).all() or not (L0 > 0).all():
+                raise ValueError(
+                    "FeatureScales.from_state: every system needs a total mass > 0 and "
+                    "bodies not all at one point"
+                )
+            if not per_system:
+                M0, L0 = M0.mean(), L0.mean()
+            GM = state.G * M0
+            scales = dict(M0=M0, L0=L0, V0=(GM / L0).sqrt(), A0=GM / L0**2,
+                          T0=(L0**3 / GM).sqrt())
+            if not per_system:
+                scales = {k: float(v) for k, v in scales.items()}
+            return cls(**scales)
+
+    def divisor(self, names: Sequence[str], like: Tensor) -> Tensor:
+        """Per-feature divisors for ``names``: shape ``(F,)`` or ``batch_shape + (F,)``."""
+        unit = {"1": 1.0, "M": self.M0, "L": self.L0, "V": self.V0, "A": self.A0, "T": self.T0}
+        cols = [unit[_UNITS[n]] for n in names]
+        shape = next((c.shape for c in cols if isinstance(c, Tensor)), None)
+        if shape is None:
+            return like.new_tensor(cols)
+        return torch.stack(
+            [c.to(like) if isinstance(c, Tensor) else like.new_full(shape, c) for c in cols], -1
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain floats (only for scalar scales), e.g. for a checkpoint or config."""
+        out = {}
+        for k in ("L0", "V0", "A0", "T0", "M0"):
+            v = getattr(self, k)
+            if isinstance(v, Tensor):
+                raise ValueError("FeatureScales.to_dict: per-system (tensor) scales are not serialisable")
+            out[k] = v
+        return out
+
+
+# ------------------------------------------------------------------------------ analytic
+
+
+def _mean_max_min_rms(v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return v.mean(-1), v.amax(-1), v.amin(-1), v.pow(2).mean(-1).sqrt()
+
+
+def feature_names(kind: str) -> tuple[str, ...]:
+    """Names of the features of ``kind`` in ``basic``, ``rich``, ``delta_mag``."""
+    if kind not in _NAMES:
+        raise ValueError(f"unknown feature kind {kind!r}; valid: {', '.join(_NAMES)}")
+    return _NAMES[kind]
+
+
+@torch.no_grad()
+def analytic_features(
+    state: SystemState, kind: str = "basic", scales: FeatureScales | None = None
+) -> Tensor:
+    """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for ``rich``.
+
+    Reuses ``state.acc`` when cached (else one force evaluation). Finite for any
+    finite state, including zero-mass systems (the centre of mass then falls back
+    to the plain mean); a step that produced NaN acceleration gives NaN features.
+    """
+    if kind not in ANALYTIC_KINDS:
+        raise ValueError(f"unknown analytic feature kind {kind!r}; valid: {', '.join(ANALYTIC_KINDS)}")
+    massive = (state.mass.sum(-1) > 0)[..., None, None]
+    acc = torch.where(massive, state.acceleration().detach(), 0.0)  # zero-mass systems: a = 0
+    x = state.pos.detach()
+    m = state.mass.detach()
+    r = (x - state.center_of_mass().detach().unsqueeze(-2)).norm(dim=-1)
+    s = (state.vel.detach() - state.center_of_mass_velocity().detach().unsqueeze(-2)).norm(dim=-1)
+    a = acc.norm(dim=-1)
+    pairs = pairwise_stats(x, m, state.softening, state.G)
+    r_mean, r_max, r_min, r_rms = _mean_max_min_rms(r)
+    s_mean, s_max, s_min, s_rms = _mean_max_min_rms(s)
+    a_mean, a_max, a_min, a_rms = _mean_max_min_rms(a)
+    full = lambda v: x.new_full(state.batch_shape, float(v))  # noqa: E731
+    cols = [full(state.n_bodies), full(state.dim), m.sum(-1), r_mean, r_max, s_mean, s_max,
+            a_mean, a_max, pairs.min_dist, pairs.mean_dist]
+    if kind == "rich":
+        m_mean = m.mean(-1)
+        cols += [m_mean, m.amin(-1), m.amax(-1), (m - m_mean.unsqueeze(-1)).pow(2).mean(-1).sqrt(),
+                 r_min, r_rms, s_min, s_rms, a_min, a_rms, pairs.max_dist, full(state.softening)]
+    feats = torch.stack(cols, -1)
+    if scales is not None:
+        feats = feats / scales.divisor(_NAMES[kind], feats)
+    return feats
+
+
+# ------------------------------------------------------------------------------- history
+
+
+def _delta_mag_pair(s0: SystemState, s1: SystemState) -> Tensor:
+    """10 delta features between consecutive states; ``batch_shape + (10,)``."""
+    cols = []
+    for t0, t1 in ((s0.pos, s1.pos), (s0.vel, s1.vel), (s0.acceleration(), s1.acceleration())):
+        d = (t1.detach() - t0.detach()).norm(dim=-1)
+        mean, mx, _, rms = _mean_max_min_rms(d)
+        cols += [mean, mx, rms]
+    cols.append((s1.time - s0.time).to(s1.dtype))
+    return torch.stack(cols, -1)
+
+
+@torch.no_grad()
+def history_features(
+    kind: str,
+    window: Sequence[SystemState | None],
+    current: SystemState,
+    scales: FeatureScales | None = None,
+) -> Tensor:
+    """History features over a window of ``K`` past states (oldest first, ``None`` =
+    padded slot) and the current state.
+
+    * ``delta_mag``: one block of 10 per consecutive pair of
+      ``window + [current]`` (``K`` pairs), shape ``batch_shape + (10 K,)``.
+    * ``basic``/``rich``: analytic features of each window state, shape
+      ``batch_shape + (F K,)`` (the current state is not repeated).
+
+    A block involving a padded slot is all zeros (finite by construction).
+    """
+    if kind not in HISTORY_KINDS:
+        raise ValueError(f"unknown history feature kind {kind!r}; valid: {', '.join(HISTORY_KINDS)}")
+    per = len(_NAMES[kind])
+    zeros = current.pos.new_zeros(current.batch_shape + (per,))
+    blocks = []
+    for k, past in enumerate(window):
+        if past is not None and (past.pos.shape != current.pos.shape):
+            raise ValueError(
+                f"history state {k} has shape {tuple(past.pos.shape)}, "
+                f"the current state {tuple(current.pos.shape)}"
+            )
+        if kind == "delta_mag":
+            nxt = window[k + 1] if k + 1 < len(window) else current
+            blocks.append(zeros if past is None or nxt is None else _delta_mag_pair(past, nxt))
+        else:
+            blocks.append(zeros if past is None else analytic_features(past, kind))
+    if not blocks:
+        return current.pos.new_zeros(current.batch_shape + (0,))
+    feats = torch.cat(blocks, -1)
+    if scales is not None:
+        feats = feats / scales.divisor(_NAMES[kind] * len(window), feats)
+    return feats
+
+
+# ---------------------------------------------------------------------------------- spec
+
+
+_NORMALIZE = ("none", "fixed", "state")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features the network sees; ``spec(state, history)`` computes them.
+
+    Attributes:
+        kind: analytic features of the current state, ``basic`` (11) or ``rich`` (23).
+        history: ``None``, ``delta_mag`` (10 per pair), ``basic`` or ``rich`` (per state).
+        history_len: ``K``, the window length (0 = no history features).
+        normalize: ``none``; ``fixed`` (divide by ``scales``); ``state`` (divide by
+            :meth:`FeatureScales.from_state` of each current state, per system: the
+            features become invariant under a change of units).
+        scales: the :class:`FeatureScales` for ``fixed``.
+    """
+
+    kind: str = "basic"
+    history: str | None = None
+    history_len: int = 0
+    normalize: str = "none"
+    scales: FeatureScales | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ANALYTIC_KINDS:
+            raise ValueError(f"FeatureSpec.kind must be one of {ANALYTIC_KINDS}, got {self.kind!r}")
+        if self.history is not None and self.history not in HISTORY_KINDS:
+            raise ValueError(
+                f"FeatureSpec.history must be None or one of {HISTORY_KINDS}, got {self.history!r}"
+            )
+        if not isinstance(self.history_len, int) or self.history_len < 0:
+            raise ValueError(f"FeatureSpec.history_len must be an int >= 0, got {self.history_len!r}")
+        if self.normalize not in _NORMALIZE:
+            raise ValueError(f"FeatureSpec.normalize must be one of {_NORMALIZE}, got {self.normalize!r}")
+        if self.normalize == "fixed" and self.scales is None:
+            raise ValueError("FeatureSpec.normalize='fixed' needs scales")
+
+    @property
+    def analytic_dim(self) -> int:
+        return len(_NAMES[self.kind])
+
+    @property
+    def history_dim(self) -> int:
+        if self.history is None:
+            return 0
+        return len(_NAMES[self.history]) * self.history_len
+
+    @property
+    def dim(self) -> int:
+        """Number of input features for the network."""
+        return self.analytic_dim + self.history_dim
+
+    def scales_for(self, state: SystemState) -> FeatureScales | None:
+        if self.normalize == "none":
+            return None
+        if self.normalize == "fixed":
+            return self.scales
+        return FeatureScales.from_state(state, per_system=True)
+
+    def __call__(
+        self, state: SystemState, history: HistoryBuffer | Sequence[SystemState | None] | None = None
+    ) -> Tensor:
+        """Features of ``state`` (and ``history``): shape ``batch_shape + (dim,)``.
+
+        ``history`` is a :class:`~aits.history.HistoryBuffer` or its window (a list
+        of ``history_len`` states, ``None`` for padding); required when
+        :attr:`history_dim` > 0.
+        """
+        scales = self.scales_for(state)
+        feats = analytic_features(state, self.kind, scales)
+        if self.history_dim == 0:
+            return feats
+        if history is None:
+            raise ValueError(
+                f"FeatureSpec: history features ({self.history}, K={self.history_len}) need a "
+                "HistoryBuffer or window"
+            )
+        window = history.window() if hasattr(history, "window") else list(history)
+        if len(window) != self.history_len:
+            raise ValueError(
+                f"FeatureSpec: window has {len(window)} states, history_len is {self.history_len}"
+            )
+        return torch.cat([feats, history_features(self.history, window, state, scales)], -1)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly description (for configs and checkpoints)."""
+        return {"kind": self.kind, "history": self.history, "history_len": self.history_len,
+                "normalize": self.normalize,
+                "scales": None if self.scales is None else self.scales.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        d = dict(d)
+        if d.get("scales") is not None:
+            d["scales"] = FeatureScales(**d["scales"])
+        return cls(**d)

@@ -1,0 +1,157 @@
+"""The time-step network: features of a state -> a positive step ``dt`` per system.
+
+Two output parameterisations (``output=``):
+
+* ``"direct"``: ``dt = dt_scale * softplus(z)``; the network predicts the step in
+  the units of the training system.
+* ``"dynamical"``: ``dt = dt_scale * softplus(z) * t_dyn(state)`` with
+  ``t_dyn`` the minimum pairwise free-fall time
+  (:func:`aits.features.min_freefall_time`). The network predicts a multiple of a
+  dynamical time, so with unit-free features (``FeatureSpec(normalize="state")``)
+  a model trained at one scale gives the same accuracy at any other: lengths
+  scaled by ``l`` and speeds by ``l^-1/2`` scale ``dt`` by exactly ``l^3/2``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from aits.features import FeatureSpec, min_freefall_time
+from aits.state import SystemState
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
+OUTPUTS = ("direct", "dynamical")
+
+
+class FourierFeatures(nn.Module):
+    """Gaussian Fourier-feature embedding (Tancik et al. 2020):
+    ``x (..., F) -> [sin(2 pi x B), cos(2 pi x B)] (..., 2 m)`` with a fixed random
+    ``B (F, m) ~ N(0, sigma^2)`` (a buffer, saved with the model, not trained)."""
+
+    def __init__(self, in_features: int, n_frequencies: int, sigma: float = 1.0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", sigma * torch.randn(in_features, n_frequencies, generator=gen))
+
+    def forward(self, x: Tensor) -> Tensor:
+        proj = 2 * math.pi * (x @ self.B.to(x.dtype))
+        return torch.cat([proj.sin(), proj.cos()], -1)
+
+
+class TimeStepNet(nn.Module):
+    """MLP predicting ``dt`` from state features.
+
+    Args:
+        features: a :class:`~aits.features.FeatureSpec` (or a dict for it, or an
+            analytic kind name such as ``"basic"``); sets the input size.
+        hidden: hidden layer sizes (default ``[200, 1000, 1000, 200]``).
+        activation: ``tanh`` (default), ``relu``, ``gelu``, ``silu`` or ``elu``.
+        dropout: dropout after every hidden activation (default 0.2; off in eval()).
+        fourier_features: number of Gaussian Fourier frequencies ``m`` (0 = off); the
+            MLP then sees ``2 m`` inputs instead of the raw features.
+        fourier_sigma: standard deviation of the Fourier frequencies.
+        output: ``"direct"`` or ``"dynamical"`` (module docstring).
+        dt_scale: multiplies the softplus output (a unit for ``dt``).
+        dt_init: if given, the last layer starts with zero weights and a bias such
+            that the initial prediction is ``dt_init`` (times ``t_dyn`` for
+            ``dynamical``).
+        seed: seeds the Fourier matrix.
+    """
+
+    def __init__(
+        self,
+        features: FeatureSpec | dict | str = "basic",
+        *,
+        hidden: Sequence[int] = (200, 1000, 1000, 200),
+        activation: str = "tanh",
+        dropout: float = 0.2,
+        fourier_features: int = 0,
+        fourier_sigma: float = 1.0,
+        output: str = "direct",
+        dt_scale: float = 1.0,
+        dt_init: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(features, str):
+            features = FeatureSpec(kind=features)
+        elif isinstance(features, dict):
+            features = FeatureSpec.from_dict(features)
+        if not isinstance(features, FeatureSpec):
+            raise TypeError(f"features must be a FeatureSpec, dict or kind name, got {features!r}")
+        hidden = [int(h) for h in hidden]
+        if any(h < 1 for h in hidden):
+            raise ValueError(f"hidden sizes must be >= 1, got {hidden}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not isinstance(fourier_features, int) or fourier_features < 0:
+            raise ValueError(f"fourier_features must be an int >= 0, got {fourier_features!r}")
+        if not float(fourier_sigma) > 0:
+            raise ValueError(f"fourier_sigma must be > 0, got {fourier_sigma!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if not (float(dt_scale) > 0 and math.isfinite(float(dt_scale))):
+            raise ValueError(f"dt_scale must be finite and > 0, got {dt_scale!r}")
+        if dt_init is not None and not (float(dt_init) > 0 and math.isfinite(float(dt_init))):
+            raise ValueError(f"dt_init must be None or finite and > 0, got {dt_init!r}")
+        self.spec = features
+        self.in_features = features.dim
+        self.output = output
+        self.dt_scale = float(dt_scale)
+        self._config = dict(
+            features=features.to_dict(), hidden=hidden, activation=activation,
+            dropout=float(dropout), fourier_features=fourier_features,
+            fourier_sigma=float(fourier_sigma), output=output, dt_scale=float(dt_scale),
+            dt_init=None if dt_init is None else float(dt_init), seed=seed,
+        )
+        self.embed = (FourierFeatures(self.in_features, fourier_features, fourier_sigma, seed)
+                      if fourier_features else nn.Identity())
+        width = 2 * fourier_features if fourier_features else self.in_features
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(width, h), _ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 1)
+        if dt_init is not None:
+            nn.init.zeros_(self.head.weight)
+            y = float(dt_init) / self.dt_scale
+            with torch.no_grad():  # inverse softplus
+                self.head.bias.fill_(y + math.log(-math.expm1(-y)))
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-friendly): ``TimeStepNet(**net.config())`` rebuilds it."""
+        return dict(self._config, hidden=list(self._config["hidden"]))
+
+    def forward(self, x: Tensor, t_dyn: Tensor | None = None) -> Tensor:
+        """``x (..., in_features)`` -> ``dt (...)``, every entry > 0.
+
+        ``t_dyn (...)`` is required for ``output="dynamical"`` and ignored otherwise.
+        """
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"expected {self.in_features} input features, got {x.shape[-1]}")
+        x = x.to(self.head.weight.dtype)
+        z = self.head(self.body(self.embed(x))).squeeze(-1)
+        dt = self.dt_scale * F.softplus(z)
+        if self.output == "dynamical":
+            if t_dyn is None:
+                raise ValueError("output='dynamical' needs t_dyn (e.g. min_freefall_time(state))")
+            dt = dt * t_dyn.to(dt.dtype)
+        return dt
+
+    def predict_dt(self, state: SystemState, history=None) -> Tensor:
+        """``dt`` for ``state`` (shape ``batch_shape``, state's dtype), computing the
+        features (and ``t_dyn``) from ``state`` and ``history``."""
+        feats = self.spec(state, history)
+        t_dyn = min_freefall_time(state) if self.output == "dynamical" else None
+        return self(feats, t_dyn).to(state.dtype)
