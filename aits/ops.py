@@ -63,7 +63,7 @@ def leapfrog_step(
 
 
 @torch.library.register_fake("aits::accelerations")
-def _accelerations_fake(pos, mass, softening, G):
+def _accelerations_fake(pos, mass, softening=0.0, G=1.0):
     return torch.empty_like(pos)
 
 
@@ -73,7 +73,7 @@ def _accelerations_backward_fake(grad_acc, pos, mass, softening, G):
 
 
 @torch.library.register_fake("aits::potential_energy")
-def _potential_energy_fake(pos, mass, softening, G):
+def _potential_energy_fake(pos, mass, softening=0.0, G=1.0):
     return pos.new_empty(pos.shape[:-2])
 
 
@@ -83,7 +83,7 @@ def _potential_energy_backward_fake(grad_energy, pos, mass, softening, G):
 
 
 @torch.library.register_fake("aits::leapfrog_step")
-def _leapfrog_step_fake(pos, vel, mass, dt, softening, G, acc):
+def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None):
     return torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos)
 
 
