@@ -131,30 +131,39 @@ AITS_UNROLL
   }
 }
 
+// Sums, for this thread's body xi, the pull of the system's bodies j tile by
+// tile: every j != i, or with kUpper only j > i (the loop then starts at the
+// block's own, diagonal tile). a += m_j d / s^3, p += m_j / s.
+template <typename T, int D, bool kUpper>
+__device__ __forceinline__ void sum_pulls(const T* pos, const T* mass, int n, T eps2,
+                                          const Packed<T>& xi, T (&a)[D], T& p) {
+  __shared__ Packed<T> tile[kTile];
+  const int first = static_cast<int>(blockIdx.x) * kTile;
+  for (int base = kUpper ? first : 0; base < n; base += kTile) {
+    load_tile<T, D>(tile, nullptr, pos, mass, nullptr, n, base);
+    const int count = min(kTile, n - base);
+    if (base == first) {
+      pull_tile<T, D, kUpper ? Skip::kUpTo : Skip::kSelf>(tile, count, xi, eps2, a, p);
+    } else {
+      pull_tile<T, D, Skip::kNone>(tile, count, xi, eps2, a, p);
+    }
+  }
+}
+
 // acc = G sum_{j != i} m_j d_ij / s^3 and/or phi = -G sum_{j != i} m_j / s.
 // Threads past n stand in for body n - 1 (they still load tiles) and write nothing.
 template <typename T, int D, bool kAcc, bool kPhi>
 __global__ void __launch_bounds__(kTile)
     pair_forward_kernel(const T* __restrict__ pos, const T* __restrict__ mass, int n, T eps2, T G,
                         T* __restrict__ acc, T* __restrict__ phi) {
-  __shared__ Packed<T> tile[kTile];
   const int64_t sys = blockIdx.y;
   pos += sys * n * D;
   mass += sys * n;
-  const int first = static_cast<int>(blockIdx.x) * kTile;
-  const int i = first + static_cast<int>(threadIdx.x);
+  const int i = static_cast<int>(blockIdx.x) * kTile + static_cast<int>(threadIdx.x);
   const Packed<T> xi = load_body<T, D>(pos, mass, min(i, n - 1));
   T a[D] = {};
   T p = T(0);
-  for (int base = 0; base < n; base += kTile) {
-    load_tile<T, D>(tile, nullptr, pos, mass, nullptr, n, base);
-    const int count = min(kTile, n - base);
-    if (base == first) {
-      pull_tile<T, D, Skip::kSelf>(tile, count, xi, eps2, a, p);
-    } else {
-      pull_tile<T, D, Skip::kNone>(tile, count, xi, eps2, a, p);
-    }
-  }
+  sum_pulls<T, D, false>(pos, mass, n, eps2, xi, a, p);
   if (i >= n) return;
   if (kAcc) {
 AITS_UNROLL
@@ -163,30 +172,20 @@ AITS_UNROLL
   if (kPhi) phi[sys * n + i] = -G * p;
 }
 
-// rows[i] = m_i sum_{j > i} m_j / s_ij: the block starts at its own (diagonal)
-// tile, so blocks further down do less work; many blocks per SM even that out.
+// rows[i] = m_i sum_{j > i} m_j / s_ij. Blocks further down do less work;
+// many blocks per SM even that out.
 template <typename T, int D>
 __global__ void __launch_bounds__(kTile)
     potential_rows_kernel(const T* __restrict__ pos, const T* __restrict__ mass, int n, T eps2,
                           T* __restrict__ rows) {
-  __shared__ Packed<T> tile[kTile];
   const int64_t sys = blockIdx.y;
   pos += sys * n * D;
   mass += sys * n;
-  const int first = static_cast<int>(blockIdx.x) * kTile;
-  const int i = first + static_cast<int>(threadIdx.x);
+  const int i = static_cast<int>(blockIdx.x) * kTile + static_cast<int>(threadIdx.x);
   const Packed<T> xi = load_body<T, D>(pos, mass, min(i, n - 1));
   T a[D] = {};  // unused: the compiler drops the acceleration terms
   T p = T(0);
-  for (int base = first; base < n; base += kTile) {
-    load_tile<T, D>(tile, nullptr, pos, mass, nullptr, n, base);
-    const int count = min(kTile, n - base);
-    if (base == first) {
-      pull_tile<T, D, Skip::kUpTo>(tile, count, xi, eps2, a, p);
-    } else {
-      pull_tile<T, D, Skip::kNone>(tile, count, xi, eps2, a, p);
-    }
-  }
+  sum_pulls<T, D, true>(pos, mass, n, eps2, xi, a, p);
   if (i < n) rows[sys * n + i] = xi.v[D] * p;
 }
 
