@@ -22,6 +22,9 @@
 #include "cuda/gravity_cuda.h"
 #include "gravity.h"
 
+// Unrolls the per-dimension loops (D = 2 or 3).
+#define AITS_UNROLL _Pragma("unroll")
+
 namespace aits {
 namespace cuda {
 namespace {
@@ -78,6 +81,19 @@ __device__ __forceinline__ void load_tile(Packed<T>* bodies, Packed<T>* grads, c
   __syncthreads();
 }
 
+// The first D components of a packed body or gradient as a Vec3 (z = 0 in 2-D).
+template <typename T, int D>
+__device__ __forceinline__ Vec3<T> as_vec(const Packed<T>& b) {
+  return {b.v[0], b.v[1], D == 3 ? b.v[2] : T(0)};
+}
+
+// d = x_j - x_i.
+template <typename T, int D>
+__device__ __forceinline__ Vec3<T> separation(const Packed<T>& xi, const Packed<T>& xj) {
+  const Vec3<T> a = as_vec<T, D>(xi), b = as_vec<T, D>(xj);
+  return {b.x - a.x, b.y - a.y, b.z - a.z};
+}
+
 // Which pairs of a tile a thread skips: none, its own body (tile slot == t),
 // or every slot <= t (the diagonal tile of the i < j potential sum).
 enum class Skip { kNone, kSelf, kUpTo };
@@ -95,15 +111,15 @@ __device__ __forceinline__ void pull_tile(const Packed<T>* tile, int count, cons
 #pragma unroll 8
   for (int k = 0; k < count; ++k) {
     const Packed<T> xj = tile[k];
-    T d[D];
-    T r2 = eps2;
-AITS_UNROLL
-    for (int c = 0; c < D; ++c) {
-      d[c] = xj.v[c] - xi.v[c];
-      r2 += d[c] * d[c];
-    }
+    const Vec3<T> d = separation<T, D>(xi, xj);
+    T r2 = eps2 + dot(d, d);
     if (skipped<kSkip>(k, t)) r2 = infinity<T>();
-    accumulate_pull<T, D>(d, r2, xj.v[D], a, p);
+    T pot;
+    const T w = pull_weight(r2, xj.v[D], pot);
+    a[0] += w * d.x;
+    a[1] += w * d.y;
+    if constexpr (D == 3) a[2] += w * d.z;
+    p += pot;
   }
 }
 
@@ -114,20 +130,17 @@ __device__ __forceinline__ void pull_back_tile(const Packed<T>* bodies, const Pa
                                                int count, const Packed<T>& xk, const T (&gk)[D],
                                                T eps2, T (&gx)[D], T& gm) {
   const int t = static_cast<int>(threadIdx.x);
+  const Vec3<T> gk3{gk[0], gk[1], D == 3 ? gk[2] : T(0)};
 #pragma unroll 4
   for (int k = 0; k < count; ++k) {
     const Packed<T> xj = bodies[k];
-    const Packed<T> g = grads[k];
-    T d[D], gj[D];
-    T r2 = eps2;
-AITS_UNROLL
-    for (int c = 0; c < D; ++c) {
-      d[c] = xj.v[c] - xk.v[c];
-      gj[c] = g.v[c];
-      r2 += d[c] * d[c];
-    }
+    const Vec3<T> d = separation<T, D>(xk, xj);
+    T r2 = eps2 + dot(d, d);
     if (skipped<kSkip>(k, t)) r2 = infinity<T>();
-    accumulate_pull_backward<T, D>(d, r2, xk.v[D], xj.v[D], gk, gj, gx, gm);
+    const Vec3<T> t3 = pull_backward(d, r2, xk.v[D], xj.v[D], gk3, as_vec<T, D>(grads[k]), gm);
+    gx[0] += t3.x;
+    gx[1] += t3.y;
+    if constexpr (D == 3) gx[2] += t3.z;
   }
 }
 
