@@ -189,7 +189,7 @@ void potential_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T
   }
 }
 
-// Merge of the pair statistics: min, sum, max of r and min of s^3 / (m_i + m_j).
+// Merge of the pair statistics: min, sum, max of r and min of s^6 / (m_i + m_j)^2.
 struct StatsMerge {
   template <typename T>
   AITS_HD void operator()(int k, T& acc, T t) const {
@@ -223,12 +223,14 @@ void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T e
           const Vec3<T> d = minus(xb.at(j), xi);
           const T r2 = dot(d, d);
           const T r = std::sqrt(r2);
-          T tff2 = T(0);
+          // (G t_ff)^4 = s^6 / (m_i + m_j)^2: one division, no square root
+          T tff4 = T(0);
           if constexpr (kFreefall) {
             const T s2 = r2 + eps2;
-            tff2 = s2 * std::sqrt(s2) / (mi + mb[j]);
+            const T msum = mi + mb[j];
+            tff4 = s2 * s2 * s2 / (msum * msum);
           }
-          return Sums<T, 4>{{r, r, r, tff2}};
+          return Sums<T, 4>{{r, r, r, tff4}};
         },
         init, StatsMerge{});
   });
@@ -243,7 +245,7 @@ void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T e
     o[0] = N > 1 ? total.v[0] : T(0);
     o[1] = N > 1 ? total.v[1] / pairs : T(0);
     o[2] = total.v[2];
-    o[3] = kFreefall ? std::sqrt(total.v[3] / G) : std::numeric_limits<T>::quiet_NaN();
+    o[3] = kFreefall ? std::sqrt(std::sqrt(total.v[3]) / G) : std::numeric_limits<T>::quiet_NaN();
   }
 }
 
