@@ -1,0 +1,207 @@
+"""The run directory of a training run and what is logged into it.
+
+Layout of ``<run_dir>/<run_name>/``::
+
+    config.toml            the resolved configuration (a [train] table; --config accepts it)
+    metrics.jsonl          one JSON object per epoch (Part 1, Part 2, epoch time)
+    steps.csv              every accepted Part 1 step: epoch, round, system, time, dt, rel_dE
+    checkpoints/epoch_NNNN.pt   every checkpoint_interval epochs and at the end
+    summary.json, summary.txt   totals, the closing rollout check, the final checkpoint
+    plot.png               accepted dt and per-step energy error over the run
+
+Optional external loggers (Weights & Biases, TensorBoard) are checked for before
+any work starts (:func:`require_loggers`).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aits.config import ConfigError, TrainConfig, dump_toml
+
+STEP_COLUMNS = ("epoch", "round", "system", "time", "dt", "rel_dE")
+
+
+class RunDir:
+    """Files of one run (created on construction; reused when it exists, for resume)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def new(cls, cfg: TrainConfig) -> RunDir:
+        """A fresh directory ``cfg.run_dir / name``; ``name`` is ``cfg.run_name`` or the
+        system and a time stamp, with ``-1``, ``-2``, ... appended if taken."""
+        root = Path(cfg.run_dir)
+        name = cfg.run_name or f"{system_label(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, k = root / name, 0
+        while path.exists():
+            k += 1
+            path = root / f"{name}-{k}"
+        return cls(path)
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.path / "checkpoints" / f"epoch_{epoch:04d}.pt"
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        (self.path / "config.toml").write_text(dump_toml(cfg))
+
+    def append_metrics(self, metrics: Mapping[str, Any]) -> None:
+        with (self.path / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(_jsonable(metrics)) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        p = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+    def append_steps(self, epoch: int, first_round: int, steps: Mapping[str, torch.Tensor]) -> None:
+        """Add one epoch's accepted steps (``steps[k]`` of shape ``(rounds, B)``)."""
+        p = self.path / "steps.csv"
+        new = not p.exists()
+        t, dt, rel = (steps[k].detach().cpu().double() for k in ("time", "dt", "rel_dE"))
+        with p.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(STEP_COLUMNS)
+            for r in range(t.shape[0]):
+                for b in range(t.shape[1]):
+                    w.writerow([epoch, first_round + r, b, repr(float(t[r, b])),
+                                repr(float(dt[r, b])), repr(float(rel[r, b]))])
+
+    def truncate(self, epoch: int) -> None:
+        """Forget metrics and steps of epochs after ``epoch`` (resuming from it)."""
+        m = self.path / "metrics.jsonl"
+        if m.exists():
+            keep = [line for line in m.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+            m.write_text("".join(line + "\n" for line in keep))
+        s = self.path / "steps.csv"
+        if s.exists():
+            lines = s.read_text().splitlines()
+            keep = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= epoch]
+            s.write_text("".join(line + "\n" for line in keep))
+
+    def write_summary(self, summary: Mapping[str, Any], table: str) -> None:
+        (self.path / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+        (self.path / "summary.txt").write_text(table + "\n")
+
+    def plot(self, threshold: float, E_lower: float, E_upper: float) -> Path | None:
+        """``plot.png``: accepted dt and per-step rel_dE against the accepted step; ``None``
+        when no step was taken."""
+        p = self.path / "steps.csv"
+        if not p.exists():
+            return None
+        with p.open() as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        systems = sorted({int(r["system"]) for r in rows})
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        for b in systems:
+            sel = [r for r in rows if int(r["system"]) == b]
+            x = [int(r["round"]) for r in sel]
+            style = dict(lw=0.6) if len(systems) == 1 else dict(lw=0.4, alpha=0.7)
+            ax1.plot(x, [float(r["dt"]) for r in sel], **style)
+            ax2.plot(x, [max(float(r["rel_dE"]), 1e-30) for r in sel], **style)
+        epochs_first = {}
+        for r in rows:
+            epochs_first.setdefault(int(r["epoch"]), int(r["round"]))
+        for ax in (ax1, ax2):
+            ax.set_yscale("log")
+            for x0 in list(epochs_first.values())[1:]:
+                ax.axvline(x0, color="0.85", lw=0.5, zorder=0)
+        ax2.axhline(threshold, color="red", lw=1, label=f"threshold {threshold:g}")
+        ax2.axhspan(E_lower, E_upper, color="green", alpha=0.12, label="band")
+        ax1.set_ylabel("accepted dt")
+        ax2.set_ylabel("per-step rel_dE")
+        ax2.set_xlabel("accepted step (Part 1; grey lines: epochs)")
+        ax2.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        out = self.path / "plot.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        return out
+
+
+def system_label(cfg: TrainConfig) -> str:
+    """Short name of the training system: scenario, IC file stem or ``keplerK``."""
+    if cfg.num_orbits > 1:
+        return f"kepler{cfg.num_orbits}"
+    if cfg.ic_file:
+        return Path(cfg.ic_file).stem
+    return cfg.scenario
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN/inf become ``None`` (strict JSON); nested mappings are converted too."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            v = _jsonable(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------- external loggers
+
+_EXTRAS = {"wandb": ("wandb", "wandb"), "tensorboard": ("tensorboard", "tensorboard")}
+
+
+def require_loggers(cfg: TrainConfig) -> None:
+    """Refuse, before any work, a logger whose package is not installed."""
+    for setting, (module, extra) in _EXTRAS.items():
+        if getattr(cfg, setting) and importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"setting {setting!r} needs the {module!r} package, which is not installed: "
+                f"pip install 'aits[{extra}]'"
+            )
+
+
+class ExternalLoggers:
+    """The optional Weights & Biases / TensorBoard sinks of one run."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir) -> None:
+        require_loggers(cfg)
+        self._wandb = None
+        self._tb = None
+        if cfg.wandb:
+            import wandb
+
+            self._wandb = wandb.init(project="aits", name=run.path.name, dir=str(run.path),
+                                     config=cfg.to_dict())
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run.path / "tensorboard"))
+
+    def log(self, metrics: Mapping[str, Any]) -> None:
+        scalars = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and k != "epoch"}
+        epoch = int(metrics["epoch"])
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=epoch)
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, epoch)
+
+    def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,244 @@
+"""``python -m aits.train``: two-phase energy-gated training of the time-step network.
+
+With no arguments it trains on the embedded default, the eccentric binary
+``binary-e0.9``, and writes a run directory under ``./runs/`` (see
+:mod:`aits.runlog`). Settings come from the defaults, then ``--config FILE.toml``,
+then the command line; ``--resume CHECKPOINT`` continues a run (only the settings
+in :data:`RESUMABLE` may change on resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from aits.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from aits.config import ConfigError, TrainConfig, add_arguments, from_mapping, resolve
+from aits.ics import kepler_orbit
+from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
+from aits.training import RetrainLimitError, Trainer, resolve_device, rollout_check
+
+log = logging.getLogger("aits.train")
+
+#: Settings a resumed run may change; every other one comes from the checkpoint.
+RESUMABLE = ("epochs", "duration", "checkpoint_interval", "rollout_steps", "quiet", "plot",
+             "wandb", "tensorboard", "device")
+#: Eccentricities of the extra binaries in the closing rollout check.
+CHECK_ECCENTRICITIES = (0.5, 0.95)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    trainer: Trainer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m aits.train",
+        description="Learn the leapfrog time step of an N-body system with two-phase, "
+                    "energy-gated training. Without arguments: the eccentric binary "
+                    "binary-e0.9, written to ./runs/<name>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="settings file: shared top-level keys plus a [train] table; "
+                             "command-line options override it")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue the run of this checkpoint (in its run directory); "
+                             f"only {', '.join(RESUMABLE)} may be changed")
+    add_arguments(parser)
+    return parser
+
+
+def resume_config(checkpoint: dict, overrides: dict[str, Any]) -> TrainConfig:
+    """The checkpoint's config with the allowed ``overrides`` applied."""
+    refused = sorted(set(overrides) - set(RESUMABLE))
+    if refused:
+        raise ConfigError(
+            f"cannot change {', '.join(refused)} when resuming (the checkpoint fixes them); "
+            f"settings that may change: {', '.join(RESUMABLE)}"
+        )
+    try:
+        base = from_mapping(checkpoint["config"])
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint holds an unusable config: {e}") from None
+    return from_mapping(overrides, base)
+
+
+def _run_dir_for_resume(path: Path, cfg: TrainConfig) -> RunDir:
+    """The run directory the checkpoint lives in (``<run>/checkpoints/x.pt``), else a new one."""
+    if path.parent.name == "checkpoints" and (path.parent.parent / "config.toml").is_file():
+        return RunDir(path.parent.parent)
+    return RunDir.new(cfg)
+
+
+def _postfix(m: dict[str, Any]) -> dict[str, str]:
+    return {"acc": f"{m['p1_acceptance']:.2f}", "retr": str(m["p1_retrains"]),
+            "dt": f"{m['p1_dt_mean']:.3g}", "dE": f"{m['p1_rel_dE_mean']:.2g}",
+            "p2": "skip" if m["p2_skipped"] else f"{m['p2_iterations']}"}
+
+
+def check_systems(trainer: Trainer) -> dict[str, Any]:
+    """The systems of the closing rollout check: the training system from its
+    initial state, and equal-mass binaries (a = 1) at :data:`CHECK_ECCENTRICITIES`."""
+    cfg = trainer.cfg
+    systems = {f"train ({system_label(cfg)})": trainer.initial}
+    for e in CHECK_ECCENTRICITIES:
+        systems[f"binary e={e}"] = kepler_orbit(e, 1.0, dtype=trainer.dtype, device=trainer.device)
+    return systems
+
+
+def run(cfg: TrainConfig, resume: str | Path | None = None,
+        checkpoint: dict | None = None) -> RunResult:
+    """Train according to ``cfg`` (validated), writing a run directory.
+
+    Args:
+        resume: the checkpoint path to continue from; ``checkpoint`` its loaded content.
+    """
+    started = time.perf_counter()
+    trainer = Trainer(cfg)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+        rundir = _run_dir_for_resume(Path(resume), cfg)
+        rundir.truncate(trainer.epoch)
+        log.info("resumed %s at epoch %d", resume, trainer.epoch)
+    else:
+        rundir = RunDir.new(cfg)
+    rundir.write_config(cfg)
+    log.info("run directory %s", rundir.path)
+    loggers = ExternalLoggers(cfg, rundir)
+    bar = tqdm(total=cfg.epochs, initial=trainer.epoch, desc="train", unit="epoch",
+               disable=cfg.quiet, dynamic_ncols=True)
+    last_ckpt: Path | None = None
+    stopped_early = False
+    try:
+        while trainer.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            first_round = trainer.rounds
+            metrics, steps = trainer.run_epoch()
+            metrics["epoch_time"] = time.perf_counter() - t0
+            rundir.append_metrics(metrics)
+            rundir.append_steps(trainer.epoch, first_round, steps)
+            loggers.log(metrics)
+            bar.set_postfix(_postfix(metrics))
+            bar.update()
+            out_of_time = cfg.duration > 0 and time.perf_counter() - started >= cfg.duration
+            if out_of_time and trainer.epoch < cfg.epochs:
+                stopped_early = True
+                log.info("duration of %.0f s reached after epoch %d: stopping", cfg.duration,
+                         trainer.epoch)
+            if trainer.epoch % cfg.checkpoint_interval == 0 or trainer.epoch == cfg.epochs \
+                    or stopped_early:
+                last_ckpt = save_checkpoint(rundir.checkpoint_path(trainer.epoch),
+                                            trainer.state_dict())
+            if stopped_early:
+                break
+    finally:
+        bar.close()
+        loggers.close()
+    train_time = time.perf_counter() - started
+    checks = {name: rollout_check(trainer.model, state, trainer.gate, cfg.rollout_steps,
+                                  cfg.history_len)
+              for name, state in check_systems(trainer).items()} if cfg.rollout_steps else {}
+    summary = _summary(cfg, trainer, rundir, last_ckpt, stopped_early, train_time, checks)
+    summary["wall_time_s"] = time.perf_counter() - started
+    if cfg.plot:
+        rundir.plot(cfg.energy_threshold, cfg.E_lower, cfg.E_upper)
+    rundir.write_summary(summary, format_summary(summary))
+    return RunResult(rundir.path, summary, trainer)
+
+
+def _summary(cfg: TrainConfig, trainer: Trainer, rundir: RunDir, ckpt: Path | None,
+             stopped_early: bool, train_time: float, checks: dict) -> dict[str, Any]:
+    metrics = rundir.read_metrics()
+    last = metrics[-1] if metrics else {}
+    return {
+        "run_dir": str(rundir.path),
+        "system": system_label(cfg),
+        "epochs_completed": trainer.epoch,
+        "epochs_requested": cfg.epochs,
+        "stopped_by_duration": stopped_early,
+        "train_time_s": train_time,
+        "accepted_steps": sum(m["p1_accepted"] for m in metrics),
+        "retrains": sum(m["p1_retrains"] for m in metrics),
+        "replay_iterations": sum(m["p2_iterations"] for m in metrics),
+        "last_epoch": last,
+        "final_checkpoint": None if ckpt is None else str(ckpt),
+        "rollout_check": checks,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The summary as a small text table."""
+    last = s["last_epoch"]
+    lines = [
+        f"run directory      {s['run_dir']}",
+        f"system             {s['system']}",
+        f"epochs             {s['epochs_completed']} of {s['epochs_requested']}"
+        + (" (stopped by --duration)" if s["stopped_by_duration"] else ""),
+        f"training time      {s['train_time_s']:.1f} s",
+        f"accepted steps     {s['accepted_steps']}   retrains {s['retrains']}   "
+        f"Part 2 iterations {s['replay_iterations']}",
+    ]
+    if last:
+        lines.append(f"last epoch         acceptance {last['p1_acceptance']:.3f}   mean dt "
+                     f"{last['p1_dt_mean']:.4g}   rel_dE mean {last['p1_rel_dE_mean']:.2e} "
+                     f"max {last['p1_rel_dE_max']:.2e}")
+    lines.append(f"final checkpoint   {s['final_checkpoint']}")
+    if s["rollout_check"]:
+        lines += ["", "rollout check (trained model, eval mode, no rejection)",
+                  f"{'system':<26}{'steps':>7}{'pass':>8}{'mean dt':>11}{'min dt':>11}"
+                  f"{'max step dE':>13}{'run |dE/E|':>12}{'t_end':>9}"]
+        for name, c in s["rollout_check"].items():
+            lines.append(f"{name:<26}{c['steps']:>7}{c['pass_fraction']:>8.3f}"
+                         f"{c['mean_dt']:>11.4g}{c['min_dt']:>11.3g}{c['max_rel_dE']:>13.2e}"
+                         f"{c['final_rel_dE']:>12.2e}{c['t_end']:>9.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 done, 1 training failed, 2 bad input)."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    config_file, resume = args.pop("config"), args.pop("resume")
+    quiet = args.get("quiet", False)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aits").setLevel(logging.WARNING if quiet else logging.INFO)
+    checkpoint = None
+    try:
+        if resume:
+            if config_file:
+                raise ConfigError("--config and --resume exclude each other (the checkpoint "
+                                  "holds the config)")
+            checkpoint = load_checkpoint(resume)
+            cfg = resume_config(checkpoint, args)
+        else:
+            cfg = resolve(config_file, args)
+        require_loggers(cfg)
+        resolve_device(cfg.device)
+    except (ConfigError, CheckpointError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    try:
+        result = run(cfg, resume, checkpoint)
+    except RetrainLimitError as e:
+        print(f"{parser.prog}: training failed: {e}", file=sys.stderr)
+        return 1
+    if not cfg.quiet:
+        print(format_summary(result.summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,455 @@
+"""Two-phase energy-gated training (MISSION.md, "Two-phase training").
+
+One epoch is Part 1 (trajectory collection on the live system) then Part 2
+(generalisation on the states Part 1 accepted). :class:`Trainer` holds everything
+a run needs (model, optimiser, gate, live system, history buffer, random
+generators) and :meth:`Trainer.state_dict` everything needed to resume it.
+
+**Several systems (``num_orbits = K > 1`` or any batched scenario).** The live
+state is a batch of ``B`` systems and Part 1 proceeds in *rounds*, one accepted
+step per system each:
+
+1. every system that has not yet passed in this round is stepped from its round
+   start state with its predicted ``dt`` and gated on *its own* energy error;
+2. a system that passes keeps that step and is not stepped again in this round;
+3. if some systems failed, one optimiser step is taken on the mean band loss of
+   the failing systems only (passing systems contribute nothing), and the failing
+   systems retry from their unchanged start states;
+4. when every system has passed, all advance together to their accepted end
+   states, the round's start batch is pushed into the (batched) history and, after
+   warm-up, each system's start state is recorded for Part 2.
+
+``steps_per_epoch`` counts rounds, so an epoch accepts ``B * steps_per_epoch``
+system steps; the retrain cap counts the optimiser steps of one round; warm-up is
+the first ``history_len`` rounds of the run. With ``B = 1`` this is exactly the
+single-system algorithm. Advancing in rounds keeps one history window per batch
+with the same number of real states for every system.
+
+**Part 2** evaluates a whole minibatch with one batched call (states stacked to
+``(b, N, D)``): :func:`replay_errors`. :func:`replay_errors_per_sample` is the
+per-sample loop of the original system, kept for the benchmark and the
+equivalence test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from aits.checkpoint import restore_model
+from aits.config import ConfigError, TrainConfig
+from aits.features import FeatureScales, FeatureSpec
+from aits.gate import EnergyGate
+from aits.history import HistoryBuffer
+from aits.ics import kepler_batch, load_state
+from aits.model import TimeStepNet
+from aits.scenarios import make_scenario
+from aits.state import SystemState, rollout, stack
+from aits.tide import TidalField
+
+Window = list[SystemState | None]
+
+
+class RetrainLimitError(RuntimeError):
+    """Part 1 retrained one state ``max_retrain_steps`` times and it still fails."""
+
+    def __init__(self, epoch: int, step: int, system: int, rel_dE: float, threshold: float,
+                 retrains: int) -> None:
+        self.epoch, self.step, self.system = epoch, step, system
+        self.rel_dE, self.threshold, self.retrains = rel_dE, threshold, retrains
+        super().__init__(
+            f"Part 1 gave up at epoch {epoch}, step {step} (system {system}): the step still "
+            f"fails after {retrains} retrain steps on the same state (max_retrain_steps); "
+            f"last rel_dE {rel_dE:.3e} >= energy_threshold {threshold:.3e}. Lower dt_init or "
+            f"lr, or raise max_retrain_steps (0 = unlimited)."
+        )
+
+
+# ------------------------------------------------------------------------------ building
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        why = "this torch has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+        raise ConfigError(f"setting 'device' is 'cuda' but CUDA is not available ({why}); "
+                          "use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def build_system(cfg: TrainConfig, dtype: torch.dtype, device: torch.device) -> SystemState:
+    """The training system as a batch ``(B, N, D)`` with its acceleration cached."""
+    if cfg.num_orbits > 1:
+        state = kepler_batch(cfg.num_orbits, cfg.e_range, cfg.a_range, seed=cfg.seed, G=cfg.G,
+                             softening=cfg.softening, dtype=dtype, device=device)
+    elif cfg.ic_file:
+        state = load_state(cfg.ic_file, softening=cfg.softening, G=cfg.G, dtype=dtype,
+                           device=device)
+    else:
+        state = make_scenario(cfg.scenario, dtype=dtype, device=device, seed=cfg.seed)
+    return state.as_batch().with_acceleration()
+
+
+def build_spec(cfg: TrainConfig, initial: SystemState) -> FeatureSpec:
+    """Feature choice of ``cfg``; ``fixed`` scales not set by hand come from ``initial``."""
+    scales = None
+    if cfg.normalization == "fixed":
+        derived = FeatureScales.from_state(initial).to_dict()
+        scales = FeatureScales(**{k: getattr(cfg, k) or v for k, v in derived.items()})
+    history = None if cfg.history_type == "none" else cfg.history_type
+    return FeatureSpec(kind=cfg.feature_type, history=history,
+                       history_len=cfg.history_len if history else 0,
+                       normalize=cfg.normalization, scales=scales)
+
+
+def build_model(cfg: TrainConfig, spec: FeatureSpec) -> TimeStepNet:
+    return TimeStepNet(spec, hidden=cfg.hidden, activation=cfg.activation, dropout=cfg.dropout,
+                       fourier_features=cfg.fourier_features, fourier_sigma=cfg.fourier_sigma,
+                       output=cfg.output, dt_init=cfg.dt_init, seed=cfg.seed)
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    return cls[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+# ------------------------------------------------------------------------- batch helpers
+
+
+def take(state: SystemState, index: Tensor | int) -> SystemState:
+    """Systems ``index`` of a batch: an int gives one unbatched system, a ``(b,)``
+    index tensor a batch of ``b``. Per-system field positions follow."""
+    field = state.field
+    if field is not None and field.position.dim() == 2:
+        field = TidalField(field.mass, field.position[index])
+    return SystemState(pos=state.pos[index], vel=state.vel[index], mass=state.mass[index],
+                       time=state.time[index], softening=state.softening, G=state.G,
+                       acc=None if state.acc is None else state.acc[index], field=field)
+
+
+def select(mask: Tensor, a: SystemState, b: SystemState) -> SystemState:
+    """Per system ``a`` where ``mask (B,)`` else ``b`` (same masses and field);
+    both must have ``acc`` cached."""
+    m3 = mask[:, None, None]
+    return a.replace(pos=torch.where(m3, a.pos, b.pos), vel=torch.where(m3, a.vel, b.vel),
+                     acc=torch.where(m3, a.acc, b.acc), time=torch.where(mask, a.time, b.time))
+
+
+def _take_window(window: Sequence[SystemState] | None, index: Tensor | int) -> Window | None:
+    return None if window is None else [take(s, index) for s in window]
+
+
+# ------------------------------------------------------------------------------- Part 2
+
+
+def replay_errors(model: TimeStepNet, states: SystemState, window: Sequence[SystemState] | None,
+                  gate: EnergyGate, n_steps: int = 1) -> tuple[Tensor, Tensor]:
+    """Predict, step and gate a whole minibatch in one batched call.
+
+    Args:
+        states: ``(b, N, D)`` start states; window: their history window (``K``
+            states of ``(b, N, D)``) or ``None`` without history features.
+    Returns:
+        ``(dt, rel_dE)``, each ``(b,)``, differentiable in the model parameters.
+    """
+    dt = model.predict_dt(states, window)
+    return dt, gate.error(states, rollout(states, dt, n_steps))
+
+
+def replay_errors_per_sample(model: TimeStepNet, states: SystemState,
+                             window: Sequence[SystemState] | None, gate: EnergyGate,
+                             n_steps: int = 1) -> tuple[Tensor, Tensor]:
+    """The same as :func:`replay_errors` with a Python loop over the samples (the
+    original system's way); for benchmarks and tests only."""
+    dts, rels = [], []
+    for i in range(states.batch_size):
+        s = take(states, i)
+        dt = model.predict_dt(s, _take_window(window, i))
+        dts.append(dt)
+        rels.append(gate.error(s, rollout(s, dt, n_steps)))
+    return torch.stack(dts), torch.stack(rels)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """The states Part 1 recorded in one epoch, stacked.
+
+    Attributes:
+        states: ``(M, N, D)`` start states of the accepted steps (detached).
+        window: their history windows, ``K`` states of ``(M, N, D)``, or ``None``
+            when the features use no history.
+        dt: ``(M,)`` the accepted steps.
+    """
+
+    states: SystemState | None
+    window: list[SystemState] | None
+    dt: Tensor | None
+
+    def __len__(self) -> int:
+        return 0 if self.states is None else self.states.batch_size
+
+
+# ------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """A training run: build from a config, then call :meth:`run_epoch` repeatedly.
+
+    Attributes:
+        live: the live system, a batch ``(B, N, D)`` with its acceleration cached.
+        history: the :class:`HistoryBuffer` (lives across epochs).
+        epoch: epochs completed; rounds: Part 1 rounds accepted over the whole run.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype)
+        torch.manual_seed(cfg.seed)
+        self.initial = build_system(cfg, self.dtype, self.device)
+        self.spec = build_spec(cfg, self.initial)
+        self.model = build_model(cfg, self.spec).to(device=self.device, dtype=self.dtype)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.gate = EnergyGate(cfg.energy_threshold, cfg.E_lower, cfg.E_upper)
+        self.live = self.initial
+        self.history = HistoryBuffer(cfg.history_len)
+        self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.epoch = 0
+        self.rounds = 0
+
+    @property
+    def uses_history(self) -> bool:
+        return self.spec.history_dim > 0
+
+    def _window(self) -> Window | None:
+        return self.history.window() if self.uses_history else None
+
+    def _optimise(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    # -------------------------------------------------------------------------- Part 1
+
+    def collect(self) -> tuple[Trajectory, dict[str, float], dict[str, Tensor]]:
+        """Part 1 of epoch ``self.epoch + 1``: ``steps_per_epoch`` accepted rounds.
+
+        Returns:
+            the recorded :class:`Trajectory`; metrics (``p1_*``); per accepted step
+            ``time``, ``dt``, ``rel_dE``, each ``(steps_per_epoch, B)``.
+        Raises:
+            RetrainLimitError: a state still fails after ``max_retrain_steps`` retrains.
+        """
+        cfg, gate, model = self.cfg, self.gate, self.model
+        model.train()
+        B = self.live.batch_size
+        rec_states, rec_windows, rec_dt = [], [], []
+        step_t, step_dt, step_rel = [], [], []
+        retrains = 0
+        rejected = torch.zeros((), dtype=torch.long, device=self.device)
+        for s in range(cfg.steps_per_epoch):
+            start, window = self.live, self._window()
+            done = torch.zeros(B, dtype=torch.bool, device=self.device)
+            kept, kept_dt, kept_rel = None, None, None
+            cap = cfg.max_retrain_steps
+            for attempt in range(cap + 1) if cap else itertools.count():
+                dt = model.predict_dt(start, window)
+                end = rollout(start, dt, cfg.n_steps)
+                rel = gate.error(start, end)
+                new = gate.passes(rel) & ~done
+                end_d, dt_d, rel_d = end.detach(), dt.detach(), rel.detach()
+                if kept is None:
+                    kept, kept_dt, kept_rel = end_d, dt_d, rel_d
+                else:
+                    kept = select(new, end_d, kept)
+                    kept_dt = torch.where(new, dt_d, kept_dt)
+                    kept_rel = torch.where(new, rel_d, kept_rel)
+                done = done | new
+                if bool(done.all()):  # the accept/reject decision: one host sync per attempt
+                    break
+                failing = ~done
+                rejected += failing.sum()
+                if attempt == cap:
+                    worst = int(torch.where(failing, rel_d.nan_to_num(math.inf), -1).argmax())
+                    raise RetrainLimitError(self.epoch + 1, s, worst, float(rel_d[worst]),
+                                            cfg.energy_threshold, attempt)
+                loss = (gate.loss(rel, dt) * failing).sum() / failing.sum()
+                self._optimise(loss)
+                retrains += 1
+            if self.rounds >= cfg.history_len:
+                rec_states.append(start)
+                rec_windows.append(window)
+                rec_dt.append(kept_dt)
+            self.history.push(start)
+            self.live = kept
+            self.rounds += 1
+            step_t.append(start.time)
+            step_dt.append(kept_dt)
+            step_rel.append(kept_rel)
+        steps = {"time": torch.stack(step_t), "dt": torch.stack(step_dt),
+                 "rel_dE": torch.stack(step_rel)}
+        traj = _stack_trajectory(rec_states, rec_windows if self.uses_history else None, rec_dt)
+        metrics = {
+            "p1_accepted": cfg.steps_per_epoch * B,
+            "p1_recorded": len(traj),
+            "p1_retrains": retrains,
+            "p1_rejected": int(rejected),
+            "p1_acceptance": cfg.steps_per_epoch * B / (cfg.steps_per_epoch * B + int(rejected)),
+            "p1_rel_dE_mean": float(steps["rel_dE"].mean()),
+            "p1_rel_dE_max": float(steps["rel_dE"].max()),
+            "p1_dt_mean": float(steps["dt"].mean()),
+            "p1_dt_min": float(steps["dt"].min()),
+            "p1_dt_max": float(steps["dt"].max()),
+        }
+        return traj, metrics, steps
+
+    # -------------------------------------------------------------------------- Part 2
+
+    def replay(self, traj: Trajectory) -> dict[str, float]:
+        """Part 2 on ``traj``: draw minibatches (without replacement) until one
+        passes entirely, training on the failing samples, at most ``replay_steps``
+        draws. Skipped (``p2_skipped``) below ``min_replay_size`` recorded states."""
+        cfg = self.cfg
+        M = len(traj)
+        if M == 0 or M < cfg.min_replay_size:
+            return {"p2_skipped": True, "p2_converged": False, "p2_iterations": 0,
+                    "p2_pass_rate_first": math.nan, "p2_pass_rate_last": math.nan}
+        self.model.train()
+        b = min(cfg.replay_batch_size, M)
+        first = last = math.nan
+        converged = False
+        for it in range(1, cfg.replay_steps + 1):
+            idx = torch.randperm(M, generator=self.sampler, device=self.device)[:b]
+            dt, rel = replay_errors(self.model, take(traj.states, idx),
+                                    _take_window(traj.window, idx), self.gate, cfg.n_steps)
+            ok = self.gate.passes(rel)
+            last = float(ok.to(rel.dtype).mean())
+            first = last if it == 1 else first
+            if last == 1.0:
+                converged = True
+                break
+            failing = ~ok
+            self._optimise((self.gate.loss(rel, dt) * failing).sum() / failing.sum())
+        return {"p2_skipped": False, "p2_converged": converged, "p2_iterations": it,
+                "p2_pass_rate_first": first, "p2_pass_rate_last": last}
+
+    def run_epoch(self) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Part 1 then Part 2; returns the epoch's metrics and per-step arrays."""
+        traj, m1, steps = self.collect()
+        m2 = self.replay(traj)
+        self.epoch += 1
+        return {"epoch": self.epoch, **m1, **m2}, steps
+
+    # ------------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume, as plain tensors, numbers, dicts and lists."""
+        rng = {"torch": torch.get_rng_state(), "sampler": self.sampler.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "rounds": self.rounds,
+            "model_config": self.model.config(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "live": state_to_dict(self.live),
+            "history": [state_to_dict(s) for s in self.history.states()],
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore a :meth:`state_dict` (config already applied by the caller)."""
+        restore_model(self.model, d["model"])
+        self.optimizer.load_state_dict(d["optimizer"])
+        self.epoch, self.rounds = int(d["epoch"]), int(d["rounds"])
+        self.live = state_from_dict(d["live"], self.device)
+        self.history.reset()
+        for s in d["history"]:
+            self.history.push(state_from_dict(s, self.device))
+        torch.set_rng_state(d["rng"]["torch"])
+        self.sampler.set_state(d["rng"]["sampler"].to(self.sampler.get_state().device))
+        if self.device.type == "cuda" and "cuda" in d["rng"]:
+            torch.cuda.set_rng_state(d["rng"]["cuda"], self.device)
+
+
+def _stack_trajectory(states: list[SystemState], windows: list[Window] | None,
+                      dts: list[Tensor]) -> Trajectory:
+    if not states:
+        return Trajectory(None, None, None)
+    window = None
+    if windows is not None:
+        window = [stack([w[k] for w in windows]) for k in range(len(windows[0]))]
+    return Trajectory(stack(states), window, torch.cat(dts))
+
+
+def state_to_dict(state: SystemState) -> dict:
+    """A :class:`SystemState` as plain tensors and numbers (checkpoint-safe)."""
+    f = state.field
+    return {"pos": state.pos, "vel": state.vel, "mass": state.mass, "time": state.time,
+            "acc": state.acc, "softening": state.softening, "G": state.G,
+            "field": None if f is None else {"mass": f.mass, "position": f.position}}
+
+
+def state_from_dict(d: dict, device: torch.device | None = None) -> SystemState:
+    """Inverse of :func:`state_to_dict`, moved to ``device``."""
+    f = d["field"]
+    field = None if f is None else TidalField(f["mass"], f["position"])
+    state = SystemState(pos=d["pos"], vel=d["vel"], mass=d["mass"], time=d["time"],
+                        softening=d["softening"], G=d["G"], acc=d["acc"], field=field)
+    return state.to(device=device)
+
+
+# ------------------------------------------------------------------------ rollout check
+
+
+@torch.no_grad()
+def rollout_check(model: TimeStepNet, state: SystemState, gate: EnergyGate, steps: int,
+                  history_len: int = 0) -> dict[str, float]:
+    """Run ``state`` (one system or a batch) ``steps`` steps with the model's ``dt``
+    (eval mode, no rejection) and measure how the gate would have judged each step.
+
+    Returns:
+        ``pass_fraction`` (steps with rel_dE < threshold, over all systems),
+        ``mean_dt``, ``min_dt``, ``max_rel_dE`` (per step), ``final_rel_dE`` (whole
+        run: ``|E_end - E_0| / |E_0|``, worst system) and ``t_end`` (mean time reached).
+    """
+    was_training = model.training
+    model.eval()
+    state = state.as_batch().with_acceleration()
+    history = HistoryBuffer(history_len)
+    uses_history = model.spec.history_dim > 0
+    E0 = state.total_energy()
+    passed = torch.zeros(state.batch_size, dtype=torch.long, device=state.device)
+    dt_sum = torch.zeros(state.batch_size, dtype=state.dtype, device=state.device)
+    dt_min = torch.full_like(dt_sum, math.inf)
+    rel_max = torch.zeros_like(dt_sum)
+    for _ in range(steps):
+        dt = model.predict_dt(state, history.window() if uses_history else None)
+        nxt = rollout(state, dt, 1)
+        rel = gate.error(state, nxt)
+        passed += gate.passes(rel)
+        dt_sum += dt
+        dt_min = torch.minimum(dt_min, dt)
+        rel_max = torch.maximum(rel_max, rel.nan_to_num(math.inf))
+        history.push(state)
+        state = nxt
+    model.train(was_training)
+    total = max(steps, 1) * state.batch_size
+    final = ((state.total_energy() - E0).abs() / E0.abs()).nan_to_num(math.inf)
+    return {"pass_fraction": float(passed.sum()) / total, "mean_dt": float(dt_sum.sum()) / total,
+            "min_dt": float(dt_min.min()), "max_rel_dE": float(rel_max.max()),
+            "final_rel_dE": float(final.max()), "t_end": float(state.time.mean()),
+            "steps": steps}
