@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from aits.ops import pair_statistics
 from aits.state import SystemState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,11 +100,9 @@ def pairwise_stats(
     G: float = 1.0,
     *,
     freefall: bool = False,
-    chunk_elements: int = PAIR_CHUNK_ELEMENTS,
 ) -> PairStats:
     """Min/mean/max pairwise distance and, with ``freefall``, the minimum pairwise
-    free-fall time ``sqrt((r^2 + eps^2)^(3/2) / (G (m_i + m_j)))`` (``inf`` for two
-    zero masses).
+    free-fall time ``sqrt((r^2 + eps^2)^(3/2) / (G (m_i + m_j)))``.
 
     Args:
         pos: ``(..., N, D)``; mass: ``(..., N)``.
@@ -111,9 +110,36 @@ def pairwise_stats(
         :class:`PairStats` of ``batch_shape`` tensors; distances are unsoftened. With
         ``N < 2`` the distances are 0 and the free-fall time ``inf``.
 
+    On the CPU this is one native pass over the pairs i < j
+    (:func:`aits.ops.pair_statistics`, O(N) memory); elsewhere it falls back to
+    :func:`pairwise_stats_chunked`.
+    """
+    if pos.device.type != "cpu":
+        return pairwise_stats_chunked(pos, mass, softening, G, freefall=freefall)
+    batch_shape = pos.shape[:-2]
+    n, dim = pos.shape[-2:]
+    stats = pair_statistics(
+        pos.reshape(-1, n, dim), mass.reshape(-1, n), softening, G, freefall
+    ).reshape(batch_shape + (4,))
+    return PairStats(
+        stats[..., 0], stats[..., 1], stats[..., 2], stats[..., 3] if freefall else None
+    )
+
+
+@torch.no_grad()
+def pairwise_stats_chunked(
+    pos: Tensor,
+    mass: Tensor,
+    softening: float = 0.0,
+    G: float = 1.0,
+    *,
+    freefall: bool = False,
+    chunk_elements: int = PAIR_CHUNK_ELEMENTS,
+) -> PairStats:
+    """:func:`pairwise_stats` in plain torch, for devices without the native kernel.
+
     Memory is ``O(chunk_elements)``: rows are processed in chunks, never all N x N
-    at once (unless that fits the budget). This is the one place where features
-    cost O(N^2); a native kernel can replace it without touching the callers.
+    at once (unless that fits the budget).
     """
     batch_shape = pos.shape[:-2]
     n = pos.shape[-2]

@@ -41,6 +41,20 @@ def potential_energy(pos: Tensor, mass: Tensor, softening: float = 0.0, G: float
     return _ops.potential_energy(pos, mass, float(softening), float(G))
 
 
+def pair_statistics(
+    pos: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0, freefall: bool = True
+) -> Tensor:
+    """Pairwise statistics per system: ``(4,)`` for ``pos (N, D)``, ``(B, 4)`` for ``(B, N, D)``.
+
+    Columns: min, mean and max of the unsoftened distances ``|x_i - x_j|`` over
+    pairs ``i != j``, and the minimum pairwise free-fall time
+    ``sqrt((|x_i - x_j|^2 + softening^2)^(3/2) / (G (m_i + m_j)))`` (NaN unless
+    ``freefall``). With fewer than two bodies the distances are 0 and the time inf.
+    One O(N^2) pass over pairs i < j with O(N) memory; CPU only, not differentiable.
+    """
+    return _ops.pair_statistics(pos, mass, float(softening), float(G), bool(freefall))
+
+
 def leapfrog_step(
     pos: Tensor,
     vel: Tensor,
@@ -88,6 +102,11 @@ def _potential_energy_fake(pos, mass, softening=0.0, G=1.0):
 @torch.library.register_fake("aits::potential_energy_backward")
 def _potential_energy_backward_fake(grad_energy, pos, mass, softening, G):
     return torch.empty_like(pos), torch.empty_like(mass)
+
+
+@torch.library.register_fake("aits::pair_statistics")
+def _pair_statistics_fake(pos, mass, softening=0.0, G=1.0, freefall=True):
+    return pos.new_empty(pos.shape[:-2] + (4,))
 
 
 @torch.library.register_fake("aits::leapfrog_step")

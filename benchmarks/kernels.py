@@ -9,6 +9,8 @@ Throughput is counted in pair interactions per second: N^2 per call.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -94,12 +96,24 @@ def _status_kib(key: str) -> int:
     raise KeyError(key)
 
 
+@functools.cache
+def _return_freed_memory_to_the_os() -> None:
+    """Pins glibc's mmap threshold at 128 KiB: large blocks are then always mapped
+    and unmapped, instead of staying resident for reuse after the first call,
+    which would hide them from the resident-set measurement below."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_extra_memory(call: Callable[[], object], device: str = "cpu") -> float:
     """Peak memory (bytes) a call needs beyond what is resident before it.
 
     CPU: resets the kernel's peak-RSS counter (/proc/self/clear_refs) and reads
     VmHWM - VmRSS. CUDA: torch.cuda.max_memory_allocated. NaN where unsupported.
     """
+    _return_freed_memory_to_the_os()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

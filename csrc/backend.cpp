@@ -15,6 +15,12 @@ registry() {
 
 }  // namespace
 
+void GravityBackend::pair_statistics(const at::Tensor& pos, const at::Tensor&, double, double,
+                                     bool, at::Tensor&) const {
+  TORCH_CHECK(false, "aits.pair_statistics has no kernel for device '", pos.device().str(),
+              "'; use aits.features.pairwise_stats, which falls back to torch there.");
+}
+
 void register_backend(c10::DeviceType device, const GravityBackend* backend) {
   registry()[static_cast<size_t>(device)] = backend;
 }

@@ -35,6 +35,14 @@ class GravityBackend {
   virtual void potential(const at::Tensor& pos, const at::Tensor& mass,
                          double softening, double G,
                          at::Tensor& energy) const = 0;
+
+  // stats (B, 4): min, mean and max of the unsoftened pairwise distances over
+  // i != j, and the minimum pairwise free-fall time
+  // sqrt((r^2 + eps^2)^(3/2) / (G (m_i + m_j))) when `freefall` (else NaN).
+  // Only the CPU back end has it; callers fall back to torch elsewhere.
+  virtual void pair_statistics(const at::Tensor& pos, const at::Tensor& mass,
+                               double softening, double G, bool freefall,
+                               at::Tensor& stats) const;
 };
 
 // Called once per device type from a static initializer of each back end.

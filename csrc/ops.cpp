@@ -80,6 +80,18 @@ std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, 
   return {sys.unbatch(grad_pos), sys.unbatch(grad_mass)};
 }
 
+Tensor pair_statistics(const Tensor& pos, const Tensor& mass, double softening, double G,
+                       bool freefall) {
+  ValueChecks values("pair_statistics");
+  const System sys = check_system("pair_statistics", pos, mass, softening, G, values);
+  values.run();
+  Tensor stats = at::empty({sys.B, 4}, sys.pos.options());
+  if (sys.B > 0) {
+    backend_for(sys.pos).pair_statistics(sys.pos, sys.mass, softening, G, freefall, stats);
+  }
+  return sys.batched ? stats : stats.squeeze(0);
+}
+
 // Kick-drift-kick: v_half = v + a0 dt/2; x1 = x + v_half dt; v1 = v_half + a1 dt/2.
 std::tuple<Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
                                                  const Tensor& mass, const Tensor& dt,
@@ -166,6 +178,9 @@ TORCH_LIBRARY(aits, m) {
       "potential_energy_backward(Tensor grad_energy, Tensor pos, Tensor mass, float softening,"
       " float G) -> (Tensor, Tensor)");
   m.def(
+      "pair_statistics(Tensor pos, Tensor mass, float softening=0.0, float G=1.0,"
+      " bool freefall=True) -> Tensor");
+  m.def(
       "leapfrog_step(Tensor pos, Tensor vel, Tensor mass, Tensor dt, float softening=0.0,"
       " float G=1.0, Tensor? acc=None) -> (Tensor, Tensor, Tensor)");
   m.def(
@@ -179,6 +194,7 @@ void register_op_impls(torch::Library& m) {
   m.impl("accelerations_backward", &accelerations_backward);
   m.impl("potential_energy", &potential_energy);
   m.impl("potential_energy_backward", &potential_energy_backward);
+  m.impl("pair_statistics", &pair_statistics);
   m.impl("leapfrog_step", &leapfrog_step);
   m.impl("leapfrog_step_backward", &leapfrog_step_backward);
 }

@@ -26,6 +26,11 @@ Tensor potential_energy(const Tensor& pos, const Tensor& mass, double softening,
 std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, const Tensor& pos,
                                                      const Tensor& mass, double softening, double G);
 
+// (B, 4) or (4,): min, mean, max pairwise distance, min free-fall time.
+// Not differentiable (used for features, under no_grad).
+Tensor pair_statistics(const Tensor& pos, const Tensor& mass, double softening, double G,
+                       bool freefall);
+
 std::tuple<Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
                                                  const Tensor& mass, const Tensor& dt,
                                                  double softening, double G,

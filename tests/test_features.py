@@ -1,5 +1,6 @@
 """Analytic and history features: dimensions, values, invariance, finiteness, chunking."""
 
+import functools
 import math
 
 import pytest
@@ -19,6 +20,7 @@ from aits.features import (
     history_features,
     min_freefall_time,
     pairwise_stats,
+    pairwise_stats_chunked,
 )
 from aits.ics import random_system
 from aits.state import SystemState, step
@@ -60,10 +62,15 @@ def test_basic_features_of_a_hand_computed_system():
         assert f[k] == pytest.approx(float(v), rel=1e-12, abs=1e-12), k
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
-def test_pairwise_stats_match_brute_force(chunk):
+@pytest.mark.parametrize(
+    "impl",
+    [pairwise_stats]
+    + [functools.partial(pairwise_stats_chunked, chunk_elements=c) for c in (1, 7, 1 << 20)],
+    ids=["native", "chunk1", "chunk7", "chunk1M"],
+)
+def test_pairwise_stats_match_brute_force(impl):
     s = random_system(9, 3, batch=2, seed=4, softening=0.1, G=2.0)
-    p = pairwise_stats(s.pos, s.mass, 0.1, 2.0, freefall=True, chunk_elements=chunk)
+    p = impl(s.pos, s.mass, 0.1, 2.0, freefall=True)
     d = torch.cdist(s.pos, s.pos)
     off = ~torch.eye(9, dtype=torch.bool)
     torch.testing.assert_close(p.min_dist, d[:, off].amin(-1))
@@ -87,7 +94,7 @@ def test_pairwise_loop_never_builds_an_n_by_n_tensor(monkeypatch):
     n = 256
     s = random_system(n, 3, seed=0, dtype=torch.float32)
     monkeypatch.setattr(features, "PAIR_CHUNK_ELEMENTS", 4096)
-    pairwise_stats(s.pos, s.mass, chunk_elements=4096)
+    pairwise_stats_chunked(s.pos, s.mass, chunk_elements=4096)
     assert len(shapes) == n * n // 4096
     assert all(a[-2] * b[-2] <= 4096 for a, b in shapes)
 

@@ -158,3 +158,34 @@ def test_potential_energy_is_deterministic_across_thread_counts():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("n,batch", SHAPES)
+@pytest.mark.parametrize("softening", [0.0, 0.3])
+def test_pair_statistics_match_brute_force(dtype, dim, n, batch, softening):
+    s = make_system(n, dim, batch, dtype)
+    got = aits.ops.pair_statistics(s["pos"], s["mass"], softening, G=2.0)
+    pos = s["pos"] if batch else s["pos"].unsqueeze(0)
+    mass = s["mass"] if batch else s["mass"].unsqueeze(0)
+    off = ~torch.eye(n, dtype=torch.bool)
+    r = (pos.unsqueeze(-2) - pos.unsqueeze(-3)).norm(dim=-1)[:, off]
+    tff = (((r**2 + softening**2) ** 1.5) / (2.0 * (mass.unsqueeze(-1) + mass.unsqueeze(-2))[:, off])).sqrt()
+    if n > 1:
+        want = torch.stack([r.amin(-1), r.mean(-1), r.amax(-1), tff.amin(-1)], -1)
+    else:
+        want = torch.tensor([[0.0, 0.0, 0.0, float("inf")]], dtype=dtype).expand(pos.shape[0], 4)
+    want = want if batch else want.squeeze(0)
+    assert got.shape == want.shape
+    finite = torch.isfinite(want)
+    assert torch.equal(finite, torch.isfinite(got))
+    assert_close_rel(got[finite], want[finite], RTOL[dtype])
+
+
+def test_pair_statistics_without_freefall_and_opcheck():
+    s = make_system(6, 3, 2)
+    stats = aits.ops.pair_statistics(s["pos"], s["mass"], freefall=False)
+    assert torch.isnan(stats[:, 3]).all()
+    assert torch.equal(stats[:, :3], aits.ops.pair_statistics(s["pos"], s["mass"])[:, :3])
+    torch.library.opcheck(torch.ops.aits.pair_statistics, (s["pos"], s["mass"], 0.1, 1.0, True))

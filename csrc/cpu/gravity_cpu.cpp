@@ -2,6 +2,7 @@
 // torch's OpenMP pool, so torch.set_num_threads applies), SIMD over partners.
 // Positions and gradients are read in structure-of-arrays form (B, D, N) so that
 // the inner loop over j is unit-stride and vectorises.
+#include <limits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -36,35 +37,50 @@ AITS_HD Vec3<T> minus(const Vec3<T>& a, const Vec3<T>& b) {
   return {a.x - b.x, a.y - b.y, a.z - b.z};
 }
 
-// K running sums over partners j in [j0, j1), kept in W independent lanes so
-// the compiler vectorises the loop without reassociating floating-point sums
-// (no -ffast-math); the lanes are combined in a fixed order at the end, so the
-// result is the same on every run and every thread count.
+// K running reductions over partners j in [j0, j1), kept in W independent
+// lanes so the compiler vectorises the loop without reassociating floating-point
+// sums (no -ffast-math); the lanes are combined in a fixed order at the end, so
+// the result is the same on every run and every thread count.
 template <typename T, int K>
 struct Sums {
   T v[K];
 };
 
-template <typename T, int K, typename Body>
-AITS_HD Sums<T, K> sum_partners(int64_t j0, int64_t j1, const Body& body) {
+// Component-wise merge of plain sums.
+struct Add {
+  template <typename T>
+  AITS_HD void operator()(int, T& acc, T t) const { acc += t; }
+};
+
+template <typename T, int K, typename Body, typename Merge = Add>
+AITS_HD Sums<T, K> reduce_partners(int64_t j0, int64_t j1, const Body& body,
+                                   const Sums<T, K>& init = {}, const Merge& merge = {}) {
   constexpr int W = 64 / sizeof(T);  // one AVX-512 register, two AVX2 ones
-  T lanes[K][W] = {};
+  T lanes[K][W];
+  for (int k = 0; k < K; ++k) {
+    for (int l = 0; l < W; ++l) lanes[k][l] = init.v[k];
+  }
   int64_t j = j0;
   for (; j + W <= j1; j += W) {
     for (int l = 0; l < W; ++l) {
       const Sums<T, K> t = body(j + l);
-      for (int k = 0; k < K; ++k) lanes[k][l] += t.v[k];
+      for (int k = 0; k < K; ++k) merge(k, lanes[k][l], t.v[k]);
     }
   }
-  Sums<T, K> total{};
+  Sums<T, K> total = init;
   for (; j < j1; ++j) {
     const Sums<T, K> t = body(j);
-    for (int k = 0; k < K; ++k) total.v[k] += t.v[k];
+    for (int k = 0; k < K; ++k) merge(k, total.v[k], t.v[k]);
   }
   for (int k = 0; k < K; ++k) {
-    for (int l = 0; l < W; ++l) total.v[k] += lanes[k][l];
+    for (int l = 0; l < W; ++l) merge(k, total.v[k], lanes[k][l]);
   }
   return total;
+}
+
+template <typename T, int K, typename Body>
+AITS_HD Sums<T, K> sum_partners(int64_t j0, int64_t j1, const Body& body) {
+  return reduce_partners<T, K>(j0, j1, body);
 }
 
 // The same sums over every partner except j == skip. The self term is skipped
@@ -137,34 +153,99 @@ void backward_kernel(const T* x, const T* mass, const T* g, int64_t B, int64_t N
   });
 }
 
+// Calls row(b, i) for every system b and body i, two rows per task (i and
+// N-1-i): rows over partners j > i then cost N-1 pairs per task, balanced.
+template <typename Row>
+void for_each_upper_row(int64_t B, int64_t N, const Row& row) {
+  const int64_t half = (N + 1) / 2;
+  at::parallel_for(0, B * half, grain_for(N), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / half, r = t % half;
+      row(b, r);
+      if (N - 1 - r != r) row(b, N - 1 - r);
+    }
+  });
+}
+
 // U = -G sum_i m_i sum_{j>i} m_j / s_ij. Row i is summed by one thread and the
 // rows are added in a fixed order, so the result does not depend on threading.
 template <typename T, int D>
 void potential_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* energy) {
   std::vector<T> rows(static_cast<size_t>(B * N));
-  const int64_t half = (N + 1) / 2;
-  // Task t handles rows i and N-1-i, which together cost N-1 pairs: balanced.
-  at::parallel_for(0, B * half, grain_for(N), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / half, r = t % half;
-      const Columns<T, D> xb(x + b * D * N, N);
-      const T* __restrict mb = mass + b * N;
-      auto row = [&](int64_t i) {
-        const Vec3<T> xi = xb.at(i);
-        const Sums<T, 1> p = sum_partners<T, 1>(i + 1, N, [&](int64_t j) {
-          const Vec3<T> d = minus(xb.at(j), xi);
-          return Sums<T, 1>{{mb[j] * inverse_distance(eps2 + dot(d, d))}};
-        });
-        rows[b * N + i] = mb[i] * p.v[0];
-      };
-      row(r);
-      if (N - 1 - r != r) row(N - 1 - r);
-    }
+  for_each_upper_row(B, N, [&](int64_t b, int64_t i) {
+    const Columns<T, D> xb(x + b * D * N, N);
+    const T* __restrict mb = mass + b * N;
+    const Vec3<T> xi = xb.at(i);
+    const Sums<T, 1> p = sum_partners<T, 1>(i + 1, N, [&](int64_t j) {
+      const Vec3<T> d = minus(xb.at(j), xi);
+      return Sums<T, 1>{{mb[j] * inverse_distance(eps2 + dot(d, d))}};
+    });
+    rows[b * N + i] = mb[i] * p.v[0];
   });
   for (int64_t b = 0; b < B; ++b) {
     T u = 0;
     for (int64_t i = 0; i < N; ++i) u += rows[b * N + i];
     energy[b] = -G * u;
+  }
+}
+
+// Merge of the pair statistics: min, sum, max of r and min of s^6 / (m_i + m_j)^2.
+struct StatsMerge {
+  template <typename T>
+  AITS_HD void operator()(int k, T& acc, T t) const {
+    if (k == 1) {
+      acc += t;
+    } else if (k == 2) {
+      acc = t > acc ? t : acc;
+    } else {
+      acc = t < acc ? t : acc;
+    }
+  }
+};
+
+// Per system: min, mean and max of the unsoftened distances r_ij over pairs
+// i != j, and the minimum free-fall time sqrt(s_ij^3 / (G (m_i + m_j))) (when
+// kFreefall; NaN otherwise). out: (B, 4). Pairs i < j only: half the work.
+template <typename T, int D, bool kFreefall>
+void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G,
+                            T* out) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  const Sums<T, 4> init{{inf, T(0), T(0), inf}};
+  std::vector<Sums<T, 4>> rows(static_cast<size_t>(B * N), init);
+  for_each_upper_row(B, N, [&](int64_t b, int64_t i) {
+    const Columns<T, D> xb(x + b * D * N, N);
+    const T* __restrict mb = mass + b * N;
+    const Vec3<T> xi = xb.at(i);
+    const T mi = mb[i];
+    rows[b * N + i] = reduce_partners<T, 4>(
+        i + 1, N,
+        [&](int64_t j) {
+          const Vec3<T> d = minus(xb.at(j), xi);
+          const T r2 = dot(d, d);
+          const T r = std::sqrt(r2);
+          // (G t_ff)^4 = s^6 / (m_i + m_j)^2: one division, no square root
+          T tff4 = T(0);
+          if constexpr (kFreefall) {
+            const T s2 = r2 + eps2;
+            const T msum = mi + mb[j];
+            tff4 = s2 * s2 * s2 / (msum * msum);
+          }
+          return Sums<T, 4>{{r, r, r, tff4}};
+        },
+        init, StatsMerge{});
+  });
+  const StatsMerge merge;
+  const T pairs = T(N) * T(N - 1) / T(2);
+  for (int64_t b = 0; b < B; ++b) {
+    Sums<T, 4> total = init;
+    for (int64_t i = 0; i < N; ++i) {
+      for (int k = 0; k < 4; ++k) merge(k, total.v[k], rows[b * N + i].v[k]);
+    }
+    T* o = out + b * 4;
+    o[0] = N > 1 ? total.v[0] : T(0);
+    o[1] = N > 1 ? total.v[1] / pairs : T(0);
+    o[2] = total.v[2];
+    o[3] = kFreefall ? std::sqrt(std::sqrt(total.v[3]) / G) : std::numeric_limits<T>::quiet_NaN();
   }
 }
 
@@ -229,6 +310,22 @@ class CpuBackend final : public GravityBackend {
             x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(), B, N,
             static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
             energy.data_ptr<scalar_t>());
+      });
+    });
+  }
+
+  void pair_statistics(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
+                       bool freefall, at::Tensor& stats) const override {
+    const at::Tensor x = to_soa(pos);
+    const int64_t B = pos.size(0), N = pos.size(1);
+    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_pair_statistics_cpu", [&] {
+      dispatch_dim(pos.size(2), [&](auto dim) {
+        constexpr int D = decltype(dim)::value;
+        auto run = freefall ? pair_statistics_kernel<scalar_t, D, true>
+                            : pair_statistics_kernel<scalar_t, D, false>;
+        run(x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(), B, N,
+            static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
+            stats.data_ptr<scalar_t>());
       });
     });
   }

@@ -1,0 +1,37 @@
+// Launchers of the raw CUDA gravity kernels (gravity_kernels.cu). Plain C++ over
+// device pointers and a stream: no torch here, so the kernels compile with nvcc
+// alone (CPU-only CI compile-checks them) and backend_cuda.cpp, compiled only
+// with a CUDA torch, is the one place that talks to torch.
+//
+// Every pointer is device memory of one system batch, contiguous:
+//   pos, grad_acc, acc, grad_pos (B, N, D); mass, phi, grad_mass, rows (B, N);
+//   energy (B,). D is 2 or 3, N >= 1, N < 2^31. Outputs are overwritten.
+// Each launcher enqueues its kernels on `stream` and returns cudaGetLastError().
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace aits {
+namespace cuda {
+
+// acc and/or phi (either may be nullptr = not wanted), as GravityBackend::pair_forward.
+template <typename T>
+cudaError_t launch_pair_forward(const T* pos, const T* mass, int64_t B, int64_t N, int D,
+                                T eps2, T G, T* acc, T* phi, cudaStream_t stream);
+
+// grad_pos and grad_mass of sum(grad_acc * acc), as GravityBackend::pair_backward.
+template <typename T>
+cudaError_t launch_pair_backward(const T* pos, const T* mass, const T* grad_acc, int64_t B,
+                                 int64_t N, int D, T eps2, T G, T* grad_pos, T* grad_mass,
+                                 cudaStream_t stream);
+
+// energy[b] = -G sum_{i<j} m_i m_j / s_ij. rows is (B, N) scratch for the
+// per-body partial sums, reduced in a fixed order: the result is deterministic.
+template <typename T>
+cudaError_t launch_potential(const T* pos, const T* mass, int64_t B, int64_t N, int D, T eps2,
+                             T G, T* rows, T* energy, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace aits

@@ -1,0 +1,213 @@
+"""CUDA back end: agreement with the CPU kernels and aits.reference, gradients, opcheck.
+
+Skipped (with the reason) unless aits was built with its CUDA back end and a
+GPU is visible. The CPU op is the comparison partner wherever the reference
+would need too much memory.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aits
+from aits import _extension, reference
+
+if not _extension.cuda_built():
+    pytestmark = pytest.mark.skip(
+        reason="aits was built without its CUDA back end (needs a CUDA torch and nvcc; "
+        "build with AITS_CUDA=ON pip install --no-build-isolation .)"
+    )
+elif not torch.cuda.is_available():
+    pytestmark = pytest.mark.skip(reason="no CUDA device visible to torch")
+
+CUDA = "cuda"
+SOFTENING = 0.01
+G = 1.3
+# N not a multiple of the 256-body tile, and the tile edges themselves.
+SIZES = (1, 2, 33, 256, 257, 1000)
+BATCHES = (None, 3)  # None: unbatched (N, D)
+
+
+def make_system(n, d, batch, dtype=torch.float64, seed=0):
+    """pos, vel, mass on the CPU (float64 draws, then cast)."""
+    gen = torch.Generator().manual_seed(seed)
+    lead = () if batch is None else (batch,)
+    pos = torch.randn(lead + (n, d), generator=gen, dtype=torch.float64)
+    vel = 0.3 * torch.randn(lead + (n, d), generator=gen, dtype=torch.float64)
+    mass = 0.5 + torch.rand(lead + (n,), generator=gen, dtype=torch.float64)
+    return pos.to(dtype), vel.to(dtype), mass.to(dtype)
+
+
+def cuda(*tensors):
+    return tuple(t.to(CUDA) for t in tensors)
+
+
+def assert_rel(actual, expected, rtol):
+    """max |actual - expected| <= rtol * max |expected| (normwise relative), on the CPU."""
+    actual, expected = actual.detach().cpu(), expected.detach().cpu().to(actual.dtype)
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    err = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    assert err <= rtol * max(scale, 1e-300), f"max abs error {err:.3e} vs scale {scale:.3e}"
+
+
+# ----------------------------------------------------------------- forward agreement
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("d", (2, 3))
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("op", ("accelerations", "potential_energy"))
+def test_forward_ops_match_cpu_and_reference(op, n, d, batch):
+    pos, _, mass = make_system(n, d, batch)
+    got = getattr(aits, op)(*cuda(pos, mass), SOFTENING, G)
+    assert got.device.type == CUDA
+    assert_rel(got, getattr(aits, op)(pos, mass, SOFTENING, G), 1e-12)
+    assert_rel(got, getattr(reference, op)(pos, mass, SOFTENING, G), 1e-12)
+
+
+def test_potential_energy_is_deterministic():
+    pos, _, mass = make_system(3000, 3, 2, dtype=torch.float32)
+    pos, mass = cuda(pos, mass)
+    first = aits.potential_energy(pos, mass, SOFTENING, G)
+    for _ in range(3):
+        assert torch.equal(aits.potential_energy(pos, mass, SOFTENING, G), first)
+
+
+@pytest.mark.parametrize("given_acc", (False, True))
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("n", (2, 33, 1000))
+def test_leapfrog_step_matches_cpu_and_reference(n, batch, given_acc):
+    pos, vel, mass = make_system(n, 3, batch)
+    dt = torch.full(() if batch is None else (batch,), 1e-3, dtype=torch.float64)
+    acc = aits.accelerations(pos, mass, SOFTENING, G) if given_acc else None
+    acc_cuda = acc.to(CUDA) if given_acc else None
+    got = aits.leapfrog_step(*cuda(pos, vel, mass, dt), SOFTENING, G, acc=acc_cuda)
+    cpu = aits.leapfrog_step(pos, vel, mass, dt, SOFTENING, G, acc=acc)
+    ref = reference.leapfrog_step(pos, vel, mass, dt, SOFTENING, G, acc=acc)
+    for g, c, r in zip(got, cpu, ref):
+        assert_rel(g, c, 1e-12)
+        assert_rel(g, r, 1e-12)
+
+
+@pytest.mark.parametrize("d", (2, 3))
+def test_float32_close_to_float64(d):
+    pos, _, mass = make_system(1000, d, 2)
+    acc32 = aits.accelerations(*cuda(pos.float(), mass.float()), SOFTENING, G)
+    assert acc32.dtype == torch.float32
+    assert_rel(acc32, aits.accelerations(pos, mass, SOFTENING, G), 1e-4)
+    u32 = aits.potential_energy(*cuda(pos.float(), mass.float()), SOFTENING, G)
+    assert_rel(u32, aits.potential_energy(pos, mass, SOFTENING, G), 1e-5)
+
+
+def test_more_systems_than_one_launch_holds():
+    # grid.y is capped at 65535 systems per launch; the launchers split the batch.
+    pos, _, mass = make_system(3, 2, 70_000)
+    assert_rel(aits.accelerations(*cuda(pos, mass)), aits.accelerations(pos, mass), 1e-12)
+    assert_rel(aits.potential_energy(*cuda(pos, mass)), aits.potential_energy(pos, mass), 1e-12)
+
+
+def test_non_contiguous_inputs():
+    pos, _, mass = make_system(40, 3, 2)
+    pos_t = pos.transpose(0, 1).contiguous().to(CUDA).transpose(0, 1)
+    assert not pos_t.is_contiguous()
+    assert_rel(aits.accelerations(pos_t, mass.to(CUDA)), aits.accelerations(pos, mass), 1e-12)
+
+
+def test_empty_systems():
+    for shape in ((0, 3), (2, 0, 3), (0, 5, 2)):
+        pos = torch.zeros(shape, dtype=torch.float64, device=CUDA)
+        mass = torch.ones(shape[:-1], dtype=torch.float64, device=CUDA)
+        assert aits.accelerations(pos, mass).shape == shape
+        assert aits.potential_energy(pos, mass).shape == shape[:-2]
+
+
+def test_coincident_bodies_without_softening_are_not_finite():
+    # The self pair is skipped by index, not by distance: two distinct bodies at
+    # one point with softening 0 stay visible, as on the CPU.
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    mass = torch.ones(3, dtype=torch.float64)
+    got = aits.accelerations(*cuda(pos, mass))
+    cpu = aits.accelerations(pos, mass)
+    assert torch.equal(torch.isfinite(got).cpu(), torch.isfinite(cpu))
+    assert not torch.isfinite(got[:2]).any()
+    assert torch.isfinite(got[2]).all()
+    assert aits.potential_energy(*cuda(pos, mass)).item() == float("-inf")
+
+
+# ----------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("n", (1, 2, 33, 1000))
+def test_gradients_match_cpu(n, batch):
+    pos, vel, mass = make_system(n, 3, batch)
+    dt = torch.tensor(1e-3, dtype=torch.float64)
+    upstream = torch.randn(
+        pos.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+
+    def grads(device):
+        x, v, m, h = (t.to(device).requires_grad_() for t in (pos, vel, mass, dt))
+        w = upstream.to(device)
+        # One loss through every op: accelerations, potential energy, leapfrog step.
+        loss = (aits.accelerations(x, m, SOFTENING, G) * w).sum()
+        loss = loss + aits.potential_energy(x, m, SOFTENING, G).sum()
+        x1, v1, a1 = aits.leapfrog_step(x, v, m, h, SOFTENING, G)
+        loss = loss + (x1 * w).sum() + (v1 * w).sum() + (a1 * w).sum()
+        return torch.autograd.grad(loss, (x, v, m, h))
+
+    for g_cuda, g_cpu in zip(grads(CUDA), grads("cpu")):
+        assert_rel(g_cuda, g_cpu, 1e-12)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("d", (2, 3))
+def test_gradcheck(d, batch):
+    pos, vel, mass = cuda(*make_system(7, d, batch, seed=3))
+    dt = torch.full(() if batch is None else (batch,), 0.05, dtype=torch.float64, device=CUDA)
+    acc = aits.accelerations(pos, mass, SOFTENING, G)
+    x, v, m, h, a = (t.clone().requires_grad_() for t in (pos, vel, mass, dt, acc))
+    check = torch.autograd.gradcheck
+    assert check(lambda x, m: aits.accelerations(x, m, SOFTENING, G), (x, m))
+    assert check(lambda x, m: aits.potential_energy(x, m, SOFTENING, G), (x, m))
+    assert check(lambda x, v, m, h: aits.leapfrog_step(x, v, m, h, SOFTENING, G), (x, v, m, h))
+    assert check(
+        lambda x, v, m, h, a: aits.leapfrog_step(x, v, m, h, SOFTENING, G, acc=a), (x, v, m, h, a)
+    )
+
+
+# ----------------------------------------------------------------- op registration
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
+def test_opcheck(dtype, batch):
+    pos, vel, mass = cuda(*make_system(33, 3, batch, dtype=dtype))
+    dt = torch.full(() if batch is None else (batch,), 1e-2, dtype=dtype, device=CUDA)
+    ops = torch.ops.aits
+    x, v, m, h = (t.clone().requires_grad_() for t in (pos, vel, mass, dt))
+    torch.library.opcheck(ops.accelerations.default, (x, m, SOFTENING, G))
+    torch.library.opcheck(ops.potential_energy.default, (x, m, SOFTENING, G))
+    torch.library.opcheck(ops.leapfrog_step.default, (x, v, m, h, SOFTENING, G, None))
+    acc = aits.accelerations(pos, mass, SOFTENING, G)
+    torch.library.opcheck(ops.leapfrog_step.default, (x, v, m, h, SOFTENING, G, acc))
+
+
+# ----------------------------------------------------------------- device errors
+
+
+def test_mixed_devices_are_refused():
+    pos, vel, mass = make_system(5, 3, None)
+    dt = torch.tensor(1e-2, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"mass is on cpu but pos is on cuda:0; move it with \.to\(pos\.device\)"
+    ):
+        aits.accelerations(pos.to(CUDA), mass)
+    with pytest.raises(ValueError, match=r"mass is on cuda:0 but pos is on cpu"):
+        aits.potential_energy(pos, mass.to(CUDA))
+    with pytest.raises(ValueError, match=r"dt is on cpu but pos is on cuda:0"):
+        aits.leapfrog_step(*cuda(pos, vel, mass), dt)
+    with pytest.raises(ValueError, match=r"vel is on cpu but pos is on cuda:0"):
+        aits.leapfrog_step(pos.to(CUDA), vel, mass.to(CUDA), dt.to(CUDA))
