@@ -26,9 +26,11 @@ single-system algorithm. Advancing in rounds keeps one history window per batch
 with the same number of real states for every system.
 
 **Part 2** evaluates a whole minibatch with one batched call (states stacked to
-``(b, N, D)``): :func:`replay_errors`. :func:`replay_errors_per_sample` is the
-per-sample loop of the original system, kept for the benchmark and the
-equivalence test.
+``(b, N, D)``): :meth:`Trajectory.errors`, which reuses the features, dynamical
+times and start energies computed once per epoch for all recorded states
+(:meth:`Trajectory.build`). :func:`replay_errors` is the same evaluation computing
+everything in the call, :func:`replay_errors_per_sample` the per-sample loop of
+the original system; both are kept for the benchmark and the equivalence tests.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from torch import Tensor
 
 from aits.checkpoint import restore_model
 from aits.config import ConfigError, TrainConfig
-from aits.features import FeatureScales, FeatureSpec
-from aits.gate import EnergyGate
+from aits.features import FeatureScales, FeatureSpec, min_freefall_time
+from aits.gate import EnergyGate, energy_scale, relative_energy_error
 from aits.history import HistoryBuffer
 from aits.ics import kepler_batch, load_state
 from aits.model import TimeStepNet
@@ -183,21 +185,50 @@ def replay_errors_per_sample(model: TimeStepNet, states: SystemState,
 
 @dataclass(frozen=True)
 class Trajectory:
-    """The states Part 1 recorded in one epoch, stacked.
+    """The states Part 1 recorded in one epoch, stacked, with what Part 2 needs of
+    them precomputed once (they never change; features are observations without
+    gradient, so computing them per draw would only repeat the same work).
 
     Attributes:
         states: ``(M, N, D)`` start states of the accepted steps (detached).
         window: their history windows, ``K`` states of ``(M, N, D)``, or ``None``
             when the features use no history.
         dt: ``(M,)`` the accepted steps.
+        features: ``(M, F)`` network inputs of each state (with its window).
+        t_dyn: ``(M,)`` dynamical times for ``output="dynamical"``, else ``None``.
+        E0, E_scale: ``(M,)`` total energy and energy scale ``T + |U|`` (gate).
     """
 
-    states: SystemState | None
+    states: SystemState
     window: list[SystemState] | None
-    dt: Tensor | None
+    dt: Tensor
+    features: Tensor
+    t_dyn: Tensor | None
+    E0: Tensor
+    E_scale: Tensor
 
     def __len__(self) -> int:
-        return 0 if self.states is None else self.states.batch_size
+        return self.states.batch_size
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: TimeStepNet, states: SystemState, window: list[SystemState] | None,
+              dt: Tensor) -> Trajectory:
+        """Stack-ready pieces -> a trajectory with features, ``t_dyn`` and energies."""
+        t_dyn = min_freefall_time(states) if model.output == "dynamical" else None
+        return cls(states, window, dt, model.spec(states, window), t_dyn,
+                   states.total_energy(), energy_scale(states))
+
+    def errors(self, model: TimeStepNet, index: Tensor, gate: EnergyGate,
+               n_steps: int = 1) -> tuple[Tensor, Tensor]:
+        """Part 2's batched evaluation of samples ``index (b,)``: ``(dt, rel_dE)``,
+        each ``(b,)``; equal to :func:`replay_errors` on the same states."""
+        t_dyn = None if self.t_dyn is None else self.t_dyn[index]
+        states = take(self.states, index)
+        dt = model(self.features[index], t_dyn).to(states.dtype)
+        end = rollout(states, dt, n_steps)
+        return dt, relative_energy_error(self.E0[index], end.total_energy(),
+                                         self.E_scale[index], gate.floor)
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -242,11 +273,11 @@ class Trainer:
 
     # -------------------------------------------------------------------------- Part 1
 
-    def collect(self) -> tuple[Trajectory, dict[str, float], dict[str, Tensor]]:
+    def collect(self) -> tuple[Trajectory | None, dict[str, float], dict[str, Tensor]]:
         """Part 1 of epoch ``self.epoch + 1``: ``steps_per_epoch`` accepted rounds.
 
         Returns:
-            the recorded :class:`Trajectory`; metrics (``p1_*``); per accepted step
+            the recorded :class:`Trajectory` (``None`` when nothing was recorded); metrics (``p1_*``); per accepted step
             ``time``, ``dt``, ``rel_dE``, each ``(steps_per_epoch, B)``.
         Raises:
             RetrainLimitError: a state still fails after ``max_retrain_steps`` retrains.
@@ -262,11 +293,12 @@ class Trainer:
             start, window = self.live, self._window()
             done = torch.zeros(B, dtype=torch.bool, device=self.device)
             kept, kept_dt, kept_rel = None, None, None
+            E0, E_scale = start.total_energy(), energy_scale(start)
             cap = cfg.max_retrain_steps
             for attempt in range(cap + 1) if cap else itertools.count():
                 dt = model.predict_dt(start, window)
                 end = rollout(start, dt, cfg.n_steps)
-                rel = gate.error(start, end)
+                rel = relative_energy_error(E0, end.total_energy(), E_scale, gate.floor)
                 new = gate.passes(rel) & ~done
                 end_d, dt_d, rel_d = end.detach(), dt.detach(), rel.detach()
                 if kept is None:
@@ -299,10 +331,15 @@ class Trainer:
             step_rel.append(kept_rel)
         steps = {"time": torch.stack(step_t), "dt": torch.stack(step_dt),
                  "rel_dE": torch.stack(step_rel)}
-        traj = _stack_trajectory(rec_states, rec_windows if self.uses_history else None, rec_dt)
+        traj = None
+        if rec_states:
+            window = None
+            if self.uses_history:
+                window = [stack([w[k] for w in rec_windows]) for k in range(self.cfg.history_len)]
+            traj = Trajectory.build(model, stack(rec_states), window, torch.cat(rec_dt))
         metrics = {
             "p1_accepted": cfg.steps_per_epoch * B,
-            "p1_recorded": len(traj),
+            "p1_recorded": 0 if traj is None else len(traj),
             "p1_retrains": retrains,
             "p1_rejected": int(rejected),
             "p1_acceptance": cfg.steps_per_epoch * B / (cfg.steps_per_epoch * B + int(rejected)),
@@ -316,12 +353,12 @@ class Trainer:
 
     # -------------------------------------------------------------------------- Part 2
 
-    def replay(self, traj: Trajectory) -> dict[str, float]:
+    def replay(self, traj: Trajectory | None) -> dict[str, float]:
         """Part 2 on ``traj``: draw minibatches (without replacement) until one
         passes entirely, training on the failing samples, at most ``replay_steps``
         draws. Skipped (``p2_skipped``) below ``min_replay_size`` recorded states."""
         cfg = self.cfg
-        M = len(traj)
+        M = 0 if traj is None else len(traj)
         if M == 0 or M < cfg.min_replay_size:
             return {"p2_skipped": True, "p2_converged": False, "p2_iterations": 0,
                     "p2_pass_rate_first": math.nan, "p2_pass_rate_last": math.nan}
@@ -331,8 +368,7 @@ class Trainer:
         converged = False
         for it in range(1, cfg.replay_steps + 1):
             idx = torch.randperm(M, generator=self.sampler, device=self.device)[:b]
-            dt, rel = replay_errors(self.model, take(traj.states, idx),
-                                    _take_window(traj.window, idx), self.gate, cfg.n_steps)
+            dt, rel = traj.errors(self.model, idx, self.gate, cfg.n_steps)
             ok = self.gate.passes(rel)
             last = float(ok.to(rel.dtype).mean())
             first = last if it == 1 else first
@@ -383,16 +419,6 @@ class Trainer:
         self.sampler.set_state(d["rng"]["sampler"].to(self.sampler.get_state().device))
         if self.device.type == "cuda" and "cuda" in d["rng"]:
             torch.cuda.set_rng_state(d["rng"]["cuda"], self.device)
-
-
-def _stack_trajectory(states: list[SystemState], windows: list[Window] | None,
-                      dts: list[Tensor]) -> Trajectory:
-    if not states:
-        return Trajectory(None, None, None)
-    window = None
-    if windows is not None:
-        window = [stack([w[k] for w in windows]) for k in range(len(windows[0]))]
-    return Trajectory(stack(states), window, torch.cat(dts))
 
 
 def state_to_dict(state: SystemState) -> dict:

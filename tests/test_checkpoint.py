@@ -1,0 +1,117 @@
+"""Checkpoints: atomic writes, safe loading, refusal of foreign files, exact resume."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from aits.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    restore_model,
+    save_checkpoint,
+)
+from aits.config import from_mapping
+from aits.model import TimeStepNet
+from aits.training import Trainer
+
+TINY = dict(hidden=[16, 16], steps_per_epoch=12, rollout_steps=0, replay_steps=4,
+            replay_batch_size=8, min_replay_size=4, lr=3e-3, dt_init=0.5, dropout=0.1)
+
+
+def test_round_trip_plain_values(tmp_path):
+    p = save_checkpoint(tmp_path / "c.pt", {"x": torch.arange(3), "n": [1, 2.5, None, "s"]})
+    d = load_checkpoint(p)
+    assert torch.equal(d["x"], torch.arange(3)) and d["n"] == [1, 2.5, None, "s"]
+    assert list(tmp_path.iterdir()) == [p]
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    p = save_checkpoint(tmp_path / "c.pt", {"v": torch.ones(2)})
+    good = p.read_bytes()
+    real_save = torch.save
+
+    def crash(obj, f, *a, **k):  # write part of the file, then die
+        real_save(obj, f, *a, **k)
+        f.truncate(10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(p, {"v": torch.zeros(2)})
+    assert p.read_bytes() == good  # the old checkpoint is intact ...
+    assert list(tmp_path.iterdir()) == [p]  # ... and no temporary file is left behind
+
+
+class NotPlain:
+    pass
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: p.write_text("hello, not a checkpoint"),
+    lambda p: torch.save({"model": {}}, p),  # a torch file without the aits marker
+    lambda p: torch.save(torch.ones(3), p),
+    lambda p: p.write_bytes(pickle.dumps(NotPlain(), protocol=2)),
+    lambda p: torch.save({"format": "aits-train-checkpoint", "obj": NotPlain()}, p),
+])
+def test_foreign_files_are_refused(tmp_path, make):
+    p = tmp_path / "foreign.pt"
+    make(p)
+    with pytest.raises(CheckpointError, match="is not an aits checkpoint"):
+        load_checkpoint(p)
+
+
+def test_missing_file_and_wrong_version(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"format": "aits-train-checkpoint", "version": 99}, tmp_path / "v.pt")
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(tmp_path / "v.pt")
+
+
+def test_model_shape_mismatch_is_refused():
+    a = TimeStepNet("basic", hidden=[8, 8])
+    with pytest.raises(CheckpointError, match=r"body.3.weight has shape \(8, 8\) in the "
+                                              r"checkpoint, \(4, 8\) here"):
+        restore_model(TimeStepNet("basic", hidden=[8, 4]), a.state_dict())
+    with pytest.raises(CheckpointError, match="missing body.3.bias, body.3.weight"):
+        restore_model(TimeStepNet("basic", hidden=[8, 4]), TimeStepNet("basic", hidden=[8]).state_dict())
+
+
+def _run(tr: Trainer, epochs: int) -> list[dict]:
+    return [tr.run_epoch()[0] for _ in range(epochs)]
+
+
+def test_resume_is_bit_exact(tmp_path):
+    """4 epochs in one go == 2 epochs, checkpoint, a fresh trainer from it, 2 more."""
+    cfg = from_mapping({**TINY, "history_type": "delta_mag", "history_len": 2, "num_orbits": 2})
+    full = Trainer(cfg)
+    m_full = _run(full, 4)
+
+    first = Trainer(cfg)
+    m_first = _run(first, 2)
+    save_checkpoint(tmp_path / "c.pt", first.state_dict())
+    torch.manual_seed(999)  # whatever happened to the global RNG in between
+    second = Trainer(cfg)
+    second.load_state_dict(load_checkpoint(tmp_path / "c.pt"))
+    m_second = _run(second, 2)
+
+    assert m_first + m_second == m_full
+    for a, b in zip(full.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for t in ("pos", "vel", "acc", "time"):
+        assert torch.equal(getattr(full.live, t), getattr(second.live, t))
+    assert second.epoch == 4 and second.rounds == full.rounds
+
+
+def test_load_model_predicts_like_the_trained_model(tmp_path):
+    tr = Trainer(from_mapping({**TINY, "dropout": 0.0}))
+    tr.run_epoch()
+    save_checkpoint(tmp_path / "c.pt", tr.state_dict())
+    model = load_model(tmp_path / "c.pt")
+    assert not model.training
+    tr.model.eval()
+    assert torch.equal(model.predict_dt(tr.live), tr.model.predict_dt(tr.live))

@@ -1,0 +1,118 @@
+"""End-to-end runs of ``python -m aits.train`` (via main) in a temporary directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from aits.checkpoint import load_checkpoint
+from aits.config import resolve
+from aits.train import main
+
+TINY = ["--hidden", "8", "8", "--steps-per-epoch", "10", "--replay-steps", "3",
+        "--replay-batch-size", "8", "--min-replay-size", "4", "--rollout-steps", "20",
+        "--dropout", "0.1", "--quiet"]
+
+
+def _train(tmp_path, name, *extra):
+    code = main([*TINY, "--run-dir", str(tmp_path), "--run-name", name, *extra])
+    assert code == 0
+    return tmp_path / name
+
+
+def test_end_to_end_run_directory(tmp_path):
+    run = _train(tmp_path, "r", "--epochs", "3", "--checkpoint-interval", "2")
+    assert {p.name for p in run.iterdir()} >= {"config.toml", "metrics.jsonl", "steps.csv",
+                                               "checkpoints", "summary.json", "summary.txt",
+                                               "plot.png"}
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3]
+    for key in ("p1_accepted", "p1_retrains", "p1_rel_dE_mean", "p1_rel_dE_max", "p1_dt_mean",
+                "p2_converged", "p2_iterations", "p2_pass_rate_last", "epoch_time"):
+        assert key in lines[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0002.pt",
+                                                                       "epoch_0003.pt"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_completed"] == 3 and summary["final_checkpoint"].endswith("0003.pt")
+    assert set(summary["rollout_check"]) == {"train (binary-e0.9)", "binary e=0.5",
+                                             "binary e=0.95"}
+    for c in summary["rollout_check"].values():
+        assert 0 <= c["pass_fraction"] <= 1 and c["mean_dt"] > 0
+    assert (run / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    ckpt = load_checkpoint(run / "checkpoints" / "epoch_0003.pt")
+    assert ckpt["epoch"] == 3 and ckpt["config"]["hidden"] == [8, 8]
+    cfg = resolve(str(run / "config.toml"), {})  # the resolved config is a valid --config file
+    assert cfg.epochs == 3 and cfg.run_name == "r"
+
+
+def _metrics(run):
+    return [{k: v for k, v in json.loads(x).items() if k != "epoch_time"}
+            for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_cli_is_bit_exact(tmp_path):
+    full = _train(tmp_path, "full", "--epochs", "4", "--checkpoint-interval", "2")
+    half = _train(tmp_path, "half", "--epochs", "2", "--checkpoint-interval", "2")
+    code = main(["--resume", str(half / "checkpoints" / "epoch_0002.pt"), "--epochs", "4",
+                 "--quiet"])
+    assert code == 0
+    assert _metrics(half) == _metrics(full)  # appended to the same run directory
+    a = load_checkpoint(full / "checkpoints" / "epoch_0004.pt")
+    b = load_checkpoint(half / "checkpoints" / "epoch_0004.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["live"]["pos"], b["live"]["pos"])
+    assert (half / "steps.csv").read_text() == (full / "steps.csv").read_text()
+
+
+def test_resume_refuses_changes_that_do_not_fit(tmp_path, capsys):
+    run = _train(tmp_path, "r", "--epochs", "1")
+    with pytest.raises(SystemExit) as e:
+        main(["--resume", str(run / "checkpoints" / "epoch_0001.pt"), "--hidden", "4"])
+    assert e.value.code == 2 and "cannot change hidden when resuming" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(SystemExit) as e:
+        main(["--resume", str(tmp_path / "junk.pt")])
+    assert e.value.code == 2 and "is not an aits checkpoint" in capsys.readouterr().err
+
+
+def test_duration_stops_cleanly_with_a_final_checkpoint(tmp_path):
+    run = _train(tmp_path, "d", "--epochs", "50", "--duration", "0.01",
+                 "--checkpoint-interval", "10")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_by_duration"] and summary["epochs_completed"] == 1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch_0001.pt"]
+
+
+def test_multi_orbit_run(tmp_path):
+    run = _train(tmp_path, "k", "--epochs", "1", "--num-orbits", "3", "--e-range", "0.2", "0.8",
+                 "--rollout-steps", "0", "--no-plot")
+    m = _metrics(run)[0]
+    assert m["p1_accepted"] == 30
+    assert not (run / "plot.png").exists()
+
+
+@pytest.mark.parametrize("flag, module", [("--wandb", "wandb"), ("--tensorboard", "tensorboard")])
+def test_missing_logger_is_a_clear_error(tmp_path, capsys, flag, module):
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed")
+    with pytest.raises(SystemExit) as e:
+        main([flag, "--run-dir", str(tmp_path)])
+    assert e.value.code == 2
+    assert f"pip install 'aits[{module}]'" in capsys.readouterr().err
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(SystemExit) as e:
+        main(["--device", "cuda", "--run-dir", str(tmp_path)])
+    assert e.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_retrain_cap_exit_status(tmp_path, capsys):
+    code = main([*TINY, "--run-dir", str(tmp_path), "--dt-init", "1.0", "--lr", "1e-12",
+                 "--max-retrain-steps", "2"])
+    assert code == 1 and "gave up at epoch 1, step 0" in capsys.readouterr().err
