@@ -1,11 +1,11 @@
-# One command each from a fresh machine: `make test`, `make bench`.
+# One command each from a fresh machine: `make test`, `make bench`, `make bench-suite`.
 # Each creates the virtualenv $(VENV) if needed, installs the requirements and
 # builds aits against the installed torch, then runs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test bench
+.PHONY: install test bench bench-suite
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,3 +17,8 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# Every benchmark in one table (kernels, Part 2 batching, training throughput,
+# model-policy cost, rollout cost per step); rows also in benchmark-suite.json.
+bench-suite: install
+	$(BIN)/python benchmarks/suite.py --json benchmark-suite.json
