@@ -47,6 +47,7 @@ from aits.simulate import (
     check_common,
     resolve_device,
     run_length,
+    setup_logging,
 )
 from aits.simulation import SimulationResult, json_safe, simulate
 from aits.state import SystemState
@@ -284,8 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.quiet)
     check_common(parser, args)
     if args.t_end is None and args.orbits is None and args.steps is None:
         args.orbits = 1.0

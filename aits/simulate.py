@@ -59,6 +59,12 @@ def orbit_period(state: SystemState, scenario: str | None = None) -> float:
     return 2 * math.pi * math.sqrt(a**3 / (state.G * (m1 + m2)))
 
 
+def setup_logging(quiet: bool) -> None:
+    """aits messages at INFO (WARNING when ``quiet``); other libraries at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aits").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def add_system_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared with :mod:`aits.evaluate`: device, dtype, gate, length of the run."""
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -251,8 +257,7 @@ def write_outputs(result: SimulationResult, args: argparse.Namespace, summary: d
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.quiet)
     check_common(parser, args)
     if (args.trajectory or args.plots or args.animate) and args.out is None:
         parser.error("--trajectory/--plots/--animate need --out DIR")
