@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from aits.config import TrainConfig, from_mapping
+from aits.features import min_freefall_time
 from aits.ics import figure_eight, plummer
 from aits.model import TimeStepNet
 from aits.policies import CLASSICAL, ModelPolicy, Policy, make_policy
@@ -81,11 +82,7 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
     policy = ModelPolicy(model_net(state, checkpoint))
     net = policy.net
     feats = net.spec(state)
-    t_dyn = None
-    if net.output == "dynamical":
-        from aits.features import min_freefall_time
-
-        t_dyn = min_freefall_time(state)
+    t_dyn = min_freefall_time(state) if net.output == "dynamical" else None
     t = {
         "force_evaluation": best_time(state.gravity_acceleration, repeats, device),
         "features": best_time(lambda: net.spec(state), repeats, device),
@@ -94,8 +91,6 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
         "model_policy_step": best_time(lambda: step(state, policy(state)), repeats, device),
     }
     if t_dyn is not None:
-        from aits.features import min_freefall_time
-
         t["free_fall_time"] = best_time(lambda: min_freefall_time(state), repeats, device)
     t["ratio"] = t["model_policy_step"] / t["force_evaluation"]
     return t
