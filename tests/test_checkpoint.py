@@ -115,3 +115,14 @@ def test_load_model_predicts_like_the_trained_model(tmp_path):
     assert not model.training
     tr.model.eval()
     assert torch.equal(model.predict_dt(tr.live), tr.model.predict_dt(tr.live))
+
+
+def test_resume_on_another_device_type_warns(caplog):
+    tr = Trainer(from_mapping(TINY))
+    d = tr.state_dict()
+    d["rng"]["device"] = "cuda"  # as if written on a GPU
+    other = Trainer(from_mapping(TINY))
+    with caplog.at_level("WARNING", logger="aits.training"):
+        other.load_state_dict(d)
+    assert "not bit-identical" in caplog.text
+    assert torch.equal(other.live.pos, tr.live.pos)

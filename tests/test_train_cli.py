@@ -116,3 +116,13 @@ def test_retrain_cap_exit_status(tmp_path, capsys):
     code = main([*TINY, "--run-dir", str(tmp_path), "--dt-init", "1.0", "--lr", "1e-12",
                  "--max-retrain-steps", "2"])
     assert code == 1 and "gave up at epoch 1, step 0" in capsys.readouterr().err
+
+
+def test_ic_file_run(tmp_path):
+    ics = tmp_path / "binary.csv"  # columns m x y vx vy: a bound binary
+    v = (0.5 * (1 - 0.5) / (1 + 0.5)) ** 0.5
+    ics.write_text(f"0.5 -0.75 0 0 {-v}\n0.5 0.75 0 0 {v}\n")
+    run = _train(tmp_path, "f", "--epochs", "1", "--ic-file", str(ics), "--rollout-steps", "5")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["system"] == "binary" and "train (binary)" in summary["rollout_check"]
+    assert summary["last_epoch"]["p1_accepted"] == 10
