@@ -154,3 +154,8 @@ def test_simulate_does_not_modify_the_start_state():
 def test_json_safe():
     assert json_safe({"a": [1.0, math.inf], "b": math.nan, "c": "x"}) == {
         "a": [1.0, None], "b": None, "c": "x"}
+
+
+def test_progress_bar_runs(capsys):
+    r = simulate(kepler_orbit(0.5), FixedPolicy(0.01), t_end=0.5, progress=True)
+    assert r.stop_reason == "t_end"
