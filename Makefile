@@ -1,11 +1,11 @@
-# One command each from a fresh machine: `make test`, `make bench`, `make train`.
+# One command each from a fresh machine: `make test`, `make bench`, `make train`, `make bench-suite`.
 # Each creates the virtualenv $(VENV) if needed, installs the requirements and
 # builds aits against the installed torch, then runs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test bench train
+.PHONY: install test bench train bench-suite
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,3 +21,8 @@ bench: install
 # The main job: train on the embedded eccentric binary (e = 0.9), run directory under ./runs/.
 train: install
 	$(BIN)/python -m aits.train
+
+# Every benchmark in one table (kernels, Part 2 batching, training throughput,
+# model-policy cost, rollout cost per step); rows also in benchmark-suite.json.
+bench-suite: install
+	$(BIN)/python benchmarks/suite.py --json benchmark-suite.json

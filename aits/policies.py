@@ -1,0 +1,329 @@
+"""Time-step policies: a state (and, for history models, its recent past) -> ``dt``.
+
+Every policy is a callable ``policy(state, history=None) -> dt`` with ``dt`` of
+shape ``state.batch_shape`` in the state's dtype and device, every entry > 0 for
+a finite state. Policies never modify the state they are given (they read it
+under ``torch.no_grad``) and reuse the acceleration cached on it.
+
+* :class:`FixedPolicy` — a constant ``dt``.
+* :class:`FreeFallPolicy` — ``eta * min_{i<j} sqrt(r_ij^3 / (G (m_i + m_j)))``
+  (with softening, ``r_ij^2`` becomes ``r_ij^2 + eps^2``).
+* :class:`CollisionalPolicy` — ``eta * min_{i<j} min(r_ij / |v_ij|, sqrt(r_ij / |a_ij|))``
+  with ``v_ij``, ``a_ij`` relative velocities and (total) accelerations.
+* :class:`AarsethPolicy` — Aarseth's criterion from the acceleration and its
+  first three time derivatives (jerk, snap, crackle) of each body,
+  ``dt_i = sqrt(eta (|a||s| + |j|^2) / (|j||c| + |s|^2))``, ``dt = min_i dt_i``
+  (``eta`` inside the square root, as Aarseth writes it; typical 0.01-0.02).
+  The derivatives are those of mutual gravity (an external field is left out).
+* :class:`ModelPolicy` — a trained :class:`~aits.model.TimeStepNet`; its
+  features, history length and normalisation come with it (from a checkpoint).
+
+The classical criteria cost O(N^2) pairwise work per call (one pass; Aarseth two)
+on top of the integrator's force evaluations; it is done in chunks of rows so no
+N x N tensor is allocated. :func:`make_policy` builds a policy by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from aits.checkpoint import load_model
+from aits.features import PAIR_CHUNK_ELEMENTS, min_freefall_time
+from aits.history import HistoryBuffer
+from aits.model import TimeStepNet
+from aits.state import SystemState
+
+POLICIES = ("model", "fixed", "freefall", "collisional", "aarseth")
+CLASSICAL = ("freefall", "collisional", "aarseth")
+
+
+class Policy(Protocol):
+    """What the simulation loop needs from a time-step policy."""
+
+    #: a short name for tables (``fixed``, ``freefall``, ..., ``model``)
+    name: str
+    #: number of past states the policy wants in its history window (0 = none)
+    history_len: int
+
+    def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
+        """``dt`` of shape ``state.batch_shape`` (state's dtype and device)."""
+        ...
+
+
+def _positive(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return v
+
+
+class FixedPolicy:
+    """A constant step ``dt`` (> 0) for every system."""
+
+    history_len = 0
+
+    def __init__(self, dt: float) -> None:
+        self.dt = _positive("fixed policy dt", dt)
+        self.name = "fixed"
+
+    def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
+        return torch.full(state.batch_shape, self.dt, dtype=state.dtype, device=state.device)
+
+    def __repr__(self) -> str:
+        return f"FixedPolicy(dt={self.dt:g})"
+
+
+class _Criterion:
+    """A classical criterion with parameter ``eta`` (> 0)."""
+
+    history_len = 0
+    name = ""
+
+    def __init__(self, eta: float) -> None:
+        self.eta = _positive(f"{self.name} policy eta", eta)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eta={self.eta:g})"
+
+
+class FreeFallPolicy(_Criterion):
+    """``eta`` times the minimum pairwise free-fall time (:func:`~aits.features.min_freefall_time`)."""
+
+    name = "freefall"
+
+    @torch.no_grad()
+    def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
+        return self.eta * min_freefall_time(state)
+
+
+def _row_chunks(B: int, n: int, chunk_elements: int) -> Iterator[tuple[int, int]]:
+    """Row ranges ``[s, e)`` such that one ``(B, e - s, N)`` block stays within budget."""
+    rows = max(1, min(n, chunk_elements // max(1, B * n)))
+    for s in range(0, n, rows):
+        yield s, min(n, s + rows)
+
+
+def _flat(state: SystemState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``pos, vel, acc (B, N, D)`` and ``mass (B, N)``, detached, batch flattened."""
+    n, d = state.n_bodies, state.dim
+    acc = state.acceleration()
+    return (state.pos.detach().reshape(-1, n, d), state.vel.detach().reshape(-1, n, d),
+            acc.detach().reshape(-1, n, d), state.mass.detach().reshape(-1, n))
+
+
+class CollisionalPolicy(_Criterion):
+    """``eta * min_{i<j} min(r_ij / |v_ij|, sqrt(r_ij / |a_ij|))`` (unsoftened ``r_ij``).
+
+    A pair at rest relative to each other contributes ``inf`` to that term; a
+    system where every term is ``inf`` (fewer than two bodies, nothing moving)
+    gets ``dt = inf``: combine with a guard rail's ``dt_max``.
+    """
+
+    name = "collisional"
+
+    def __init__(self, eta: float, chunk_elements: int = PAIR_CHUNK_ELEMENTS) -> None:
+        super().__init__(eta)
+        self.chunk_elements = chunk_elements
+
+    @torch.no_grad()
+    def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
+        x, v, a, _ = _flat(state)
+        B, n = x.shape[:2]
+        best = x.new_full((B,), math.inf)
+        for s, e in _row_chunks(B, n, self.chunk_elements):
+            r = torch.cdist(x[:, s:e], x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, c, N)
+            dv = torch.cdist(v[:, s:e], v, compute_mode="donot_use_mm_for_euclid_dist")
+            da = torch.cdist(a[:, s:e], a, compute_mode="donot_use_mm_for_euclid_dist")
+            t = torch.minimum(r / dv, (r / da).sqrt())  # 0/0 on the diagonal -> NaN
+            t.diagonal(offset=s, dim1=-2, dim2=-1).fill_(math.inf)
+            t = torch.where(torch.isnan(t), math.inf, t)  # coincident-and-comoving pairs
+            best = torch.minimum(best, t.amin((-1, -2)))
+        return (self.eta * best).reshape(state.batch_shape)
+
+
+class AarsethPolicy(_Criterion):
+    """Aarseth's criterion ``min_i sqrt(eta (|a||s| + |j|^2) / (|j||c| + |s|^2))``.
+
+    The acceleration ``a`` and its derivatives jerk ``j``, snap ``s`` and crackle
+    ``c`` of every body are summed over pairs with the softened distance
+    ``r2 = |x_ij|^2 + eps^2`` (Nitadori & Makino 2008, eqs. 22-25)::
+
+        alpha = x.v / r2,  beta = (v.v + x.a) / r2 + alpha^2,
+        gamma = (3 v.a + x.j) / r2 + alpha (3 beta - 4 alpha^2)
+        A = G m x / r2^1.5,  J = G m v / r2^1.5 - 3 alpha A,
+        S = G m a / r2^1.5 - 6 alpha J - 3 beta A,
+        C = G m j / r2^1.5 - 9 alpha S - 9 beta J - 3 gamma A
+
+    with ``x, v, a, j`` the relative position, velocity, acceleration and jerk of
+    the pair. Two chunked pairwise passes: ``A, J`` first, then ``S, C`` (which
+    need every body's ``a`` and ``j``).
+    """
+
+    name = "aarseth"
+
+    def __init__(self, eta: float, chunk_elements: int = PAIR_CHUNK_ELEMENTS) -> None:
+        super().__init__(eta)
+        self.chunk_elements = chunk_elements
+
+    @torch.no_grad()
+    def derivatives(self, state: SystemState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Acceleration, jerk, snap and crackle of mutual gravity, each shaped like ``pos``."""
+        n, d = state.n_bodies, state.dim
+        x = state.pos.detach().reshape(-1, n, d)
+        v = state.vel.detach().reshape(-1, n, d)
+        m = state.mass.detach().reshape(-1, n)
+        B = x.shape[0]
+        G, eps2 = state.G, state.softening ** 2
+        chunks = list(_row_chunks(B, n, self.chunk_elements))
+        acc, jerk, snap, crackle = (torch.zeros_like(x) for _ in range(4))
+
+        def pair(s: int, e: int, u: Tensor) -> Tensor:
+            """``u_j - u_i`` for rows ``i`` in ``[s, e)``: ``(B, c, N, D)``."""
+            return u.unsqueeze(1) - u[:, s:e].unsqueeze(2)
+
+        def weights(s: int, e: int) -> tuple[Tensor, Tensor, Tensor]:
+            dx, dv = pair(s, e, x), pair(s, e, v)
+            r2 = (dx * dx).sum(-1) + eps2
+            w = G * m.unsqueeze(1) / r2.pow(1.5)  # (B, c, N)
+            w.diagonal(offset=s, dim1=-2, dim2=-1).zero_()  # no self term
+            r2.diagonal(offset=s, dim1=-2, dim2=-1).fill_(1.0)
+            return dx, dv, r2, w
+
+        for s, e in chunks:  # pass 1: acceleration and jerk
+            dx, dv, r2, w = weights(s, e)
+            alpha = (dx * dv).sum(-1) / r2
+            A = w.unsqueeze(-1) * dx
+            J = w.unsqueeze(-1) * dv - 3 * alpha.unsqueeze(-1) * A
+            acc[:, s:e], jerk[:, s:e] = A.sum(2), J.sum(2)
+        for s, e in chunks:  # pass 2: snap and crackle
+            dx, dv, r2, w = weights(s, e)
+            da, dj = pair(s, e, acc), pair(s, e, jerk)
+            alpha = (dx * dv).sum(-1) / r2
+            beta = ((dv * dv).sum(-1) + (dx * da).sum(-1)) / r2 + alpha**2
+            gamma = (3 * (dv * da).sum(-1) + (dx * dj).sum(-1)) / r2 + alpha * (3 * beta - 4 * alpha**2)
+            al, be, ga = alpha.unsqueeze(-1), beta.unsqueeze(-1), gamma.unsqueeze(-1)
+            A = w.unsqueeze(-1) * dx
+            J = w.unsqueeze(-1) * dv - 3 * al * A
+            S = w.unsqueeze(-1) * da - 6 * al * J - 3 * be * A
+            C = w.unsqueeze(-1) * dj - 9 * al * S - 9 * be * J - 3 * ga * A
+            snap[:, s:e], crackle[:, s:e] = S.sum(2), C.sum(2)
+        shape = state.pos.shape
+        return acc.reshape(shape), jerk.reshape(shape), snap.reshape(shape), crackle.reshape(shape)
+
+    @torch.no_grad()
+    def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
+        a, j, s, c = (t.norm(dim=-1) for t in self.derivatives(state))
+        dt2 = self.eta * (a * s + j * j) / (j * c + s * s)  # (..., N)
+        dt2 = torch.where(torch.isnan(dt2), math.inf, dt2)  # 0/0: a body feeling no force
+        return dt2.amin(-1).sqrt()
+
+
+class ModelPolicy:
+    """A trained :class:`~aits.model.TimeStepNet` as a policy (evaluation mode, no grad).
+
+    The network's :class:`~aits.features.FeatureSpec` fixes the features, the
+    history length and the normalisation. History models need the
+    :class:`~aits.history.HistoryBuffer` that the simulation loop keeps
+    (``history_len`` states, pushed after every accepted step).
+    """
+
+    name = "model"
+
+    def __init__(self, net: TimeStepNet) -> None:
+        if not isinstance(net, TimeStepNet):
+            raise TypeError(f"ModelPolicy needs a TimeStepNet, got {type(net).__name__}")
+        self.net = net.eval()
+        spec = net.spec
+        self.history_len = spec.history_len if spec.history is not None else 0
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    ) -> ModelPolicy:
+        """Load the model of a training checkpoint (:func:`aits.checkpoint.load_model`).
+
+        ``path`` is a checkpoint file or a training run directory (its newest
+        ``checkpoints/epoch_*.pt`` is used). ``dtype`` casts the network (default:
+        the dtype it was trained in).
+
+        Raises:
+            FileNotFoundError: no checkpoint at ``path`` (the message names it).
+            aits.checkpoint.CheckpointError: the file is not an aits checkpoint.
+        """
+        net = load_model(resolve_checkpoint(path), device=device)
+        return cls(net if dtype is None else net.to(dtype))
+
+    @torch.no_grad()
+    def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
+        if self.history_len and history is None:
+            raise ValueError(
+                f"this model uses {self.history_len} past states: pass the HistoryBuffer"
+            )
+        return self.net.predict_dt(state, history if self.history_len else None)
+
+    def __repr__(self) -> str:
+        return f"ModelPolicy(features={self.net.spec.to_dict()}, output={self.net.output!r})"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself when it is a file; for a training run directory (or its
+    ``checkpoints/`` folder) the newest ``epoch_*.pt`` in it.
+
+    Raises:
+        FileNotFoundError: nothing usable at ``path``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found = sorted(folder.glob("epoch_*.pt"))
+        if found:
+            return found[-1]
+        raise FileNotFoundError(f"no checkpoint (epoch_*.pt) in directory {str(folder)!r}")
+    raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+
+
+_CRITERIA: dict[str, Callable[[float], Policy]] = {
+    "freefall": FreeFallPolicy, "collisional": CollisionalPolicy, "aarseth": AarsethPolicy,
+}
+
+
+def make_policy(
+    name: str,
+    *,
+    dt: float | None = None,
+    eta: float | None = None,
+    checkpoint: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Policy:
+    """Build a policy by name: ``fixed`` needs ``dt``, ``freefall``/``collisional``/
+    ``aarseth`` need ``eta``, ``model`` needs ``checkpoint``.
+
+    Raises:
+        ValueError: unknown name, or the parameter it needs is missing or <= 0.
+        FileNotFoundError: the checkpoint does not exist.
+    """
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
+    if name == "model":
+        if checkpoint is None:
+            raise ValueError("policy 'model' needs a checkpoint (--checkpoint PATH)")
+        return ModelPolicy.from_checkpoint(checkpoint, device=device, dtype=dtype)
+    if name == "fixed":
+        if dt is None:
+            raise ValueError("policy 'fixed' needs a step (--dt)")
+        return FixedPolicy(dt)
+    if eta is None:
+        raise ValueError(f"policy {name!r} needs eta (--eta)")
+    return _CRITERIA[name](eta)

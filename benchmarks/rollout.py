@@ -1,0 +1,122 @@
+"""Simulation-side benchmark cases, shared by ``suite.py`` and ``test_rollout.py``.
+
+* :func:`model_policy_cost` — one model-policy step (features + network + leapfrog
+  step) against one force evaluation on a Plummer sphere (the issue's target:
+  <= 1.5x at N = 1024, float64, CPU), with the parts timed separately.
+* :func:`rollout_cost` — wall time per step of :func:`aits.simulation.simulate`
+  (policy, guards off, step; energy diagnostics off) for one policy.
+* :func:`training_throughput` — accepted Part 1 steps per second of the default
+  training configuration (first epoch from scratch, and the epoch after it).
+
+The model is the default training network (``TrainConfig()``: its features,
+normalisation and output), untrained unless a checkpoint is given: the cost of a
+step does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from aits.config import TrainConfig, from_mapping
+from aits.features import min_freefall_time
+from aits.ics import figure_eight, plummer
+from aits.model import TimeStepNet
+from aits.policies import CLASSICAL, ModelPolicy, Policy, make_policy
+from aits.simulation import simulate
+from aits.state import SystemState, step
+from aits.training import Trainer, build_model, build_spec
+
+#: parameters of the classical policies in the cost runs (cost does not depend on them)
+PARAMS = {"fixed": {"dt": 1e-3}, "freefall": {"eta": 0.02}, "collisional": {"eta": 0.02},
+          "aarseth": {"eta": 0.01}}
+ROLLOUT_POLICIES = ("model", "fixed") + CLASSICAL
+
+
+def best_time(fn: Callable[[], object], repeats: int = 5, device: str = "cpu") -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call (seconds)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def system(n: int, device: str = "cpu", dtype: torch.dtype = torch.float64) -> SystemState:
+    """The figure-eight for ``n == 3``, else a Plummer sphere (softening 0.01, seed 0)."""
+    if n == 3:
+        return figure_eight(dtype=dtype, device=device)
+    return plummer(n, seed=0, softening=0.01, dtype=dtype, device=device)
+
+
+def model_net(state: SystemState, checkpoint: str | Path | None = None) -> TimeStepNet:
+    """The checkpoint's network, or the default training network built for ``state``."""
+    if checkpoint is not None:
+        return ModelPolicy.from_checkpoint(checkpoint, device=state.device, dtype=state.dtype).net
+    cfg = TrainConfig()
+    net = build_model(cfg, build_spec(cfg, state))
+    return net.to(device=state.device, dtype=state.dtype).eval()
+
+
+def policy_for(name: str, state: SystemState, checkpoint: str | Path | None = None) -> Policy:
+    if name == "model":
+        return ModelPolicy(model_net(state, checkpoint))
+    return make_policy(name, **PARAMS[name])
+
+
+@torch.no_grad()
+def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path | None = None,
+                      repeats: int = 7) -> dict[str, float]:
+    """Seconds of one force evaluation, of the model-policy step and of its parts,
+    and ``ratio`` = model-policy step / force evaluation."""
+    state = system(n, device).with_acceleration()  # a step's start state: acc cached
+    policy = ModelPolicy(model_net(state, checkpoint))
+    net = policy.net
+    feats = net.spec(state)
+    t_dyn = min_freefall_time(state) if net.output == "dynamical" else None
+    t = {
+        "force_evaluation": best_time(state.gravity_acceleration, repeats, device),
+        "features": best_time(lambda: net.spec(state), repeats, device),
+        "network": best_time(lambda: net(feats, t_dyn), repeats, device),
+        "leapfrog_step": best_time(lambda: step(state, 1e-4), repeats, device),
+        "model_policy_step": best_time(lambda: step(state, policy(state)), repeats, device),
+    }
+    if t_dyn is not None:
+        t["free_fall_time"] = best_time(lambda: min_freefall_time(state), repeats, device)
+    t["ratio"] = t["model_policy_step"] / t["force_evaluation"]
+    return t
+
+
+def rollout_cost(policy: str, n: int, steps: int, device: str = "cpu",
+                 checkpoint: str | Path | None = None) -> float:
+    """Seconds per step of ``simulate`` with ``policy`` (diagnostics off), best of two runs."""
+    state = system(n, device)
+    pol = policy_for(policy, state, checkpoint)
+    return min(simulate(state, pol, steps=steps, diagnostics=False, max_frames=2).wall_time_s
+               for _ in range(2)) / steps
+
+
+def training_throughput(steps_per_epoch: int = 100, device: str = "cpu") -> dict[str, float]:
+    """Accepted Part 1 steps per second of the default configuration (``steps_per_epoch``
+    changed), for the first epoch (from scratch, with its retrains) and the second."""
+    trainer = Trainer(from_mapping({"steps_per_epoch": steps_per_epoch, "device": device,
+                                    "quiet": True, "plot": False}))
+    out = {}
+    for epoch in (1, 2):
+        t0 = time.perf_counter()
+        traj, metrics, _ = trainer.collect()
+        seconds = time.perf_counter() - t0
+        out[f"epoch{epoch}_steps_per_s"] = metrics["p1_accepted"] / seconds
+        out[f"epoch{epoch}_retrains"] = metrics["p1_retrains"]
+        trainer.replay(traj)
+        trainer.epoch += 1
+    return out

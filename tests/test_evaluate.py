@@ -1,0 +1,106 @@
+"""``python -m aits.evaluate``: bisection, the report files, the REBOUND column, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from aits import evaluate
+from aits.checkpoint import save_checkpoint
+from aits.features import FeatureSpec
+from aits.ics import kepler_orbit
+from aits.model import TimeStepNet
+from aits.policies import FixedPolicy, FreeFallPolicy
+from aits.simulation import simulate
+
+T_END = 1.5
+
+
+@pytest.mark.parametrize("make, first", [(FixedPolicy, 0.05), (FreeFallPolicy, 0.5)])
+@pytest.mark.parametrize("target", [1e-5, 3e-4])
+def test_bisection_reaches_its_target_tolerance(make, first, target):
+    s = kepler_orbit(0.7)
+    tuned = evaluate.tune(lambda p: simulate(s, make(p), t_end=T_END), target, first,
+                          rtol=0.05, max_runs=40)
+    err = float(np.max(tuned.result.energy_error))
+    assert tuned.matched
+    assert target / 1.05 <= err <= target
+    assert tuned.runs <= 40
+
+
+def test_tune_reports_a_miss_and_refuses_a_bad_target():
+    s = kepler_orbit(0.5)
+    tuned = evaluate.tune(lambda p: simulate(s, FixedPolicy(p), t_end=T_END), 1e-6, 0.01,
+                          rtol=1e-9, max_runs=3)
+    assert not tuned.matched and tuned.runs == 3
+    with pytest.raises(ValueError, match="target must be finite and > 0"):
+        evaluate.tune(lambda p: None, math.inf, 1.0)
+
+
+def test_markdown_table():
+    assert evaluate.markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
+
+
+def _checkpoint(tmp_path):
+    spec = FeatureSpec(kind="basic", normalize="state")
+    net = TimeStepNet(spec, hidden=[8], dropout=0.0, output="dynamical", dt_init=0.05).double()
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"model_config": net.config(), "model": net.state_dict()})
+    return path
+
+
+def test_evaluate_cli_writes_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "rebound_available", lambda: False)
+    out = tmp_path / "eval"
+    assert evaluate.main(["--checkpoint", str(_checkpoint(tmp_path)), "--scenarios", "binary-e0.5",
+                          "--policies", "fixed", "freefall", "--t-end", "1.0", "--rtol", "0.2",
+                          "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    sc = report["scenarios"]["binary-e0.5"]
+    labels = [r["policy"] for r in sc["rows"]]
+    assert labels == ["model", "fixed", "freefall"]
+    model_err = sc["rows"][0]["energy_error_max"]
+    assert sc["target"] == pytest.approx(model_err)
+    for row in sc["rows"][1:]:
+        assert row["energy_error_max"] <= sc["target"]
+        assert set(row) >= {"steps", "force_evaluations", "wall_time_s", "energy_error_final",
+                            "gate_pass_rate", "step_error_max"}
+    assert any("rebound" in n for n in report["notes"])
+    md = (out / "evaluation.md").read_text()
+    assert "### binary-e0.5" in md and "| model |" in md and "REBOUND IAS15 column omitted" in md
+    assert (out / "evaluation.png").stat().st_size > 0
+    assert "gate pass rate" in capsys.readouterr().out
+
+
+def test_rebound_column():
+    pytest.importorskip("rebound")
+    res = evaluate.run_ias15(kepler_orbit(0.5), 2 * math.pi)
+    assert res["steps"] > 0 and res["force_evaluations"] > res["steps"]
+    assert res["energy_error_max"] < 1e-10
+
+
+def test_evaluate_cli_with_rebound(tmp_path):
+    pytest.importorskip("rebound")
+    out = tmp_path / "eval"
+    assert evaluate.main(["--tolerance", "1e-4", "--scenarios", "figure8", "--policies", "fixed",
+                          "--t-end", "0.5", "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "evaluation.json").read_text())["scenarios"]["figure8"]["rows"]
+    assert [r["policy"] for r in rows] == ["fixed", "REBOUND IAS15"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scenarios", "binary-e0.5"], "give --checkpoint"),
+    (["--tolerance", "1e-4", "--scenarios", "nope"], "unknown scenario 'nope'"),
+    (["--tolerance", "-1"], "--tolerance must be > 0"),
+    (["--tolerance", "1e-4", "--policies", "rk4"], "invalid choice: 'rk4'"),
+    (["--checkpoint", "/no/such.pt"], "does not exist"),
+    (["--tolerance", "1e-4", "--t-end", "0"], "--t-end must be > 0"),
+])
+def test_evaluate_bad_arguments(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main([*args, "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

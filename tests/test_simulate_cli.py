@@ -1,0 +1,155 @@
+"""``python -m aits.simulate``: result.json, Kepler convergence, output files, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from aits import plots
+from aits.checkpoint import save_checkpoint
+from aits.features import FeatureSpec
+from aits.ics import kepler_orbit, plummer
+from aits.model import TimeStepNet
+from aits.policies import FixedPolicy
+from aits.simulate import main, orbit_period
+from aits.simulation import RESULT_KEYS, simulate
+
+PERIOD = 2 * math.pi  # binary-e* scenarios: a = 1, M = 1
+
+
+def _run(tmp_path, *args: str) -> dict:
+    assert main([*args, "--out", str(tmp_path), "--quiet"]) == 0
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def test_result_json_schema(tmp_path, capsys):
+    res = _run(tmp_path, "--scenario", "binary-e0.5", "--policy", "freefall", "--eta", "0.05",
+               "--orbits", "1")
+    for key in RESULT_KEYS:
+        assert key in res, key
+    for key in ("energy_error_final", "energy_error_max", "momentum_error",
+                "angular_momentum_error", "wall_time_s", "gate_pass_rate", "t_end"):
+        assert isinstance(res[key], float) and res[key] >= 0, key
+    assert isinstance(res["steps"], int) and res["force_evaluations"] == res["steps"] + 1
+    assert res["t_end"] == pytest.approx(PERIOD)
+    assert 0 <= res["gate_pass_rate"] <= 1
+    assert res["policy"] == "freefall" and res["eta"] == 0.05 and res["scenario"] == "binary-e0.5"
+    assert res["energy_error_final"] <= res["energy_error_max"]
+    out = capsys.readouterr().out
+    assert "force evaluations" in out and "result.json" in out
+
+
+def test_kepler_fixed_dt_converges_at_second_order(tmp_path):
+    errs = []
+    for n in (500, 1000):
+        res = _run(tmp_path / str(n), "--scenario", "binary-e0.5", "--policy", "fixed",
+                   "--dt", repr(PERIOD / n), "--orbits", "1")
+        assert res["steps"] == n and res["t_end"] == pytest.approx(PERIOD)
+        assert res["momentum_error"] < 1e-12 and res["angular_momentum_error"] < 1e-12
+        errs.append(res["energy_error_max"])
+    assert 3.6 < errs[0] / errs[1] < 4.4
+
+
+def test_ic_file_and_steps(tmp_path):
+    s = plummer(8, seed=0)
+    table = np.column_stack([s.mass.numpy(), s.pos.numpy(), s.vel.numpy()])
+    ic = tmp_path / "ic.npy"
+    np.save(ic, table)
+    res = _run(tmp_path / "out", "--ic", str(ic), "--softening", "0.05", "--policy", "aarseth",
+               "--eta", "0.01", "--steps", "7", "--dt-max", "0.01")
+    assert res["steps"] == 7 and res["n_bodies"] == 8 and res["dim"] == 3
+    assert res["dt_max"] <= 0.01 and res["guards"]["dt_max"] == 0.01
+    assert res["guards"]["max_growth"] is None  # inf -> null: strict JSON
+
+
+def test_model_policy_run_with_history(tmp_path):
+    spec = FeatureSpec(kind="basic", history="delta_mag", history_len=2, normalize="state")
+    net = TimeStepNet(spec, hidden=[8], dropout=0.0, output="dynamical", dt_init=0.02).double()
+    ckpt = tmp_path / "run" / "checkpoints" / "epoch_0003.pt"
+    save_checkpoint(ckpt, {"model_config": net.config(), "model": net.state_dict()})
+    res = _run(tmp_path / "out", "--scenario", "binary-e0.9", "--checkpoint", str(tmp_path / "run"),
+               "--steps", "20")
+    assert res["policy"] == "model" and res["steps"] == 20
+
+
+def test_output_files_are_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)  # no ffmpeg: GIF
+    assert main(["--scenario", "figure8", "--policy", "fixed", "--dt", "0.05", "--steps", "40",
+                 "--out", str(tmp_path), "--plots", "--trajectory", "--animate", "--frames", "8",
+                 "--quiet"]) == 0
+    for name in ("result.json", "orbits.png", "energy_dt.png", "trajectory.npz", "animation.gif"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    traj = np.load(tmp_path / "trajectory.npz")
+    assert traj["pos"].shape[1:] == (3, 2) and len(traj["dt"]) == 40
+
+
+def test_animation_uses_ffmpeg_when_present(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, fps):
+            calls.append(fps)
+
+    class FakeAnimation:
+        def __init__(self, fig, draw, frames, blit):
+            self.draw, self.frames = draw, frames
+
+        def save(self, out, writer, dpi):
+            for k in range(self.frames):
+                self.draw(k)
+            out.write_bytes(b"mp4")
+
+    monkeypatch.setattr(plots.shutil, "which", lambda name: "/usr/bin/ffmpeg")
+    monkeypatch.setattr(plots, "FFMpegWriter", FakeWriter)
+    monkeypatch.setattr(plots, "FuncAnimation", FakeAnimation)
+    r = simulate(kepler_orbit(0.5), FixedPolicy(0.1), steps=5)
+    out = plots.animate(r, tmp_path / "anim")
+    assert out.suffix == ".mp4" and out.stat().st_size > 0 and calls
+
+
+def test_animation_needs_2d(tmp_path):
+    r = simulate(plummer(4, seed=0), FixedPolicy(0.01), steps=2)
+    with pytest.raises(ValueError, match="needs a 2-D run"):
+        plots.animate(r, tmp_path / "a")
+
+
+def test_orbit_period():
+    assert orbit_period(kepler_orbit(0.3, a=2.0)) == pytest.approx(2 * math.pi * 8**0.5)
+    with pytest.raises(ValueError, match="two-body"):
+        orbit_period(plummer(4, seed=0))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scenario", "nope", "--policy", "fixed", "--dt", "0.1", "--steps", "1"],
+     "unknown scenario 'nope'; valid names:"),
+    (["--scenario", "figure8", "--policy", "rk4", "--steps", "1"],
+     "argument --policy: invalid choice: 'rk4'"),
+    (["--scenario", "figure8", "--policy", "model", "--checkpoint", "/no/such.pt", "--steps", "1"],
+     "checkpoint '/no/such.pt' does not exist"),
+    (["--scenario", "figure8", "--policy", "model", "--steps", "1"], "needs a checkpoint"),
+    (["--scenario", "figure8", "--policy", "freefall", "--eta", "0", "--steps", "1"],
+     "--eta must be > 0, got 0.0"),
+    (["--scenario", "figure8", "--policy", "freefall", "--steps", "1"], "needs eta (--eta)"),
+    (["--scenario", "figure8", "--policy", "fixed", "--dt", "0.1", "--t-end", "-2"],
+     "--t-end must be > 0, got -2.0"),
+    (["--scenario", "figure8", "--policy", "fixed", "--dt", "0.1", "--steps", "0"],
+     "--steps must be >= 1"),
+    (["--scenario", "plummer64", "--policy", "fixed", "--dt", "0.1", "--orbits", "1"],
+     "--orbits needs a two-body"),
+    (["--scenario", "figure8", "--policy", "fixed", "--dt", "0.1"],
+     "one of the arguments --t-end --orbits --steps is required"),
+    (["--scenario", "figure8", "--policy", "fixed", "--dt", "0.1", "--steps", "1",
+      "--max-growth", "0.5"], "guard rails: max_growth must be > 1"),
+    (["--scenario", "figure8", "--policy", "fixed", "--dt", "0.1", "--steps", "1", "--plots"],
+     "need --out DIR"),
+    (["--ic", "/no/such/file.csv", "--policy", "fixed", "--dt", "0.1", "--steps", "1"],
+     "does not exist"),
+])
+def test_bad_arguments_give_clear_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,161 @@
+"""The simulation loop and the guard rails."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aits.gate import EnergyGate
+from aits.guards import GuardRails
+from aits.ics import kepler_orbit, kepler_period
+from aits.policies import FixedPolicy, FreeFallPolicy
+from aits.simulation import RESULT_KEYS, SimulationError, json_safe, simulate
+from aits.state import stack
+
+
+class _Scripted:
+    """A policy that proposes the given steps in turn (then repeats the last)."""
+
+    name = "scripted"
+    history_len = 0
+
+    def __init__(self, steps):
+        self.steps = list(steps)
+        self.calls = 0
+
+    def __call__(self, state, history=None):
+        dt = self.steps[min(self.calls, len(self.steps) - 1)]
+        self.calls += 1
+        return torch.tensor(dt, dtype=state.dtype)
+
+
+def test_guard_limits():
+    g = GuardRails(dt_min=0.1, dt_max=1.0, max_growth=2.0)
+    def t(x):
+        return torch.tensor(x, dtype=torch.float64)
+
+    assert float(g.limit(t(5.0))) == 1.0
+    assert float(g.limit(t(0.01))) == 0.1
+    assert float(g.limit(t(0.9), previous=t(0.2))) == pytest.approx(0.4)
+    assert float(g.limit(t(math.nan))) == 1.0
+    assert float(g.retry(t(0.15))) == 0.1
+    off = GuardRails()
+    assert not off.active and g.active
+    assert float(off.limit(t(123.0), previous=t(1.0))) == 123.0
+    batch = g.limit(t([5.0, 0.3, 0.01]), previous=t([10.0, 0.1, 1.0]))
+    torch.testing.assert_close(batch, t([1.0, 0.2, 0.1]))
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(dt_min=-1.0), "dt_min must be finite and >= 0"),
+    (dict(dt_max=0.0), "dt_max must be > 0"),
+    (dict(dt_min=2.0, dt_max=1.0), "must not exceed dt_max"),
+    (dict(max_growth=1.0), "max_growth must be > 1"),
+    (dict(shrink=1.0), r"shrink must be in \(0, 1\)"),
+    (dict(max_retries=0), "max_retries must be an int >= 1"),
+])
+def test_guard_validation(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        GuardRails(**kw)
+
+
+def test_guards_apply_in_the_loop():
+    s = kepler_orbit(0.5)
+    r = simulate(s, _Scripted([0.001, 1.0, 1e-9]), steps=4,
+                 guards=GuardRails(dt_min=1e-4, max_growth=3.0))
+    np.testing.assert_allclose(r.dt, [0.001, 0.003, 1e-4, 1e-4])
+
+
+def test_gated_retry_counts_extra_force_evaluations():
+    s = kepler_orbit(0.9)
+    period = kepler_period(1.0)
+    gate = EnergyGate(threshold=1e-4)
+    plain = simulate(s, FixedPolicy(0.05), t_end=period / 2, gate=gate)
+    assert plain.gate_pass_rate < 1 and plain.rejected_steps == 0
+    assert plain.force_evaluations == plain.steps + 1
+    gated = simulate(s, FixedPolicy(0.05), t_end=period / 2, gate=gate,
+                     guards=GuardRails(gated=True, shrink=0.5))
+    assert gated.rejected_steps > 0
+    assert gated.gate_pass_rate == 1.0
+    assert gated.force_evaluations == gated.steps + gated.rejected_steps + 1
+    assert gated.summary()["energy_error_max"] < plain.summary()["energy_error_max"]
+
+
+def test_gated_retry_gives_up_at_the_cap_and_at_dt_min():
+    s = kepler_orbit(0.9, at="pericentre")
+    gate = EnergyGate(threshold=1e-12)  # unreachable: every step fails
+    r = simulate(s, FixedPolicy(0.01), steps=3, gate=gate,
+                 guards=GuardRails(gated=True, shrink=0.9, max_retries=2))
+    assert r.steps == 3 and r.rejected_steps == 6 and r.gate_pass_rate == 0.0
+    assert r.force_evaluations == 1 + 3 * 3
+    r = simulate(s, FixedPolicy(0.01), steps=2, gate=gate,
+                 guards=GuardRails(gated=True, shrink=0.5, dt_min=0.004))
+    np.testing.assert_allclose(r.dt, [0.004, 0.004])  # 0.01 -> 0.005 -> 0.004, then stop
+    assert r.rejected_steps == 4
+
+
+def test_t_end_is_hit_exactly_and_energy_is_recorded():
+    s = kepler_orbit(0.5)
+    r = simulate(s, FixedPolicy(0.3), t_end=1.0)
+    assert r.t[-1] == pytest.approx(1.0, abs=1e-15) and r.stop_reason == "t_end"
+    np.testing.assert_allclose(r.dt, [0.3, 0.3, 0.3, 0.1], rtol=1e-12)
+    assert r.energy_error[0] == 0 and len(r.energy_error) == r.steps + 1
+    assert len(r.step_error) == r.steps and np.isfinite(r.step_error).all()
+    assert r.frame_pos.shape == (5, 2, 2) and r.frame_t[-1] == r.t[-1]
+    summary = r.summary()
+    assert set(RESULT_KEYS) <= set(summary)
+
+
+def test_energy_error_shrinks_fourfold_when_dt_halves():
+    s = kepler_orbit(0.5)
+    period = kepler_period(1.0)
+    errs = [simulate(s, FixedPolicy(period / n), t_end=period).summary()["energy_error_max"]
+            for n in (400, 800)]
+    assert 3.6 < errs[0] / errs[1] < 4.4
+
+
+def test_max_steps_returns_the_last_state(caplog):
+    r = simulate(kepler_orbit(0.5), FixedPolicy(0.01), t_end=10.0, max_steps=5)
+    assert r.steps == 5 and r.stop_reason == "max_steps"
+    assert float(r.state.time) == pytest.approx(0.05)
+    assert "max_steps" in caplog.text
+
+
+def test_frames_stay_bounded():
+    r = simulate(kepler_orbit(0.5), FixedPolicy(0.01), steps=300, max_frames=20)
+    assert len(r.frame_t) <= 41 and r.frame_t[0] == 0 and r.frame_t[-1] == r.t[-1]
+    assert np.all(np.diff(r.frame_t) > 0)
+
+
+def test_bad_policy_output_and_arguments():
+    s = kepler_orbit(0.5)
+    with pytest.raises(SimulationError, match=r"proposed dt=-1\.0"):
+        simulate(s, _Scripted([-1.0]), steps=2)
+    with pytest.raises(ValueError, match="exactly one of t_end and steps"):
+        simulate(s, FixedPolicy(0.1))
+    with pytest.raises(ValueError, match="t_end must be finite and > 0"):
+        simulate(s, FixedPolicy(0.1), t_end=-1.0)
+    with pytest.raises(ValueError, match="one system"):
+        simulate(stack([s, s]), FixedPolicy(0.1), steps=1)
+    with pytest.raises(ValueError, match="gated guard rail needs diagnostics"):
+        simulate(s, FixedPolicy(0.1), steps=1, diagnostics=False, guards=GuardRails(gated=True))
+
+
+def test_simulate_does_not_modify_the_start_state():
+    s = kepler_orbit(0.5)
+    pos, vel = s.pos.clone(), s.vel.clone()
+    simulate(s, FreeFallPolicy(0.05), steps=10)
+    assert torch.equal(s.pos, pos) and torch.equal(s.vel, vel) and s.acc is None
+
+
+def test_json_safe():
+    assert json_safe({"a": [1.0, math.inf], "b": math.nan, "c": "x"}) == {
+        "a": [1.0, None], "b": None, "c": "x"}
+
+
+def test_progress_bar_runs(capsys):
+    r = simulate(kepler_orbit(0.5), FixedPolicy(0.01), t_end=0.5, progress=True)
+    assert r.stop_reason == "t_end"
