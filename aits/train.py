@@ -5,12 +5,17 @@ With no arguments it trains on the embedded default, the eccentric binary
 :mod:`aits.runlog`). Settings come from the defaults, then ``--config FILE.toml``,
 then the command line; ``--resume CHECKPOINT`` continues a run (only the settings
 in :data:`RESUMABLE` may change on resume).
+
+Under ``torchrun --nproc_per_node=P -m aits.train ...`` the P processes train one
+model together (:mod:`aits.distributed`); rank 0 alone writes the run directory,
+checkpoints, plot, progress bar and summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +27,7 @@ from tqdm import tqdm
 
 from aits.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aits.config import ConfigError, TrainConfig, add_arguments, from_mapping, resolve
+from aits.distributed import env_world_size, init_from_env, is_initialized, shutdown
 from aits.ics import kepler_orbit
 from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
 from aits.training import RetrainLimitError, Trainer, resolve_device, rollout_check
@@ -39,7 +45,7 @@ CHECK_ECCENTRICITIES = (0.5, 0.95)
 class RunResult:
     """What :func:`run` produced."""
 
-    run_dir: Path
+    run_dir: Path | None  # None on ranks other than 0
     summary: dict[str, Any]
     trainer: Trainer
 
@@ -101,26 +107,36 @@ def check_systems(trainer: Trainer) -> dict[str, Any]:
 
 
 def run(cfg: TrainConfig, resume: str | Path | None = None,
-        checkpoint: dict | None = None) -> RunResult:
+        checkpoint: dict | None = None, device: Any = None) -> RunResult:
     """Train according to ``cfg`` (validated), writing a run directory.
 
     Args:
         resume: the checkpoint path to continue from; ``checkpoint`` its loaded content.
+        device: overrides ``cfg.device`` (a rank's own GPU under torchrun).
+    In a process group every rank calls this; only rank 0 writes anything, and the
+    other ranks return a result without run directory or summary.
     """
     started = time.perf_counter()
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, device)
+    group = trainer.group
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
-        rundir = _run_dir_for_resume(Path(resume), cfg)
-        rundir.truncate(trainer.epoch)
-        log.info("resumed %s at epoch %d", resume, trainer.epoch)
-    else:
-        rundir = RunDir.new(cfg)
-    rundir.write_config(cfg)
-    log.info("run directory %s", rundir.path)
-    loggers = ExternalLoggers(cfg, rundir)
+    rundir: RunDir | None = None
+    if group.is_main:
+        if checkpoint is not None:
+            rundir = _run_dir_for_resume(Path(resume), cfg)
+            rundir.truncate(trainer.epoch)
+            log.info("resumed %s at epoch %d", resume, trainer.epoch)
+        else:
+            rundir = RunDir.new(cfg)
+        rundir.write_config(cfg)
+        log.info("run directory %s", rundir.path)
+        if group.active:
+            log.info("training on %d processes, %d systems each", group.world,
+                     trainer.live.batch_size)
+    loggers = ExternalLoggers(cfg, rundir) if rundir is not None else None
     bar = tqdm(total=cfg.epochs, initial=trainer.epoch, desc="train", unit="epoch",
-               disable=cfg.quiet, dynamic_ncols=True)
+               disable=cfg.quiet or rundir is None, dynamic_ncols=True)
     last_ckpt: Path | None = None
     stopped_early = False
     try:
@@ -128,36 +144,53 @@ def run(cfg: TrainConfig, resume: str | Path | None = None,
             t0 = time.perf_counter()
             first_round = trainer.rounds
             metrics, steps = trainer.run_epoch()
-            metrics["epoch_time"] = time.perf_counter() - t0
-            rundir.append_metrics(metrics)
-            rundir.append_steps(trainer.epoch, first_round, steps)
-            loggers.log(metrics)
-            bar.set_postfix(_postfix(metrics))
-            bar.update()
-            out_of_time = cfg.duration > 0 and time.perf_counter() - started >= cfg.duration
+            # every rank: the slowest rank's time, and the same decision to stop
+            metrics["epoch_time"] = group.max_float(time.perf_counter() - t0, trainer.device)
+            out_of_time = group.any(
+                cfg.duration > 0 and time.perf_counter() - started >= cfg.duration,
+                trainer.device)
+            if rundir is not None:
+                rundir.append_metrics(metrics)
+                rundir.append_steps(trainer.epoch, first_round, steps)
+                loggers.log(metrics)
+                bar.set_postfix(_postfix(metrics))
+                bar.update()
             if out_of_time and trainer.epoch < cfg.epochs:
                 stopped_early = True
                 log.info("duration of %.0f s reached after epoch %d: stopping", cfg.duration,
                          trainer.epoch)
             if trainer.epoch % cfg.checkpoint_interval == 0 or trainer.epoch == cfg.epochs \
                     or stopped_early:
-                last_ckpt = save_checkpoint(rundir.checkpoint_path(trainer.epoch),
-                                            trainer.state_dict())
+                payload = trainer.state_dict()  # a collective when distributed
+                if rundir is not None:
+                    last_ckpt = save_checkpoint(rundir.checkpoint_path(trainer.epoch), payload)
             if stopped_early:
                 break
     finally:
         bar.close()
-        loggers.close()
+        if loggers is not None:
+            loggers.close()
+    summary: dict[str, Any] = {}
+    if rundir is not None:
+        summary = _finish(cfg, trainer, rundir, last_ckpt, stopped_early, started)
+    group.barrier()  # every rank returns once the run directory is complete
+    return RunResult(None if rundir is None else rundir.path, summary, trainer)
+
+
+def _finish(cfg: TrainConfig, trainer: Trainer, rundir: RunDir, last_ckpt: Path | None,
+            stopped_early: bool, started: float) -> dict[str, Any]:
+    """Rank 0 after training: rollout check, summary, plot."""
     train_time = time.perf_counter() - started
     checks = {name: rollout_check(trainer.model, state, trainer.gate, cfg.rollout_steps,
                                   cfg.history_len)
               for name, state in check_systems(trainer).items()} if cfg.rollout_steps else {}
     summary = _summary(cfg, trainer, rundir, last_ckpt, stopped_early, train_time, checks)
     summary["wall_time_s"] = time.perf_counter() - started
+    summary["processes"] = trainer.group.world
     if cfg.plot:
         rundir.plot(cfg.energy_threshold, cfg.E_lower, cfg.E_upper)
     rundir.write_summary(summary, format_summary(summary))
-    return RunResult(rundir.path, summary, trainer)
+    return summary
 
 
 def _summary(cfg: TrainConfig, trainer: Trainer, rundir: RunDir, ckpt: Path | None,
@@ -216,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = args.get("quiet", False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aits").setLevel(logging.WARNING if quiet else logging.INFO)
+    if env_world_size() > 1 and os.environ.get("RANK", "0") != "0":
+        logging.getLogger("aits").setLevel(logging.WARNING)  # rank 0 speaks for the run
     checkpoint = None
     try:
         if resume:
@@ -227,15 +262,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cfg = resolve(config_file, args)
         require_loggers(cfg)
-        resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
     except (ConfigError, CheckpointError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    own_group = not is_initialized()  # a group the caller made is the caller's to end
+    device = init_from_env(device)
     try:
-        result = run(cfg, resume, checkpoint)
+        result = run(cfg, resume, checkpoint, device)
+    except (ConfigError, CheckpointError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     except RetrainLimitError as e:
         print(f"{parser.prog}: training failed: {e}", file=sys.stderr)
         return 1
-    if not cfg.quiet:
+    finally:
+        if own_group:
+            shutdown()
+    if not cfg.quiet and result.run_dir is not None:
         print(format_summary(result.summary))
     return 0
 

@@ -44,8 +44,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from aits.checkpoint import restore_model
+from aits.checkpoint import CheckpointError, restore_model
 from aits.config import ConfigError, TrainConfig
+from aits.distributed import Group, shard_range
 from aits.features import FeatureScales, FeatureSpec, min_freefall_time
 from aits.gate import EnergyGate, energy_scale, relative_energy_error
 from aits.history import HistoryBuffer
@@ -246,23 +247,42 @@ class Trainer:
         epoch: epochs completed; rounds: Part 1 rounds accepted over the whole run.
     """
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device | None = None) -> None:
         """Build everything from ``cfg`` (validated). Seeds torch's global RNG with
-        ``cfg.seed`` (initial weights; dropout draws from it)."""
+        ``cfg.seed`` (initial weights; dropout draws from it).
+
+        In a process group (:mod:`aits.distributed`) ``initial`` is still the whole
+        batch, ``live`` and the history hold this rank's shard, and the model is
+        wrapped in DistributedDataParallel (:attr:`net`). ``device`` overrides
+        ``cfg.device`` (the rank's own GPU).
+        """
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = device if device is not None else resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype)
+        self.group = Group.current()
         torch.manual_seed(cfg.seed)
         self.initial = build_system(cfg, self.dtype, self.device)
+        lo, hi = shard_range(self.initial.batch_size, self.group.rank, self.group.world)
+        self.shard = torch.arange(lo, hi, device=self.device)
         self.spec = build_spec(cfg, self.initial)
         self.model = build_model(cfg, self.spec).to(device=self.device, dtype=self.dtype)
+        self._ddp = None
+        if self.group.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._ddp = DistributedDataParallel(_Forward(self.model))
         self.optimizer = build_optimizer(cfg, self.model)
         self.gate = EnergyGate(cfg.energy_threshold, cfg.E_lower, cfg.E_upper)
-        self.live = self.initial
+        self.live = self._local(self.initial)
         self.history = HistoryBuffer(cfg.history_len)
         self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.epoch = 0
         self.rounds = 0
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """What the training steps call: the DDP wrapper when distributed, else the model."""
+        return self.model if self._ddp is None else self._ddp
 
     @property
     def uses_history(self) -> bool:
@@ -275,6 +295,41 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def _local(self, state: SystemState) -> SystemState:
+        """This rank's shard of a whole batch (the batch itself in one process)."""
+        return take(state, self.shard) if self.group.active else state
+
+    def _gathered(self, state: SystemState) -> SystemState:
+        """The whole batch from every rank's shard (collective; identity in one process)."""
+        if not self.group.active:
+            return state
+        g = self.group.gather
+        field = state.field
+        if field is not None and field.position.dim() == 2:
+            field = TidalField(field.mass, g(field.position))
+        return SystemState(pos=g(state.pos), vel=g(state.vel), mass=g(state.mass),
+                           time=g(state.time), softening=state.softening, G=state.G,
+                           acc=None if state.acc is None else g(state.acc), field=field)
+
+    def _predict(self, state: SystemState, window: Window | None) -> Tensor:
+        """``dt`` of the live shard, through DDP's forward when distributed (its
+        gradient hooks are armed only by a forward of the wrapper)."""
+        if self.group.active:
+            return self.net(state, window, predict=True)
+        return self.model.predict_dt(state, window)
+
+    def _masked_mean_loss(self, rel: Tensor, dt: Tensor, failing: Tensor,
+                          n_failing: Tensor) -> Tensor:
+        """Band loss summed over the ``failing`` samples of this rank, divided by the
+        global number of failing samples ``n_failing`` times the number of ranks:
+        after DDP's gradient mean over ranks, the gradient of the mean loss over
+        every failing sample of every rank (exactly the single-process loss in one
+        process)."""
+        total = (self.gate.loss(rel, dt) * failing).sum()
+        if self.group.active:
+            total = total * self.group.world
+        return total / n_failing
 
     # -------------------------------------------------------------------------- Part 1
 
@@ -301,7 +356,7 @@ class Trainer:
             E0, E_scale = start.total_energy(), energy_scale(start)
             cap = cfg.max_retrain_steps
             for attempt in range(cap + 1) if cap else itertools.count():
-                dt = model.predict_dt(start, window)
+                dt = self._predict(start, window)
                 end = rollout(start, dt, cfg.n_steps)
                 rel = relative_energy_error(E0, end.total_energy(), E_scale, gate.floor)
                 new = gate.passes(rel) & ~done
@@ -313,16 +368,14 @@ class Trainer:
                     kept_dt = torch.where(new, dt_d, kept_dt)
                     kept_rel = torch.where(new, rel_d, kept_rel)
                 done = done | new
-                if bool(done.all()):  # the accept/reject decision: one host sync per attempt
-                    break
                 failing = ~done
+                n_failing = self.group.sum(failing.sum())  # all ranks: the same decision
+                if int(n_failing) == 0:  # the accept/reject decision: one host sync per attempt
+                    break
                 rejected += failing.sum()
                 if attempt == cap:
-                    worst = int(torch.where(failing, rel_d.nan_to_num(math.inf), -1).argmax())
-                    raise RetrainLimitError(self.epoch + 1, s, worst, float(rel_d[worst]),
-                                            cfg.energy_threshold, attempt)
-                loss = (gate.loss(rel, dt) * failing).sum() / failing.sum()
-                self._optimise(loss)
+                    self._raise_retrain_limit(s, failing, rel_d, attempt)
+                self._optimise(self._masked_mean_loss(rel, dt, failing, n_failing))
                 retrains += 1
             if self.rounds >= cfg.history_len:
                 rec_states.append(start)
@@ -334,8 +387,12 @@ class Trainer:
             step_t.append(start.time)
             step_dt.append(kept_dt)
             step_rel.append(kept_rel)
-        steps = {"time": torch.stack(step_t), "dt": torch.stack(step_dt),
-                 "rel_dE": torch.stack(step_rel)}
+        # the whole batch's steps on every rank (system index = global system)
+        steps = {"time": self.group.gather(torch.stack(step_t), 1),
+                 "dt": self.group.gather(torch.stack(step_dt), 1),
+                 "rel_dE": self.group.gather(torch.stack(step_rel), 1)}
+        rejected = self.group.sum(rejected)
+        B = B * self.group.world
         traj = None
         if rec_states:
             window = None
@@ -344,7 +401,7 @@ class Trainer:
             traj = Trajectory.build(model, stack(rec_states), window, torch.cat(rec_dt))
         metrics = {
             "p1_accepted": cfg.steps_per_epoch * B,
-            "p1_recorded": 0 if traj is None else len(traj),
+            "p1_recorded": 0 if traj is None else len(traj) * self.group.world,
             "p1_retrains": retrains,
             "p1_rejected": int(rejected),
             "p1_acceptance": cfg.steps_per_epoch * B / (cfg.steps_per_epoch * B + int(rejected)),
@@ -356,6 +413,19 @@ class Trainer:
         }
         return traj, metrics, steps
 
+    def _raise_retrain_limit(self, step: int, failing: Tensor, rel: Tensor,
+                             retrains: int) -> None:
+        """Raise :class:`RetrainLimitError` for the worst failing system of the whole
+        batch (every rank raises the same error)."""
+        worst_rel = torch.where(failing, rel.nan_to_num(math.inf), -1)
+        local = int(worst_rel.argmax())
+        rels = self.group.gather(worst_rel[local].reshape(1))
+        owner = int(rels.argmax())
+        system = int(self.group.gather(self.shard[local].reshape(1))[owner])
+        last = float(self.group.gather(rel[local].reshape(1))[owner])
+        raise RetrainLimitError(self.epoch + 1, step, system, last, self.cfg.energy_threshold,
+                                retrains)
+
     # -------------------------------------------------------------------------- Part 2
 
     def replay(self, traj: Trajectory | None) -> dict[str, float]:
@@ -363,7 +433,7 @@ class Trainer:
         passes entirely, training on the failing samples, at most ``replay_steps``
         draws. Skipped (``p2_skipped``) below ``min_replay_size`` recorded states."""
         cfg = self.cfg
-        M = 0 if traj is None else len(traj)
+        M = 0 if traj is None else len(traj) * self.group.world  # global sample count
         if M == 0 or M < cfg.min_replay_size:
             return {"p2_skipped": True, "p2_converged": False, "p2_iterations": 0,
                     "p2_pass_rate_first": math.nan, "p2_pass_rate_last": math.nan}
@@ -372,16 +442,38 @@ class Trainer:
         rates: list[float] = []
         for _ in range(cfg.replay_steps):
             idx = torch.randperm(M, generator=self.sampler, device=self.device)[:b]
-            dt, rel = traj.errors(self.model, idx, self.gate, cfg.n_steps)
+            idx, weight = self._local_samples(idx)
+            dt, rel = traj.errors(self.net, idx, self.gate, cfg.n_steps)
             ok = self.gate.passes(rel)
-            rates.append(float(ok.to(rel.dtype).mean()))  # the converged decision: one sync
+            if self.group.active:
+                n_ok = self.group.sum((ok & weight).sum())
+                rates.append(float(n_ok.to(rel.dtype) / b))  # the converged decision: one sync
+            else:
+                rates.append(float(ok.to(rel.dtype).mean()))  # the converged decision: one sync
             if rates[-1] == 1.0:
                 break
-            failing = ~ok
-            self._optimise((self.gate.loss(rel, dt) * failing).sum() / failing.sum())
+            failing = ~ok & weight
+            self._optimise(self._masked_mean_loss(rel, dt, failing,
+                                                  self.group.sum(failing.sum())))
         return {"p2_skipped": False, "p2_converged": rates[-1] == 1.0,
                 "p2_iterations": len(rates), "p2_pass_rate_first": rates[0],
                 "p2_pass_rate_last": rates[-1]}
+
+    def _local_samples(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The drawn global indices ``idx`` (``round * B + system``) that live in this
+        rank's shard, as indices into its trajectory (``round * K + local system``),
+        in draw order, with a weight mask; a rank with none gets one sample of
+        weight zero (it must still take part in DDP's backward)."""
+        if not self.group.active:
+            return idx, torch.ones_like(idx, dtype=torch.bool)
+        K = len(self.shard)
+        B = K * self.group.world
+        rnd, system = idx // B, idx % B
+        mine = system // K == self.group.rank
+        local = rnd[mine] * K + system[mine] % K
+        if len(local) == 0:
+            return idx.new_zeros(1), torch.zeros(1, dtype=torch.bool, device=idx.device)
+        return local, torch.ones_like(local, dtype=torch.bool)
 
     def run_epoch(self) -> tuple[dict[str, float], dict[str, Tensor]]:
         """Part 1 then Part 2; returns the epoch's metrics and per-step arrays."""
@@ -393,7 +485,10 @@ class Trainer:
     # ------------------------------------------------------------------- checkpointing
 
     def state_dict(self) -> dict:
-        """Everything needed to resume, as plain tensors, numbers, dicts and lists."""
+        """Everything needed to resume, as plain tensors, numbers, dicts and lists.
+
+        Distributed: a collective (every rank must call it); the live batch and the
+        history are gathered whole, so any number of processes can resume from it."""
         rng = {"torch": torch.get_rng_state(), "sampler": self.sampler.get_state(),
                "device": self.device.type}
         if self.device.type == "cuda":
@@ -406,8 +501,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
-            "live": state_to_dict(self.live),
-            "history": [state_to_dict(s) for s in self.history.states()],
+            "live": state_to_dict(self._gathered(self.live)),
+            "history": [state_to_dict(self._gathered(s)) for s in self.history.states()],
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -415,10 +510,14 @@ class Trainer:
         restore_model(self.model, d["model"])
         self.optimizer.load_state_dict(d["optimizer"])
         self.epoch, self.rounds = int(d["epoch"]), int(d["rounds"])
-        self.live = state_from_dict(d["live"], self.device)
+        live = state_from_dict(d["live"], self.device)
+        if live.batch_size != self.initial.batch_size:
+            raise CheckpointError(f"checkpoint live system has {live.batch_size} systems, the "
+                                  f"config builds {self.initial.batch_size}")
+        self.live = self._local(live)
         self.history.reset()
         for s in d["history"]:
-            self.history.push(state_from_dict(s, self.device))
+            self.history.push(self._local(state_from_dict(s, self.device)))
         rng = d["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["device"] != self.device.type:  # other generators: not transferable
@@ -429,6 +528,19 @@ class Trainer:
         self.sampler.set_state(rng["sampler"])
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+class _Forward(torch.nn.Module):
+    """The model as DDP wraps it: ``forward(features, t_dyn)`` as the model's own,
+    ``forward(state, window, predict=True)`` as :meth:`TimeStepNet.predict_dt`, so
+    that both Part 1 and Part 2 go through DDP's forward."""
+
+    def __init__(self, model: TimeStepNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, predict: bool = False) -> Tensor:
+        return self.model.predict_dt(*args) if predict else self.model(*args)
 
 
 def state_to_dict(state: SystemState) -> dict:
