@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -31,6 +31,9 @@ from aits.distributed import env_world_size, init_from_env, is_initialized, shut
 from aits.ics import kepler_orbit
 from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
 from aits.training import RetrainLimitError, Trainer, resolve_device, rollout_check
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("aits.train")
 
@@ -107,7 +110,7 @@ def check_systems(trainer: Trainer) -> dict[str, Any]:
 
 
 def run(cfg: TrainConfig, resume: str | Path | None = None,
-        checkpoint: dict | None = None, device: Any = None) -> RunResult:
+        checkpoint: dict | None = None, device: torch.device | None = None) -> RunResult:
     """Train according to ``cfg`` (validated), writing a run directory.
 
     Args:
