@@ -59,7 +59,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -105,6 +107,21 @@ def shutdown() -> None:
     """Leave the process group (no-op when none)."""
     if is_initialized():
         dist.destroy_process_group()
+
+
+def exit_now(code: int) -> NoReturn:
+    """End this process now with ``code``, after flushing stdout/stderr, skipping the
+    interpreter's teardown (``os._exit``).
+
+    For a torchrun worker whose work is done and whose process group is destroyed:
+    with torch 2.13 (CPU wheel), gloo processes sometimes abort during that
+    teardown ("terminate called without an active exception", SIGABRT), which
+    torchrun reports as a failed run although every file was written. A plain
+    torchrun + gloo script without aits does the same.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from aits.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aits.config import ConfigError, TrainConfig, add_arguments, from_mapping, resolve
-from aits.distributed import env_world_size, init_from_env, is_initialized, shutdown
+from aits.distributed import env_world_size, exit_now, init_from_env, is_initialized, shutdown
 from aits.ics import kepler_orbit
 from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
 from aits.training import RetrainLimitError, Trainer, resolve_device, rollout_check
@@ -286,4 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if env_world_size() > 1:  # under torchrun: everything is written, skip the teardown
+        exit_now(status)
+    sys.exit(status)

@@ -445,16 +445,17 @@ class Trainer:
             idx, weight = self._local_samples(idx)
             dt, rel = traj.errors(self.net, idx, self.gate, cfg.n_steps)
             ok = self.gate.passes(rel)
-            if self.group.active:
+            failing = ~ok & weight
+            if self.group.active:  # one all-reduce: every rank sees the same count
                 n_ok = self.group.sum((ok & weight).sum())
+                n_failing = b - n_ok
                 rates.append(float(n_ok.to(rel.dtype) / b))  # the converged decision: one sync
             else:
+                n_failing = failing.sum()
                 rates.append(float(ok.to(rel.dtype).mean()))  # the converged decision: one sync
             if rates[-1] == 1.0:
                 break
-            failing = ~ok & weight
-            self._optimise(self._masked_mean_loss(rel, dt, failing,
-                                                  self.group.sum(failing.sum())))
+            self._optimise(self._masked_mean_loss(rel, dt, failing, n_failing))
         return {"p2_skipped": False, "p2_converged": rates[-1] == 1.0,
                 "p2_iterations": len(rates), "p2_pass_rate_first": rates[0],
                 "p2_pass_rate_last": rates[-1]}

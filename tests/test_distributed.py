@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from aits.checkpoint import load_checkpoint
 from aits.config import ConfigError, from_mapping
-from aits.distributed import Group, init_from_env, shard_range, shutdown
+from aits.distributed import Group, exit_now, init_from_env, shard_range, shutdown
 from aits.state import rollout
 from aits.train import main
 from aits.training import Trainer
@@ -81,6 +81,9 @@ def _worker(rank: int, port: int, jobs: list, out_dir: str) -> None:
     finally:
         shutdown()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    # skip interpreter teardown: torch 2.13's gloo sometimes aborts there ("terminate called
+    # without an active exception") after all work is done; see aits.distributed.exit_now
+    exit_now(0)
 
 
 def _free_port() -> int:
