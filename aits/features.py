@@ -102,13 +102,14 @@ def pairwise_stats(
     freefall: bool = False,
 ) -> PairStats:
     """Min/mean/max pairwise distance and, with ``freefall``, the minimum pairwise
-    free-fall time ``sqrt((r^2 + eps^2)^(3/2) / (G (m_i + m_j)))``.
+    free-fall time ``sqrt(s^3 / (G (m_i + m_j)))``.
 
     Args:
         pos: ``(..., N, D)``; mass: ``(..., N)``.
     Returns:
-        :class:`PairStats` of ``batch_shape`` tensors; distances are unsoftened. With
-        ``N < 2`` the distances are 0 and the free-fall time ``inf``.
+        :class:`PairStats` of ``batch_shape`` tensors. Distances are the softened
+        ``s = sqrt(r^2 + eps^2)`` the force sees (the plain ones when ``eps == 0``).
+        With ``N < 2`` the distances are 0 and the free-fall time ``inf``.
 
     On the CPU this is one native pass over the pairs i < j
     (:func:`aits.ops.pair_statistics`, O(N) memory); elsewhere it falls back to
@@ -158,13 +159,16 @@ def pairwise_stats_chunked(
     for s in range(0, n, rows):
         e = min(n, s + rows)
         d = torch.cdist(x[:, s:e], x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, c, N)
+        d = d.square_().add_(eps2).sqrt_()  # softened distances
+        self_pairs = d.diagonal(offset=s, dim1=-2, dim2=-1)
+        self_pairs.fill_(0.0)  # self pairs out of the sum and the max
         dsum += d.sum((-1, -2))
         dmax = torch.maximum(dmax, d.amax((-1, -2)))
-        d.diagonal(offset=s, dim1=-2, dim2=-1).fill_(math.inf)  # self pairs out of the min
+        self_pairs.fill_(math.inf)  # ... and out of the minima
         dmin = torch.minimum(dmin, d.amin((-1, -2)))
         if freefall:
             msum = m[:, s:e].unsqueeze(-1) + m.unsqueeze(-2)
-            tff2 = (d.square_() + eps2).pow_(1.5).div_(msum * G)
+            tff2 = d.pow_(3).div_(msum * G)
             tmin = torch.minimum(tmin, tff2.amin((-1, -2)))
     mean = dsum / (n * (n - 1))
     return PairStats(
@@ -173,9 +177,18 @@ def pairwise_stats_chunked(
     )
 
 
+def state_pair_stats(state: SystemState, freefall: bool = False) -> PairStats:
+    """:func:`pairwise_stats` of ``state``: its cached ``pair_stats`` (filled by
+    :func:`aits.state.step`) when present, else one pass over the pairs."""
+    s = state.pair_stats
+    if s is not None:
+        return PairStats(s[..., 0], s[..., 1], s[..., 2], s[..., 3] if freefall else None)
+    return pairwise_stats(state.pos, state.mass, state.softening, state.G, freefall=freefall)
+
+
 def min_freefall_time(state: SystemState) -> Tensor:
     """Minimum pairwise free-fall time of each system (a dynamical time); ``batch_shape``."""
-    return pairwise_stats(state.pos, state.mass, state.softening, state.G, freefall=True).min_freefall
+    return state_pair_stats(state, freefall=True).min_freefall
 
 
 # --------------------------------------------------------------------------------- scales
@@ -183,7 +196,7 @@ def min_freefall_time(state: SystemState) -> Tensor:
 
 def _as_scale(name: str, value) -> Tensor | float:
     if isinstance(value, Tensor):
-        if not (value > 0).all() or not torch.isfinite(value).all():
+        if not bool(((value > 0) & torch.isfinite(value)).all()):  # one read-back
             raise ValueError(f"FeatureScales.{name} must be finite and > 0")
         return value.detach()
     v = float(value)
@@ -274,11 +287,15 @@ def feature_names(kind: str) -> tuple[str, ...]:
 
 @torch.no_grad()
 def analytic_features(
-    state: SystemState, kind: str = "basic", scales: FeatureScales | None = None
+    state: SystemState,
+    kind: str = "basic",
+    scales: FeatureScales | None = None,
+    pairs: PairStats | None = None,
 ) -> Tensor:
     """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for ``rich``.
 
-    Reuses ``state.acc`` when cached (else one force evaluation). Finite for any
+    Reuses ``state.acc`` when cached (else one force evaluation) and ``pairs``, the
+    state's :func:`pairwise_stats`, when given (else :func:`state_pair_stats`). Finite for any
     finite state, including zero-mass systems (the centre of mass then falls back
     to the plain mean); a step that produced NaN acceleration gives NaN features.
     """
@@ -291,7 +308,8 @@ def analytic_features(
     r = (x - state.center_of_mass().detach().unsqueeze(-2)).norm(dim=-1)
     s = (state.vel.detach() - state.center_of_mass_velocity().detach().unsqueeze(-2)).norm(dim=-1)
     a = acc.norm(dim=-1)
-    pairs = pairwise_stats(x, m, state.softening, state.G)
+    if pairs is None:
+        pairs = state_pair_stats(state)
     r_mean, r_max, r_min, r_rms = _mean_max_min_rms(r)
     s_mean, s_max, s_min, s_rms = _mean_max_min_rms(s)
     a_mean, a_max, a_min, a_rms = _mean_max_min_rms(a)
@@ -426,16 +444,20 @@ class FeatureSpec:
         return FeatureScales.from_state(state, per_system=True)
 
     def __call__(
-        self, state: SystemState, history: HistoryBuffer | Sequence[SystemState | None] | None = None
+        self,
+        state: SystemState,
+        history: HistoryBuffer | Sequence[SystemState | None] | None = None,
+        pairs: PairStats | None = None,
     ) -> Tensor:
         """Features of ``state`` (and ``history``): shape ``batch_shape + (dim,)``.
 
         ``history`` is a :class:`~aits.history.HistoryBuffer` or its window (a list
         of ``history_len`` states, ``None`` for padding); required when
-        :attr:`history_dim` > 0.
+        :attr:`history_dim` > 0. ``pairs``: the state's :func:`pairwise_stats`, when
+        the caller already has them.
         """
         scales = self.scales_for(state)
-        feats = analytic_features(state, self.kind, scales)
+        feats = analytic_features(state, self.kind, scales, pairs)
         if self.history_dim == 0:
             return feats
         if history is None:
