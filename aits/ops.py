@@ -158,7 +158,8 @@ def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def _accelerations_setup(ctx, inputs, output):
+def _save_pos_mass(ctx, inputs, output):
+    """setup_context of the ops with inputs (pos, mass, softening, G)."""
     pos, mass, softening, G = inputs
     ctx.save_for_backward(pos, mass)
     ctx.softening, ctx.G = softening, G
@@ -168,12 +169,6 @@ def _accelerations_backward(ctx, grad_acc):
     pos, mass = ctx.saved_tensors
     grad_pos, grad_mass = _ops.accelerations_backward(grad_acc, pos, mass, ctx.softening, ctx.G)
     return grad_pos, grad_mass, None, None
-
-
-def _potential_setup(ctx, inputs, output):
-    pos, mass, softening, G = inputs
-    ctx.save_for_backward(pos, mass)
-    ctx.softening, ctx.G = softening, G
 
 
 def _potential_backward(ctx, grad_energy):
@@ -228,10 +223,10 @@ def _setup_nothing(ctx, inputs, output):
 
 
 torch.library.register_autograd(
-    "aits::accelerations", _accelerations_backward, setup_context=_accelerations_setup
+    "aits::accelerations", _accelerations_backward, setup_context=_save_pos_mass
 )
 torch.library.register_autograd(
-    "aits::potential_energy", _potential_backward, setup_context=_potential_setup
+    "aits::potential_energy", _potential_backward, setup_context=_save_pos_mass
 )
 torch.library.register_autograd(
     "aits::leapfrog_step", _leapfrog_backward, setup_context=_leapfrog_setup

@@ -3,6 +3,7 @@
 // Positions and gradients are read in structure-of-arrays form (B, D, N) so that
 // the inner loop over j is unit-stride and vectorises.
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -336,90 +337,92 @@ void dispatch_dim(int64_t D, Fn&& fn) {
   }
 }
 
+// What every kernel call needs: positions in (B, D, N) layout, masses (B, N),
+// the sizes, eps^2 and G, in the system's scalar type.
+template <typename T>
+struct SystemArgs {
+  using scalar = T;
+  const T* x;
+  const T* mass;
+  int64_t B, N;
+  T eps2, G;
+};
+
+// Calls fn(SystemArgs<scalar_t>, std::integral_constant<int, D>) for pos's
+// dtype and dimension: the one place where the CPU kernels are dispatched.
+template <typename Fn>
+void with_system(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
+                 Fn&& fn) {
+  const at::Tensor x = to_soa(pos);
+  AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_cpu_kernel", [&] {
+    const SystemArgs<scalar_t> s{x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(),
+                                 pos.size(0),           pos.size(1),
+                                 static_cast<scalar_t>(softening * softening),
+                                 static_cast<scalar_t>(G)};
+    dispatch_dim(pos.size(2), [&](auto dim) { fn(s, dim); });
+  });
+}
+
+template <typename Args>
+using Scalar = typename std::decay_t<Args>::scalar;
+
 class CpuBackend final : public GravityBackend {
  public:
   void pair_forward(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
                     at::Tensor& acc, at::Tensor& phi) const override {
-    const at::Tensor x = to_soa(pos);
-    const int64_t B = pos.size(0), N = pos.size(1);
-    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_pair_forward_cpu", [&] {
-      const scalar_t eps2 = static_cast<scalar_t>(softening * softening);
-      const scalar_t g = static_cast<scalar_t>(G);
-      scalar_t* a = acc.defined() ? acc.data_ptr<scalar_t>() : nullptr;
-      scalar_t* p = phi.defined() ? phi.data_ptr<scalar_t>() : nullptr;
-      dispatch_dim(pos.size(2), [&](auto dim) {
-        constexpr int D = decltype(dim)::value;
-        const scalar_t* xp = x.data_ptr<scalar_t>();
-        const scalar_t* mp = mass.data_ptr<scalar_t>();
-        if (a && p) {
-          forward_kernel<scalar_t, D, true, true>(xp, mp, B, N, eps2, g, a, p);
-        } else if (a) {
-          forward_kernel<scalar_t, D, true, false>(xp, mp, B, N, eps2, g, a, p);
-        } else if (p) {
-          forward_kernel<scalar_t, D, false, true>(xp, mp, B, N, eps2, g, a, p);
-        }
-      });
+    with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      constexpr int D = decltype(dim)::value;
+      T* a = acc.defined() ? acc.data_ptr<T>() : nullptr;
+      T* p = phi.defined() ? phi.data_ptr<T>() : nullptr;
+      if (a && p) {
+        forward_kernel<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+      } else if (a) {
+        forward_kernel<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+      } else if (p) {
+        forward_kernel<T, D, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+      }
     });
   }
 
   void pair_forward_with_statistics(const at::Tensor& pos, const at::Tensor& mass,
                                     double softening, double G, at::Tensor& acc,
                                     at::Tensor& stats) const override {
-    const at::Tensor x = to_soa(pos);
-    const int64_t B = pos.size(0), N = pos.size(1);
-    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_pair_forward_with_statistics_cpu", [&] {
-      dispatch_dim(pos.size(2), [&](auto dim) {
-        forward_statistics_kernel<scalar_t, decltype(dim)::value>(
-            x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(), B, N,
-            static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
-            acc.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>());
-      });
+    with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      forward_statistics_kernel<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
+                                                         acc.data_ptr<T>(), stats.data_ptr<T>());
     });
   }
 
   void pair_backward(const at::Tensor& pos, const at::Tensor& mass, const at::Tensor& grad_acc,
                      double softening, double G, at::Tensor& grad_pos,
                      at::Tensor& grad_mass) const override {
-    const at::Tensor x = to_soa(pos);
-    const at::Tensor gsoa = to_soa(grad_acc);
-    const int64_t B = pos.size(0), N = pos.size(1);
-    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_pair_backward_cpu", [&] {
-      dispatch_dim(pos.size(2), [&](auto dim) {
-        backward_kernel<scalar_t, decltype(dim)::value>(
-            x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(), gsoa.data_ptr<scalar_t>(), B, N,
-            static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
-            grad_pos.data_ptr<scalar_t>(), grad_mass.data_ptr<scalar_t>());
-      });
+    const at::Tensor g = to_soa(grad_acc);
+    with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      backward_kernel<T, decltype(dim)::value>(s.x, s.mass, g.data_ptr<T>(), s.B, s.N, s.eps2,
+                                               s.G, grad_pos.data_ptr<T>(),
+                                               grad_mass.data_ptr<T>());
     });
   }
 
   void potential(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
                  at::Tensor& energy) const override {
-    const at::Tensor x = to_soa(pos);
-    const int64_t B = pos.size(0), N = pos.size(1);
-    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_potential_cpu", [&] {
-      dispatch_dim(pos.size(2), [&](auto dim) {
-        potential_kernel<scalar_t, decltype(dim)::value>(
-            x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(), B, N,
-            static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
-            energy.data_ptr<scalar_t>());
-      });
+    with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      potential_kernel<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
+                                                energy.data_ptr<T>());
     });
   }
 
   void pair_statistics(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
                        bool freefall, at::Tensor& stats) const override {
-    const at::Tensor x = to_soa(pos);
-    const int64_t B = pos.size(0), N = pos.size(1);
-    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_pair_statistics_cpu", [&] {
-      dispatch_dim(pos.size(2), [&](auto dim) {
-        constexpr int D = decltype(dim)::value;
-        auto run = freefall ? pair_statistics_kernel<scalar_t, D, true>
-                            : pair_statistics_kernel<scalar_t, D, false>;
-        run(x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(), B, N,
-            static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
-            stats.data_ptr<scalar_t>());
-      });
+    with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      constexpr int D = decltype(dim)::value;
+      auto run = freefall ? pair_statistics_kernel<T, D, true> : pair_statistics_kernel<T, D, false>;
+      run(s.x, s.mass, s.B, s.N, s.eps2, s.G, stats.data_ptr<T>());
     });
   }
 };
