@@ -70,6 +70,8 @@ for _n in RICH_NAMES + DELTA_MAG_NAMES:
         _UNITS[_n] = ("L" if ("r_com" in _n or "pair" in _n or "dx" in _n)
                       else "V" if ("speed" in _n or "dv" in _n) else "A")
 
+_UNIT_INDEX = {"M": 0, "L": 1, "V": 2, "A": 3, "T": 4, "1": 5}
+
 ANALYTIC_KINDS = ("basic", "rich")
 HISTORY_KINDS = ("delta_mag", "basic", "rich")
 _NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "delta_mag": DELTA_MAG_NAMES}
@@ -246,19 +248,25 @@ class FeatureScales:
             scales = dict(M0=M0, L0=L0, V0=(GM / L0).sqrt(), A0=GM / L0**2,
                           T0=(L0**3 / GM).sqrt())
             if not per_system:
-                scales = {k: float(v) for k, v in scales.items()}
-            return cls(**scales)
+                return cls(**{k: float(v) for k, v in scales.items()})
+            # M0, L0 > 0 were checked above, so every scale is positive: skip the
+            # per-field checks of __post_init__ (ten more reductions per call)
+            out = object.__new__(cls)
+            for k, v in scales.items():
+                object.__setattr__(out, k, v)
+            return out
 
     def divisor(self, names: Sequence[str], like: Tensor) -> Tensor:
         """Per-feature divisors for ``names``: shape ``(F,)`` or ``batch_shape + (F,)``."""
-        unit = {"1": 1.0, "M": self.M0, "L": self.L0, "V": self.V0, "A": self.A0, "T": self.T0}
-        cols = [unit[_UNITS[n]] for n in names]
-        shape = next((c.shape for c in cols if isinstance(c, Tensor)), None)
+        units = [self.M0, self.L0, self.V0, self.A0, self.T0, 1.0]  # order of _UNIT_INDEX
+        index = [_UNIT_INDEX[_UNITS[n]] for n in names]
+        shape = next((u.shape for u in units if isinstance(u, Tensor)), None)
         if shape is None:
-            return like.new_tensor(cols)
-        return torch.stack(
-            [c.to(like) if isinstance(c, Tensor) else like.new_full(shape, c) for c in cols], -1
+            return like.new_tensor([units[i] for i in index])
+        table = torch.stack(
+            [u.to(like) if isinstance(u, Tensor) else like.new_full(shape, u) for u in units], -1
         )
+        return table[..., index]
 
     def to_dict(self) -> dict[str, float]:
         """Plain floats (only for scalar scales), e.g. for a checkpoint or config."""
