@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from aits.ops import pair_statistics
-from aits.state import SystemState
+from aits.state import SystemState, center_of_mass_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from aits.history import HistoryBuffer
@@ -236,25 +236,30 @@ class FeatureScales:
         with torch.no_grad():
             M0 = state.total_mass()
             r = (state.pos - state.center_of_mass().unsqueeze(-2)).norm(dim=-1)
-            L0 = r.pow(2).mean(-1).sqrt()
-            if not (M0 > 0).all() or not (L0 > 0).all():
-                raise ValueError(
-                    "FeatureScales.from_state: every system needs a total mass > 0 and "
-                    "bodies not all at one point"
-                )
-            if not per_system:
-                M0, L0 = M0.mean(), L0.mean()
-            GM = state.G * M0
-            scales = dict(M0=M0, L0=L0, V0=(GM / L0).sqrt(), A0=GM / L0**2,
-                          T0=(L0**3 / GM).sqrt())
-            if not per_system:
-                return cls(**{k: float(v) for k, v in scales.items()})
-            # M0, L0 > 0 were checked above, so every scale is positive: skip the
-            # per-field checks of __post_init__ (ten more reductions per call)
-            out = object.__new__(cls)
-            for k, v in scales.items():
-                object.__setattr__(out, k, v)
-            return out
+            return cls.from_mass_and_length(M0, r.pow(2).mean(-1).sqrt(), state.G, per_system)
+
+    @classmethod
+    def from_mass_and_length(
+        cls, M0: Tensor, L0: Tensor, G: float, per_system: bool = True
+    ) -> FeatureScales:
+        """:meth:`from_state` from its mass and length units (``batch_shape`` each)."""
+        if not bool(((M0 > 0) & (L0 > 0)).all()):
+            raise ValueError(
+                "FeatureScales.from_state: every system needs a total mass > 0 and "
+                "bodies not all at one point"
+            )
+        if not per_system:
+            M0, L0 = M0.mean(), L0.mean()
+        GM = G * M0
+        scales = dict(M0=M0, L0=L0, V0=(GM / L0).sqrt(), A0=GM / L0**2, T0=(L0**3 / GM).sqrt())
+        if not per_system:
+            return cls(**{k: float(v) for k, v in scales.items()})
+        # M0, L0 > 0 were checked above, so every scale is positive: skip the
+        # per-field checks of __post_init__ (ten more reductions per call)
+        out = object.__new__(cls)
+        for k, v in scales.items():
+            object.__setattr__(out, k, v)
+        return out
 
     def divisor(self, names: Sequence[str], like: Tensor) -> Tensor:
         """Per-feature divisors for ``names``: shape ``(F,)`` or ``batch_shape + (F,)``."""
@@ -309,29 +314,39 @@ def analytic_features(
     """
     if kind not in ANALYTIC_KINDS:
         raise ValueError(f"unknown analytic feature kind {kind!r}; valid: {', '.join(ANALYTIC_KINDS)}")
-    massive = (state.mass.sum(-1) > 0)[..., None, None]
-    acc = torch.where(massive, state.acceleration().detach(), 0.0)  # zero-mass systems: a = 0
-    x = state.pos.detach()
-    m = state.mass.detach()
-    r = (x - state.center_of_mass().detach().unsqueeze(-2)).norm(dim=-1)
-    s = (state.vel.detach() - state.center_of_mass_velocity().detach().unsqueeze(-2)).norm(dim=-1)
-    a = acc.norm(dim=-1)
-    if pairs is None:
-        pairs = state_pair_stats(state)
-    r_mean, r_max, r_min, r_rms = _mean_max_min_rms(r)
-    s_mean, s_max, s_min, s_rms = _mean_max_min_rms(s)
-    a_mean, a_max, a_min, a_rms = _mean_max_min_rms(a)
-    full = lambda v: x.new_full(state.batch_shape, float(v))  # noqa: E731
-    cols = [full(state.n_bodies), full(state.dim), m.sum(-1), r_mean, r_max, s_mean, s_max,
-            a_mean, a_max, pairs.min_dist, pairs.mean_dist]
-    if kind == "rich":
-        m_mean = m.mean(-1)
-        cols += [m_mean, m.amin(-1), m.amax(-1), (m - m_mean.unsqueeze(-1)).pow(2).mean(-1).sqrt(),
-                 r_min, r_rms, s_min, s_rms, a_min, a_rms, pairs.max_dist, full(state.softening)]
-    feats = torch.stack(cols, -1)
+    feats, _, _ = _analytic_raw(state, kind, pairs)
     if scales is not None:
         feats = feats / scales.divisor(_NAMES[kind], feats)
     return feats
+
+
+def _analytic_raw(
+    state: SystemState, kind: str, pairs: PairStats | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Unnormalised analytic features ``batch_shape + (F,)``, and the total mass and
+    rms distance from the centre of mass (``batch_shape`` each: the units of the
+    ``"state"`` normalisation, see :meth:`FeatureScales.from_state`)."""
+    x, v, m = state.pos.detach(), state.vel.detach(), state.mass.detach()
+    total = m.sum(-1)
+    w = center_of_mass_weights(m).unsqueeze(-1)
+    acc = torch.where((total > 0)[..., None, None], state.acceleration().detach(), 0.0)
+    # |x - x_com|, |v - v_com|, |a| of every body at once: (..., 3, N)
+    mags = torch.stack([x - (w * x).sum(-2, keepdim=True), v - (w * v).sum(-2, keepdim=True),
+                        acc], -3).norm(dim=-1)
+    if pairs is None:
+        pairs = state_pair_stats(state)
+    rms = mags.square().mean(-1).sqrt()
+    lead = x.new_tensor([float(state.n_bodies), float(state.dim)]).expand(state.batch_shape + (2,))
+    cols = [lead, total.unsqueeze(-1),
+            torch.stack([mags.mean(-1), mags.amax(-1)], -1).flatten(-2),  # r, s, a: mean, max
+            torch.stack([pairs.min_dist, pairs.mean_dist], -1)]
+    if kind == "rich":
+        m_mean = m.mean(-1)
+        cols += [torch.stack([m_mean, m.amin(-1), m.amax(-1),
+                              (m - m_mean.unsqueeze(-1)).pow(2).mean(-1).sqrt()], -1),
+                 torch.stack([mags.amin(-1), rms], -1).flatten(-2),  # r, s, a: min, rms
+                 torch.stack([pairs.max_dist, torch.full_like(total, state.softening)], -1)]
+    return torch.cat(cols, -1), total, rms[..., 0]
 
 
 # ------------------------------------------------------------------------------- history
@@ -464,8 +479,13 @@ class FeatureSpec:
         :attr:`history_dim` > 0. ``pairs``: the state's :func:`pairwise_stats`, when
         the caller already has them.
         """
-        scales = self.scales_for(state)
-        feats = analytic_features(state, self.kind, scales, pairs)
+        feats, M0, L0 = _analytic_raw(state, self.kind, pairs)
+        if self.normalize == "state":  # the units come with the features: no second pass
+            scales = FeatureScales.from_mass_and_length(M0, L0, state.G)
+        else:
+            scales = self.scales_for(state)
+        if scales is not None:
+            feats = feats / scales.divisor(_NAMES[self.kind], feats)
         if self.history_dim == 0:
             return feats
         if history is None:

@@ -322,12 +322,16 @@ class SystemState:
         return self.replace(pos=pos, vel=vel)
 
 
-def _weighted_mean(x: Tensor, mass: Tensor) -> Tensor:
-    """``sum m x / sum m`` over bodies, the plain mean where ``sum m == 0``."""
+def center_of_mass_weights(mass: Tensor) -> Tensor:
+    """``m_i / sum m`` per body, shape of ``mass``; ``1 / N`` where ``sum m == 0``."""
     total = mass.sum(-1, keepdim=True)
     safe = torch.where(total > 0, total, torch.ones_like(total))
-    w = torch.where(total > 0, mass / safe, torch.full_like(mass, 1.0 / max(mass.shape[-1], 1)))
-    return (w.unsqueeze(-1) * x).sum(-2)
+    return torch.where(total > 0, mass / safe, torch.full_like(mass, 1.0 / max(mass.shape[-1], 1)))
+
+
+def _weighted_mean(x: Tensor, mass: Tensor) -> Tensor:
+    """``sum m x / sum m`` over bodies, the plain mean where ``sum m == 0``."""
+    return (center_of_mass_weights(mass).unsqueeze(-1) * x).sum(-2)
 
 
 def _as_dt(state: SystemState, dt: Tensor | float) -> Tensor:
