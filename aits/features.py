@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from aits.ops import pair_statistics
-from aits.state import SystemState
+from aits.state import SystemState, center_of_mass_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from aits.history import HistoryBuffer
@@ -69,6 +69,8 @@ for _n in RICH_NAMES + DELTA_MAG_NAMES:
     if _n not in _UNITS:
         _UNITS[_n] = ("L" if ("r_com" in _n or "pair" in _n or "dx" in _n)
                       else "V" if ("speed" in _n or "dv" in _n) else "A")
+
+_UNIT_INDEX = {"M": 0, "L": 1, "V": 2, "A": 3, "T": 4, "1": 5}
 
 ANALYTIC_KINDS = ("basic", "rich")
 HISTORY_KINDS = ("delta_mag", "basic", "rich")
@@ -102,13 +104,14 @@ def pairwise_stats(
     freefall: bool = False,
 ) -> PairStats:
     """Min/mean/max pairwise distance and, with ``freefall``, the minimum pairwise
-    free-fall time ``sqrt((r^2 + eps^2)^(3/2) / (G (m_i + m_j)))``.
+    free-fall time ``sqrt(s^3 / (G (m_i + m_j)))``.
 
     Args:
         pos: ``(..., N, D)``; mass: ``(..., N)``.
     Returns:
-        :class:`PairStats` of ``batch_shape`` tensors; distances are unsoftened. With
-        ``N < 2`` the distances are 0 and the free-fall time ``inf``.
+        :class:`PairStats` of ``batch_shape`` tensors. Distances are the softened
+        ``s = sqrt(r^2 + eps^2)`` the force sees (the plain ones when ``eps == 0``).
+        With ``N < 2`` the distances are 0 and the free-fall time ``inf``.
 
     On the CPU this is one native pass over the pairs i < j
     (:func:`aits.ops.pair_statistics`, O(N) memory); elsewhere it falls back to
@@ -158,13 +161,16 @@ def pairwise_stats_chunked(
     for s in range(0, n, rows):
         e = min(n, s + rows)
         d = torch.cdist(x[:, s:e], x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, c, N)
+        d = d.square_().add_(eps2).sqrt_()  # softened distances
+        self_pairs = d.diagonal(offset=s, dim1=-2, dim2=-1)
+        self_pairs.fill_(0.0)  # self pairs out of the sum and the max
         dsum += d.sum((-1, -2))
         dmax = torch.maximum(dmax, d.amax((-1, -2)))
-        d.diagonal(offset=s, dim1=-2, dim2=-1).fill_(math.inf)  # self pairs out of the min
+        self_pairs.fill_(math.inf)  # ... and out of the minima
         dmin = torch.minimum(dmin, d.amin((-1, -2)))
         if freefall:
             msum = m[:, s:e].unsqueeze(-1) + m.unsqueeze(-2)
-            tff2 = (d.square_() + eps2).pow_(1.5).div_(msum * G)
+            tff2 = d.pow_(3).div_(msum * G)
             tmin = torch.minimum(tmin, tff2.amin((-1, -2)))
     mean = dsum / (n * (n - 1))
     return PairStats(
@@ -173,9 +179,18 @@ def pairwise_stats_chunked(
     )
 
 
+def state_pair_stats(state: SystemState, freefall: bool = False) -> PairStats:
+    """:func:`pairwise_stats` of ``state``: its cached ``pair_stats`` (filled by
+    :func:`aits.state.step`) when present, else one pass over the pairs."""
+    s = state.pair_stats
+    if s is not None:
+        return PairStats(s[..., 0], s[..., 1], s[..., 2], s[..., 3] if freefall else None)
+    return pairwise_stats(state.pos, state.mass, state.softening, state.G, freefall=freefall)
+
+
 def min_freefall_time(state: SystemState) -> Tensor:
     """Minimum pairwise free-fall time of each system (a dynamical time); ``batch_shape``."""
-    return pairwise_stats(state.pos, state.mass, state.softening, state.G, freefall=True).min_freefall
+    return state_pair_stats(state, freefall=True).min_freefall
 
 
 # --------------------------------------------------------------------------------- scales
@@ -183,7 +198,7 @@ def min_freefall_time(state: SystemState) -> Tensor:
 
 def _as_scale(name: str, value) -> Tensor | float:
     if isinstance(value, Tensor):
-        if not (value > 0).all() or not torch.isfinite(value).all():
+        if not bool(((value > 0) & torch.isfinite(value)).all()):  # one read-back
             raise ValueError(f"FeatureScales.{name} must be finite and > 0")
         return value.detach()
     v = float(value)
@@ -221,31 +236,42 @@ class FeatureScales:
         with torch.no_grad():
             M0 = state.total_mass()
             r = (state.pos - state.center_of_mass().unsqueeze(-2)).norm(dim=-1)
-            L0 = r.pow(2).mean(-1).sqrt()
-            if not (M0 > 0).all() or not (L0 > 0).all():
-                raise ValueError(
-                    "FeatureScales.from_state: every system needs a total mass > 0 and "
-                    "bodies not all at one point"
-                )
-            if not per_system:
-                M0, L0 = M0.mean(), L0.mean()
-            GM = state.G * M0
-            scales = dict(M0=M0, L0=L0, V0=(GM / L0).sqrt(), A0=GM / L0**2,
-                          T0=(L0**3 / GM).sqrt())
-            if not per_system:
-                scales = {k: float(v) for k, v in scales.items()}
-            return cls(**scales)
+            return cls.from_mass_and_length(M0, r.pow(2).mean(-1).sqrt(), state.G, per_system)
+
+    @classmethod
+    def from_mass_and_length(
+        cls, M0: Tensor, L0: Tensor, G: float, per_system: bool = True
+    ) -> FeatureScales:
+        """:meth:`from_state` from its mass and length units (``batch_shape`` each)."""
+        if not bool(((M0 > 0) & (L0 > 0)).all()):
+            raise ValueError(
+                "FeatureScales.from_state: every system needs a total mass > 0 and "
+                "bodies not all at one point"
+            )
+        if not per_system:
+            M0, L0 = M0.mean(), L0.mean()
+        GM = G * M0
+        scales = dict(M0=M0, L0=L0, V0=(GM / L0).sqrt(), A0=GM / L0**2, T0=(L0**3 / GM).sqrt())
+        if not per_system:
+            return cls(**{k: float(v) for k, v in scales.items()})
+        # M0, L0 > 0 were checked above, so every scale is positive: skip the
+        # per-field checks of __post_init__ (ten more reductions per call)
+        out = object.__new__(cls)
+        for k, v in scales.items():
+            object.__setattr__(out, k, v)
+        return out
 
     def divisor(self, names: Sequence[str], like: Tensor) -> Tensor:
         """Per-feature divisors for ``names``: shape ``(F,)`` or ``batch_shape + (F,)``."""
-        unit = {"1": 1.0, "M": self.M0, "L": self.L0, "V": self.V0, "A": self.A0, "T": self.T0}
-        cols = [unit[_UNITS[n]] for n in names]
-        shape = next((c.shape for c in cols if isinstance(c, Tensor)), None)
+        units = [self.M0, self.L0, self.V0, self.A0, self.T0, 1.0]  # order of _UNIT_INDEX
+        index = [_UNIT_INDEX[_UNITS[n]] for n in names]
+        shape = next((u.shape for u in units if isinstance(u, Tensor)), None)
         if shape is None:
-            return like.new_tensor(cols)
-        return torch.stack(
-            [c.to(like) if isinstance(c, Tensor) else like.new_full(shape, c) for c in cols], -1
+            return like.new_tensor([units[i] for i in index])
+        table = torch.stack(
+            [u.to(like) if isinstance(u, Tensor) else like.new_full(shape, u) for u in units], -1
         )
+        return table[..., index]
 
     def to_dict(self) -> dict[str, float]:
         """Plain floats (only for scalar scales), e.g. for a checkpoint or config."""
@@ -274,38 +300,53 @@ def feature_names(kind: str) -> tuple[str, ...]:
 
 @torch.no_grad()
 def analytic_features(
-    state: SystemState, kind: str = "basic", scales: FeatureScales | None = None
+    state: SystemState,
+    kind: str = "basic",
+    scales: FeatureScales | None = None,
+    pairs: PairStats | None = None,
 ) -> Tensor:
     """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for ``rich``.
 
-    Reuses ``state.acc`` when cached (else one force evaluation). Finite for any
+    Reuses ``state.acc`` when cached (else one force evaluation) and ``pairs``, the
+    state's :func:`pairwise_stats`, when given (else :func:`state_pair_stats`). Finite for any
     finite state, including zero-mass systems (the centre of mass then falls back
     to the plain mean); a step that produced NaN acceleration gives NaN features.
     """
     if kind not in ANALYTIC_KINDS:
         raise ValueError(f"unknown analytic feature kind {kind!r}; valid: {', '.join(ANALYTIC_KINDS)}")
-    massive = (state.mass.sum(-1) > 0)[..., None, None]
-    acc = torch.where(massive, state.acceleration().detach(), 0.0)  # zero-mass systems: a = 0
-    x = state.pos.detach()
-    m = state.mass.detach()
-    r = (x - state.center_of_mass().detach().unsqueeze(-2)).norm(dim=-1)
-    s = (state.vel.detach() - state.center_of_mass_velocity().detach().unsqueeze(-2)).norm(dim=-1)
-    a = acc.norm(dim=-1)
-    pairs = pairwise_stats(x, m, state.softening, state.G)
-    r_mean, r_max, r_min, r_rms = _mean_max_min_rms(r)
-    s_mean, s_max, s_min, s_rms = _mean_max_min_rms(s)
-    a_mean, a_max, a_min, a_rms = _mean_max_min_rms(a)
-    full = lambda v: x.new_full(state.batch_shape, float(v))  # noqa: E731
-    cols = [full(state.n_bodies), full(state.dim), m.sum(-1), r_mean, r_max, s_mean, s_max,
-            a_mean, a_max, pairs.min_dist, pairs.mean_dist]
-    if kind == "rich":
-        m_mean = m.mean(-1)
-        cols += [m_mean, m.amin(-1), m.amax(-1), (m - m_mean.unsqueeze(-1)).pow(2).mean(-1).sqrt(),
-                 r_min, r_rms, s_min, s_rms, a_min, a_rms, pairs.max_dist, full(state.softening)]
-    feats = torch.stack(cols, -1)
+    feats, _, _ = _analytic_raw(state, kind, pairs)
     if scales is not None:
         feats = feats / scales.divisor(_NAMES[kind], feats)
     return feats
+
+
+def _analytic_raw(
+    state: SystemState, kind: str, pairs: PairStats | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Unnormalised analytic features ``batch_shape + (F,)``, and the total mass and
+    rms distance from the centre of mass (``batch_shape`` each: the units of the
+    ``"state"`` normalisation, see :meth:`FeatureScales.from_state`)."""
+    x, v, m = state.pos.detach(), state.vel.detach(), state.mass.detach()
+    total = m.sum(-1)
+    w = center_of_mass_weights(m).unsqueeze(-1)
+    acc = torch.where((total > 0)[..., None, None], state.acceleration().detach(), 0.0)
+    # |x - x_com|, |v - v_com|, |a| of every body at once: (..., 3, N)
+    mags = torch.stack([x - (w * x).sum(-2, keepdim=True), v - (w * v).sum(-2, keepdim=True),
+                        acc], -3).norm(dim=-1)
+    if pairs is None:
+        pairs = state_pair_stats(state)
+    rms = mags.square().mean(-1).sqrt()
+    lead = x.new_tensor([float(state.n_bodies), float(state.dim)]).expand(state.batch_shape + (2,))
+    cols = [lead, total.unsqueeze(-1),
+            torch.stack([mags.mean(-1), mags.amax(-1)], -1).flatten(-2),  # r, s, a: mean, max
+            torch.stack([pairs.min_dist, pairs.mean_dist], -1)]
+    if kind == "rich":
+        m_mean = m.mean(-1)
+        cols += [torch.stack([m_mean, m.amin(-1), m.amax(-1),
+                              (m - m_mean.unsqueeze(-1)).pow(2).mean(-1).sqrt()], -1),
+                 torch.stack([mags.amin(-1), rms], -1).flatten(-2),  # r, s, a: min, rms
+                 torch.stack([pairs.max_dist, torch.full_like(total, state.softening)], -1)]
+    return torch.cat(cols, -1), total, rms[..., 0]
 
 
 # ------------------------------------------------------------------------------- history
@@ -426,16 +467,25 @@ class FeatureSpec:
         return FeatureScales.from_state(state, per_system=True)
 
     def __call__(
-        self, state: SystemState, history: HistoryBuffer | Sequence[SystemState | None] | None = None
+        self,
+        state: SystemState,
+        history: HistoryBuffer | Sequence[SystemState | None] | None = None,
+        pairs: PairStats | None = None,
     ) -> Tensor:
         """Features of ``state`` (and ``history``): shape ``batch_shape + (dim,)``.
 
         ``history`` is a :class:`~aits.history.HistoryBuffer` or its window (a list
         of ``history_len`` states, ``None`` for padding); required when
-        :attr:`history_dim` > 0.
+        :attr:`history_dim` > 0. ``pairs``: the state's :func:`pairwise_stats`, when
+        the caller already has them.
         """
-        scales = self.scales_for(state)
-        feats = analytic_features(state, self.kind, scales)
+        feats, M0, L0 = _analytic_raw(state, self.kind, pairs)
+        if self.normalize == "state":  # the units come with the features: no second pass
+            scales = FeatureScales.from_mass_and_length(M0, L0, state.G)
+        else:
+            scales = self.scales_for(state)
+        if scales is not None:
+            feats = feats / scales.divisor(_NAMES[self.kind], feats)
         if self.history_dim == 0:
             return feats
         if history is None:

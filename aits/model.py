@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from aits.features import FeatureSpec, min_freefall_time
+from aits.features import FeatureSpec, state_pair_stats
 from aits.state import SystemState
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
@@ -149,9 +149,15 @@ class TimeStepNet(nn.Module):
             dt = dt * t_dyn.to(dt.dtype)
         return dt
 
+    def inputs(self, state: SystemState, history=None) -> tuple[Tensor, Tensor | None]:
+        """The network's inputs for ``state``: features ``batch_shape + (in_features,)``
+        and, for ``output="dynamical"``, the minimum pairwise free-fall time
+        ``batch_shape`` (else ``None``). One pass over the body pairs serves both."""
+        pairs = state_pair_stats(state, freefall=self.output == "dynamical")
+        return self.spec(state, history, pairs), pairs.min_freefall
+
     def predict_dt(self, state: SystemState, history=None) -> Tensor:
         """``dt`` for ``state`` (shape ``batch_shape``, state's dtype), computing the
         features (and ``t_dyn``) from ``state`` and ``history``."""
-        feats = self.spec(state, history)
-        t_dyn = min_freefall_time(state) if self.output == "dynamical" else None
+        feats, t_dyn = self.inputs(state, history)
         return self(feats, t_dyn).to(state.dtype)

@@ -46,10 +46,10 @@ def pair_statistics(
 ) -> Tensor:
     """Pairwise statistics per system: ``(4,)`` for ``pos (N, D)``, ``(B, 4)`` for ``(B, N, D)``.
 
-    Columns: min, mean and max of the unsoftened distances ``|x_i - x_j|`` over
-    pairs ``i != j``, and the minimum pairwise free-fall time
-    ``sqrt((|x_i - x_j|^2 + softening^2)^(3/2) / (G (m_i + m_j)))`` (NaN unless
-    ``freefall``). With fewer than two bodies the distances are 0 and the time inf.
+    Columns: min, mean and max of the softened distances
+    ``s_ij = sqrt(|x_i - x_j|^2 + softening^2)`` over pairs ``i != j`` (the plain
+    distances when ``softening == 0``), and the minimum pairwise free-fall time
+    ``sqrt(s_ij^3 / (G (m_i + m_j)))`` (NaN unless ``freefall``). With fewer than two bodies the distances are 0 and the time inf.
     One O(N^2) pass over pairs i < j with O(N) memory; CPU only, not differentiable.
     """
     return _ops.pair_statistics(pos, mass, float(softening), float(G), bool(freefall))
@@ -71,14 +71,37 @@ def leapfrog_step(
     ``dt`` is a tensor (0-d, or ``(B,)`` for a batch) of ``pos``'s dtype; a plain
     Python number is turned into a 0-d tensor.
     """
+    pos1, vel1, acc1, _ = _ops.leapfrog_step(
+        pos, vel, mass, _as_dt(pos, dt), float(softening), float(G), acc, False
+    )
+    return pos1, vel1, acc1
+
+
+def leapfrog_step_with_statistics(
+    pos: Tensor,
+    vel: Tensor,
+    mass: Tensor,
+    dt: Tensor,
+    softening: float = 0.0,
+    G: float = 1.0,
+    acc: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`leapfrog_step` that also returns ``pair_statistics(pos1)`` (``(4,)`` or
+    ``(B, 4)``, free-fall time included, not differentiable), computed in the same
+    pass over the pairs as ``acc1`` on the CPU: the next step's features then cost
+    no extra O(N^2) work."""
+    return _ops.leapfrog_step(pos, vel, mass, _as_dt(pos, dt), float(softening), float(G), acc, True)
+
+
+def _as_dt(pos: Tensor, dt) -> Tensor:
     if isinstance(dt, (int, float)) and not isinstance(dt, bool):
-        dt = torch.tensor(float(dt), dtype=pos.dtype, device=pos.device)
-    elif not isinstance(dt, Tensor):
+        return torch.tensor(float(dt), dtype=pos.dtype, device=pos.device)
+    if not isinstance(dt, Tensor):
         raise TypeError(
             f"aits.leapfrog_step: dt must be a torch.Tensor (0-d or (B,)) or a number, got "
             f"{type(dt).__name__}; use torch.as_tensor(dt, dtype=pos.dtype)."
         )
-    return _ops.leapfrog_step(pos, vel, mass, dt, float(softening), float(G), acc)
+    return dt
 
 
 # --------------------------------------------------------------------------- fake kernels
@@ -110,8 +133,9 @@ def _pair_statistics_fake(pos, mass, softening=0.0, G=1.0, freefall=True):
 
 
 @torch.library.register_fake("aits::leapfrog_step")
-def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None):
-    return torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos)
+def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, statistics=False):
+    stats = pos.new_empty(pos.shape[:-2] + (4,)) if statistics else pos.new_empty(0)
+    return torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos), stats
 
 
 @torch.library.register_fake("aits::leapfrog_step_backward")
@@ -134,7 +158,8 @@ def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def _accelerations_setup(ctx, inputs, output):
+def _save_pos_mass(ctx, inputs, output):
+    """setup_context of the ops with inputs (pos, mass, softening, G)."""
     pos, mass, softening, G = inputs
     ctx.save_for_backward(pos, mass)
     ctx.softening, ctx.G = softening, G
@@ -146,12 +171,6 @@ def _accelerations_backward(ctx, grad_acc):
     return grad_pos, grad_mass, None, None
 
 
-def _potential_setup(ctx, inputs, output):
-    pos, mass, softening, G = inputs
-    ctx.save_for_backward(pos, mass)
-    ctx.softening, ctx.G = softening, G
-
-
 def _potential_backward(ctx, grad_energy):
     pos, mass = ctx.saved_tensors
     grad_pos, grad_mass = _ops.potential_energy_backward(
@@ -161,14 +180,15 @@ def _potential_backward(ctx, grad_energy):
 
 
 def _leapfrog_setup(ctx, inputs, output):
-    pos, vel, mass, dt, softening, G, acc = inputs
-    pos1, _, acc1 = output
+    pos, vel, mass, dt, softening, G, acc = inputs[:7]
+    pos1, _, acc1, stats = output
+    ctx.mark_non_differentiable(stats)
     ctx.has_acc = acc is not None
     ctx.save_for_backward(pos, vel, mass, dt, pos1, acc1, acc if acc is not None else None)
     ctx.softening, ctx.G = softening, G
 
 
-def _leapfrog_backward(ctx, grad_pos1, grad_vel1, grad_acc1):
+def _leapfrog_backward(ctx, grad_pos1, grad_vel1, grad_acc1, grad_stats):
     pos, vel, mass, dt, pos1, acc1, acc = ctx.saved_tensors
     grad_pos, grad_vel, grad_mass, grad_dt, grad_acc = _ops.leapfrog_step_backward(
         _or_zeros(grad_pos1, pos),
@@ -184,7 +204,7 @@ def _leapfrog_backward(ctx, grad_pos1, grad_vel1, grad_acc1):
         ctx.softening,
         ctx.G,
     )
-    return grad_pos, grad_vel, grad_mass, grad_dt, None, None, grad_acc if ctx.has_acc else None
+    return grad_pos, grad_vel, grad_mass, grad_dt, None, None, grad_acc if ctx.has_acc else None, None
 
 
 def _no_double_backward(name: str):
@@ -203,10 +223,10 @@ def _setup_nothing(ctx, inputs, output):
 
 
 torch.library.register_autograd(
-    "aits::accelerations", _accelerations_backward, setup_context=_accelerations_setup
+    "aits::accelerations", _accelerations_backward, setup_context=_save_pos_mass
 )
 torch.library.register_autograd(
-    "aits::potential_energy", _potential_backward, setup_context=_potential_setup
+    "aits::potential_energy", _potential_backward, setup_context=_save_pos_mass
 )
 torch.library.register_autograd(
     "aits::leapfrog_step", _leapfrog_backward, setup_context=_leapfrog_setup

@@ -47,7 +47,7 @@ from torch import Tensor
 from aits.checkpoint import CheckpointError, restore_model
 from aits.config import ConfigError, TrainConfig
 from aits.distributed import Group, shard_range
-from aits.features import FeatureScales, FeatureSpec, min_freefall_time
+from aits.features import FeatureScales, FeatureSpec
 from aits.gate import EnergyGate, energy_scale, relative_energy_error
 from aits.history import HistoryBuffer
 from aits.ics import kepler_batch, load_state
@@ -141,15 +141,20 @@ def take(state: SystemState, index: Tensor | int) -> SystemState:
         field = TidalField(field.mass, field.position[index])
     return SystemState(pos=state.pos[index], vel=state.vel[index], mass=state.mass[index],
                        time=state.time[index], softening=state.softening, G=state.G,
-                       acc=None if state.acc is None else state.acc[index], field=field)
+                       acc=None if state.acc is None else state.acc[index], field=field,
+                       pair_stats=None if state.pair_stats is None else state.pair_stats[index])
 
 
 def select(mask: Tensor, a: SystemState, b: SystemState) -> SystemState:
     """Per system ``a`` where ``mask (B,)`` else ``b`` (same masses and field);
     both must have ``acc`` cached."""
     m3 = mask[:, None, None]
+    stats = None
+    if a.pair_stats is not None and b.pair_stats is not None:
+        stats = torch.where(mask[:, None], a.pair_stats, b.pair_stats)
     return a.replace(pos=torch.where(m3, a.pos, b.pos), vel=torch.where(m3, a.vel, b.vel),
-                     acc=torch.where(m3, a.acc, b.acc), time=torch.where(mask, a.time, b.time))
+                     acc=torch.where(m3, a.acc, b.acc), time=torch.where(mask, a.time, b.time),
+                     pair_stats=stats)
 
 
 def _take_window(window: Sequence[SystemState] | None, index: Tensor | int) -> Window | None:
@@ -219,8 +224,8 @@ class Trajectory:
     def build(cls, model: TimeStepNet, states: SystemState, window: list[SystemState] | None,
               dt: Tensor) -> Trajectory:
         """Stack-ready pieces -> a trajectory with features, ``t_dyn`` and energies."""
-        t_dyn = min_freefall_time(states) if model.output == "dynamical" else None
-        return cls(states, window, dt, model.spec(states, window), t_dyn,
+        features, t_dyn = model.inputs(states, window)
+        return cls(states, window, dt, features, t_dyn,
                    states.total_energy(), energy_scale(states))
 
     def errors(self, model: TimeStepNet, index: Tensor, gate: EnergyGate,
@@ -308,9 +313,14 @@ class Trainer:
         field = state.field
         if field is not None and field.position.dim() == 2:
             field = TidalField(field.mass, g(field.position))
+
+        def maybe(t: Tensor | None) -> Tensor | None:
+            return None if t is None else g(t)
+
         return SystemState(pos=g(state.pos), vel=g(state.vel), mass=g(state.mass),
                            time=g(state.time), softening=state.softening, G=state.G,
-                           acc=None if state.acc is None else g(state.acc), field=field)
+                           acc=maybe(state.acc), field=field,
+                           pair_stats=maybe(state.pair_stats))
 
     def _predict(self, state: SystemState, window: Window | None) -> Tensor:
         """``dt`` of the live shard, through DDP's forward when distributed (its
@@ -548,7 +558,8 @@ def state_to_dict(state: SystemState) -> dict:
     """A :class:`SystemState` as plain tensors and numbers (checkpoint-safe)."""
     f = state.field
     return {"pos": state.pos, "vel": state.vel, "mass": state.mass, "time": state.time,
-            "acc": state.acc, "softening": state.softening, "G": state.G,
+            "acc": state.acc, "pair_stats": state.pair_stats,
+            "softening": state.softening, "G": state.G,
             "field": None if f is None else {"mass": f.mass, "position": f.position}}
 
 
@@ -557,7 +568,8 @@ def state_from_dict(d: dict, device: torch.device | None = None) -> SystemState:
     f = d["field"]
     field = None if f is None else TidalField(f["mass"], f["position"])
     state = SystemState(pos=d["pos"], vel=d["vel"], mass=d["mass"], time=d["time"],
-                        softening=d["softening"], G=d["G"], acc=d["acc"], field=field)
+                        softening=d["softening"], G=d["G"], acc=d["acc"], field=field,
+                        pair_stats=d.get("pair_stats"))
     return state.to(device=device)
 
 

@@ -78,7 +78,8 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
                       repeats: int = 7) -> dict[str, float]:
     """Seconds of one force evaluation, of the model-policy step and of its parts,
     and ``ratio`` = model-policy step / force evaluation."""
-    state = system(n, device).with_acceleration()  # a step's start state: acc cached
+    # a start state as a rollout has it: the previous step cached acc and the pair statistics
+    state = step(system(n, device).with_acceleration(), 1e-4)
     policy = ModelPolicy(model_net(state, checkpoint))
     net = policy.net
     feats = net.spec(state)

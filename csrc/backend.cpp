@@ -15,6 +15,14 @@ registry() {
 
 }  // namespace
 
+void GravityBackend::pair_forward_with_statistics(const at::Tensor& pos, const at::Tensor& mass,
+                                                  double softening, double G, at::Tensor& acc,
+                                                  at::Tensor& stats) const {
+  at::Tensor none;
+  pair_forward(pos, mass, softening, G, acc, none);
+  pair_statistics(pos, mass, softening, G, /*freefall=*/true, stats);
+}
+
 void GravityBackend::pair_statistics(const at::Tensor& pos, const at::Tensor&, double, double,
                                      bool, at::Tensor&) const {
   TORCH_CHECK(false, "aits.pair_statistics has no kernel for device '", pos.device().str(),

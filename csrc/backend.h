@@ -1,7 +1,9 @@
 // The seam between the device-independent op layer (ops.cpp) and the device
 // back ends (cpu/, cuda/). A back end supplies three primitive kernels with the
-// same signature on every device; everything else (checks, batching, the
-// leapfrog composition, backward formulas) is written once in ops.cpp.
+// same signature on every device (pair_forward, pair_backward, potential) and
+// may add the pair statistics (pair_statistics, and its fusion with the force
+// pass); everything else (checks, batching, the leapfrog composition, backward
+// formulas) is written once in ops.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -36,9 +38,16 @@ class GravityBackend {
                          double softening, double G,
                          at::Tensor& energy) const = 0;
 
-  // stats (B, 4): min, mean and max of the unsoftened pairwise distances over
-  // i != j, and the minimum pairwise free-fall time
-  // sqrt((r^2 + eps^2)^(3/2) / (G (m_i + m_j))) when `freefall` (else NaN).
+  // acc as pair_forward and stats as pair_statistics (with the free-fall
+  // time), of the same positions. The default runs the two one after the
+  // other; a back end may fuse them into one pass over the pairs.
+  virtual void pair_forward_with_statistics(const at::Tensor& pos, const at::Tensor& mass,
+                                            double softening, double G, at::Tensor& acc,
+                                            at::Tensor& stats) const;
+
+  // stats (B, 4): min, mean and max of the softened pairwise distances
+  // s = sqrt(r^2 + eps^2) over i != j, and the minimum pairwise free-fall time
+  // sqrt(s^3 / (G (m_i + m_j))) when `freefall` (else NaN).
   // Only the CPU back end has it; callers fall back to torch elsewhere.
   virtual void pair_statistics(const at::Tensor& pos, const at::Tensor& mass,
                                double softening, double G, bool freefall,

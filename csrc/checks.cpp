@@ -1,8 +1,10 @@
 #include "checks.h"
 
 #include <cmath>
+#include <utility>
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <c10/util/Exception.h>
 
 namespace aits {
@@ -28,30 +30,56 @@ void check_tensor_kind(const char* op, const char* name, const at::Tensor& t,
 
 }  // namespace
 
-void ValueChecks::finite(const char* name, const at::Tensor& t) {
+namespace {
+
+const char* sign_message(Sign sign) {
+  return sign == Sign::kNonNegative ? " contains negative values; every entry must be >= 0."
+                                    : " contains values <= 0; every entry must be > 0 (a time "
+                                      "step must move forward).";
+}
+
+// CPU: one pass over the data, no temporaries. Returns (all finite, all of the sign).
+std::pair<bool, bool> scan_cpu(const at::Tensor& t, Sign sign) {
+  const at::Tensor c = t.contiguous();
+  bool finite = true, signed_ok = true;
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "aits_value_checks", [&] {
+    const scalar_t* p = c.data_ptr<scalar_t>();
+    const int64_t n = c.numel();
+    for (int64_t k = 0; k < n; ++k) {
+      const scalar_t v = p[k];
+      finite &= (v - v == scalar_t(0));  // false for NaN and +-inf
+      if (sign == Sign::kNonNegative) signed_ok &= v >= scalar_t(0);
+      if (sign == Sign::kPositive) signed_ok &= v > scalar_t(0);
+    }
+  });
+  return {finite, signed_ok};
+}
+
+}  // namespace
+
+void ValueChecks::require(const char* name, const at::Tensor& t, Sign sign) {
   if (t.numel() == 0) return;
+  const std::string finite_message =
+      std::string(name) + " contains NaN or infinite values; every entry must be finite.";
+  if (t.device().is_cpu()) {
+    if (!failure_.empty()) return;  // the first failure is the one reported
+    const auto [finite, signed_ok] = scan_cpu(t, sign);
+    if (!finite) {
+      failure_ = finite_message;
+    } else if (!signed_ok) {
+      failure_ = std::string(name) + sign_message(sign);
+    }
+    return;
+  }
   ok_.push_back(at::isfinite(t).all());
-  messages_.push_back(std::string(name) +
-                      " contains NaN or infinite values; every entry must be finite.");
-}
-
-void ValueChecks::finite_non_negative(const char* name, const at::Tensor& t) {
-  finite(name, t);
-  if (t.numel() == 0) return;
-  ok_.push_back((t >= 0).all());
-  messages_.push_back(std::string(name) +
-                      " contains negative values; every entry must be >= 0.");
-}
-
-void ValueChecks::finite_positive(const char* name, const at::Tensor& t) {
-  finite(name, t);
-  if (t.numel() == 0) return;
-  ok_.push_back((t > 0).all());
-  messages_.push_back(std::string(name) +
-                      " contains values <= 0; every entry must be > 0 (a time step must move forward).");
+  messages_.push_back(finite_message);
+  if (sign == Sign::kAny) return;
+  ok_.push_back(sign == Sign::kNonNegative ? (t >= 0).all() : (t > 0).all());
+  messages_.push_back(std::string(name) + sign_message(sign));
 }
 
 void ValueChecks::run() const {
+  TORCH_CHECK_VALUE(failure_.empty(), "aits.", op_, ": ", failure_);
   if (ok_.empty()) return;
   const at::Tensor flags = at::stack(ok_).to(at::kCPU);  // the one read-back
   const bool* f = flags.data_ptr<bool>();

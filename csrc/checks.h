@@ -20,20 +20,30 @@ struct System {
   at::Tensor unbatch(const at::Tensor& t) const { return batched ? t : t.squeeze(0); }
 };
 
-// Value checks (finiteness, signs) need the data; on a GPU reading it back is a
-// synchronisation, so they are collected and read back together in run().
+enum class Sign { kAny, kNonNegative, kPositive };
+
+// Value checks (finiteness, signs) need the data. On the CPU each is one pass
+// over it, done at once; on a GPU reading it back is a synchronisation, so the
+// checks are collected and read back together in run().
 class ValueChecks {
  public:
   explicit ValueChecks(const char* op) : op_(op) {}
-  void finite(const char* name, const at::Tensor& t);
-  void finite_non_negative(const char* name, const at::Tensor& t);
-  void finite_positive(const char* name, const at::Tensor& t);
+  void finite(const char* name, const at::Tensor& t) { require(name, t, Sign::kAny); }
+  void finite_non_negative(const char* name, const at::Tensor& t) {
+    require(name, t, Sign::kNonNegative);
+  }
+  void finite_positive(const char* name, const at::Tensor& t) {
+    require(name, t, Sign::kPositive);
+  }
   // Raises ValueError for the first failed check.
   void run() const;
 
  private:
+  void require(const char* name, const at::Tensor& t, Sign sign);
+
   const char* op_;
-  std::vector<at::Tensor> ok_;
+  std::string failure_;             // CPU: the first failure found
+  std::vector<at::Tensor> ok_;      // other devices: one flag per check
   std::vector<std::string> messages_;
 };
 

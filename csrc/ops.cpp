@@ -93,10 +93,14 @@ Tensor pair_statistics(const Tensor& pos, const Tensor& mass, double softening, 
 }
 
 // Kick-drift-kick: v_half = v + a0 dt/2; x1 = x + v_half dt; v1 = v_half + a1 dt/2.
-std::tuple<Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
-                                                 const Tensor& mass, const Tensor& dt,
-                                                 double softening, double G,
-                                                 const std::optional<Tensor>& acc) {
+// With `statistics`, the force evaluation at x1 also yields pair_statistics(x1)
+// (free-fall time included), in one pass where the back end fuses them; else
+// the fourth output is empty.
+std::tuple<Tensor, Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
+                                                         const Tensor& mass, const Tensor& dt,
+                                                         double softening, double G,
+                                                         const std::optional<Tensor>& acc,
+                                                         bool statistics) {
   const char* op = "leapfrog_step";
   ValueChecks values(op);
   const System sys = check_system(op, pos, mass, softening, G, values);
@@ -114,9 +118,20 @@ std::tuple<Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor
   const Tensor half = h * 0.5;
   const Tensor v_half = v + a0 * half;
   const Tensor x1 = sys.pos + v_half * h;
-  const Tensor a1 = forward_acc(sys, x1, softening, G);
+  Tensor a1, stats;
+  if (statistics) {
+    a1 = at::zeros_like(x1);
+    stats = at::empty({sys.B, 4}, x1.options());
+    if (sys.B > 0) {
+      backend_for(x1).pair_forward_with_statistics(x1, sys.mass, softening, G, a1, stats);
+    }
+    stats = sys.unbatch(stats);
+  } else {
+    a1 = forward_acc(sys, x1, softening, G);
+    stats = at::empty({0}, x1.options());
+  }
   const Tensor v1 = v_half + a1 * half;
-  return {sys.unbatch(x1), sys.unbatch(v1), sys.unbatch(a1)};
+  return {sys.unbatch(x1), sys.unbatch(v1), sys.unbatch(a1), stats};
 }
 
 // Reverse of leapfrog_step for upstream gradients of (pos1, vel1, acc1).
@@ -182,7 +197,7 @@ TORCH_LIBRARY(aits, m) {
       " bool freefall=True) -> Tensor");
   m.def(
       "leapfrog_step(Tensor pos, Tensor vel, Tensor mass, Tensor dt, float softening=0.0,"
-      " float G=1.0, Tensor? acc=None) -> (Tensor, Tensor, Tensor)");
+      " float G=1.0, Tensor? acc=None, bool statistics=False) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "leapfrog_step_backward(Tensor grad_pos1, Tensor grad_vel1, Tensor grad_acc1, Tensor pos,"
       " Tensor vel, Tensor mass, Tensor dt, Tensor pos1, Tensor acc1, Tensor? acc, float softening,"

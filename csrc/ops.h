@@ -31,10 +31,13 @@ std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, 
 Tensor pair_statistics(const Tensor& pos, const Tensor& mass, double softening, double G,
                        bool freefall);
 
-std::tuple<Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
-                                                 const Tensor& mass, const Tensor& dt,
-                                                 double softening, double G,
-                                                 const std::optional<Tensor>& acc);
+// (pos1, vel1, acc1, stats): stats = pair_statistics(pos1) when `statistics`,
+// else an empty tensor.
+std::tuple<Tensor, Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,
+                                                         const Tensor& mass, const Tensor& dt,
+                                                         double softening, double G,
+                                                         const std::optional<Tensor>& acc,
+                                                         bool statistics);
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
     const Tensor& grad_pos1, const Tensor& grad_vel1, const Tensor& grad_acc1, const Tensor& pos,

@@ -170,8 +170,8 @@ def test_pair_statistics_match_brute_force(dtype, dim, n, batch, softening):
     pos = s["pos"] if batch else s["pos"].unsqueeze(0)
     mass = s["mass"] if batch else s["mass"].unsqueeze(0)
     off = ~torch.eye(n, dtype=torch.bool)
-    r = (pos.unsqueeze(-2) - pos.unsqueeze(-3)).norm(dim=-1)[:, off]
-    tff = (((r**2 + softening**2) ** 1.5) / (2.0 * (mass.unsqueeze(-1) + mass.unsqueeze(-2))[:, off])).sqrt()
+    r = ((pos.unsqueeze(-2) - pos.unsqueeze(-3)).norm(dim=-1)[:, off] ** 2 + softening**2).sqrt()
+    tff = (r**3 / (2.0 * (mass.unsqueeze(-1) + mass.unsqueeze(-2))[:, off])).sqrt()
     if n > 1:
         want = torch.stack([r.amin(-1), r.mean(-1), r.amax(-1), tff.amin(-1)], -1)
     else:
@@ -189,3 +189,30 @@ def test_pair_statistics_without_freefall_and_opcheck():
     assert torch.isnan(stats[:, 3]).all()
     assert torch.equal(stats[:, :3], aits.ops.pair_statistics(s["pos"], s["mass"])[:, :3])
     torch.library.opcheck(torch.ops.aits.pair_statistics, (s["pos"], s["mass"], 0.1, 1.0, True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("n,batch", SHAPES)
+@pytest.mark.parametrize("softening", [0.0, 0.3])
+def test_leapfrog_step_with_statistics_fuses_the_end_state_statistics(dtype, dim, n, batch, softening):
+    s = make_system(n, dim, batch, dtype)
+    pos1, vel1, acc1, stats = aits.ops.leapfrog_step_with_statistics(
+        s["pos"], s["vel"], s["mass"], s["dt"], softening, 1.5
+    )
+    plain = aits.leapfrog_step(s["pos"], s["vel"], s["mass"], s["dt"], softening, 1.5)
+    for fused, alone in zip((pos1, vel1, acc1), plain):
+        assert_close_rel(fused, alone, RTOL[dtype])
+    want = aits.ops.pair_statistics(pos1, s["mass"], softening, 1.5)
+    assert stats.shape == want.shape
+    finite = torch.isfinite(want)
+    assert torch.equal(finite, torch.isfinite(stats))
+    assert_close_rel(stats[finite], want[finite], 4 * RTOL[dtype])
+
+
+def test_statistics_output_is_not_differentiable_and_passes_opcheck():
+    s = make_system(5, 3, 2, requires_grad=True)
+    pos1, _, _, stats = aits.ops.leapfrog_step_with_statistics(s["pos"], s["vel"], s["mass"], s["dt"])
+    assert pos1.requires_grad and not stats.requires_grad
+    args = (s["pos"], s["vel"], s["mass"], s["dt"], 0.1, 1.0, None, True)
+    torch.library.opcheck(torch.ops.aits.leapfrog_step, args)

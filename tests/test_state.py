@@ -183,3 +183,32 @@ def test_invalid_state_and_dt_raise():
         step(s, 0.0)
     with pytest.raises(ValueError, match="n_steps"):
         rollout(s, 0.1, -1)
+
+
+def test_step_caches_the_pair_statistics_of_the_end_state():
+    from aits import ops
+    from aits.features import analytic_features, state_pair_stats
+    from aits.ics import random_system
+
+    s = random_system(12, 3, batch=2, seed=3)
+    nxt = step(s, 1e-3)
+    want = ops.pair_statistics(nxt.pos, nxt.mass, 0.0, nxt.G)
+    assert nxt.pair_stats is not None
+    torch.testing.assert_close(nxt.pair_stats, want, rtol=1e-13, atol=0)
+    # the features use the cache: same values as recomputing from scratch
+    fresh = nxt.replace(pos=nxt.pos.clone())
+    assert fresh.pair_stats is None
+    torch.testing.assert_close(analytic_features(nxt), analytic_features(fresh), rtol=1e-13, atol=0)
+    assert state_pair_stats(nxt, freefall=True).min_freefall is not None
+    # moving the bodies, or changing the masses, invalidates it; velocities do not
+    assert nxt.replace(vel=nxt.vel * 2).pair_stats is not None
+    assert nxt.replace(mass=nxt.mass * 2).pair_stats is None
+    # split, stack, detach and clone carry it along
+    parts = split(nxt)
+    assert all(p.pair_stats is not None for p in parts)
+    assert torch.equal(stack(parts).pair_stats, nxt.pair_stats)
+    assert nxt.detach().pair_stats is not None and nxt.clone().pair_stats is not None
+    # with softening too (distances are then the softened ones)
+    soft = step(s.replace(softening=0.1), 1e-3)
+    want = ops.pair_statistics(soft.pos, soft.mass, 0.1, soft.G)
+    torch.testing.assert_close(soft.pair_stats, want, rtol=1e-13, atol=0)

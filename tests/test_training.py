@@ -142,6 +142,9 @@ class FixedRatioDt(nn.Module):
         self.spec = NoFeatures()
         self.calls = 0
 
+    def inputs(self, state, history=None):
+        return self.spec(state, history), None
+
     def predict_dt(self, state, history=None):
         self.calls += 1
         return self.s.exp() * self.base
