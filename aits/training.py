@@ -347,8 +347,10 @@ class Trainer:
         """Part 1 of epoch ``self.epoch + 1``: ``steps_per_epoch`` accepted rounds.
 
         Returns:
-            the recorded :class:`Trajectory` (``None`` when nothing was recorded); metrics (``p1_*``); per accepted step
-            ``time``, ``dt``, ``rel_dE``, each ``(steps_per_epoch, B)``.
+            the recorded :class:`Trajectory` (``None`` when nothing was recorded; this
+            rank's shard when distributed); metrics (``p1_*``, of the whole batch); per
+            accepted step ``time``, ``dt``, ``rel_dE``, each ``(steps_per_epoch, B)`` over
+            the whole batch (gathered from every rank when distributed).
         Raises:
             RetrainLimitError: a state still fails after ``max_retrain_steps`` retrains.
         """
