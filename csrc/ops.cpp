@@ -21,8 +21,9 @@ namespace {
 // (B,) -> (B, 1, 1), to scale per-system vectors.
 Tensor per_system(const Tensor& v) { return v.view({-1, 1, 1}); }
 
+// The kernels write every entry: outputs need no zero-filling.
 Tensor forward_acc(const System& sys, const Tensor& pos, double softening, double G) {
-  Tensor acc = at::zeros_like(pos);
+  Tensor acc = at::empty_like(pos);
   Tensor none;
   if (acc.numel() > 0) backend_for(pos).pair_forward(pos, sys.mass, softening, G, acc, none);
   return acc;
@@ -31,8 +32,8 @@ Tensor forward_acc(const System& sys, const Tensor& pos, double softening, doubl
 // grad_pos and grad_mass of sum(grad_acc * accelerations(pos, mass)).
 std::tuple<Tensor, Tensor> backward_acc(const System& sys, const Tensor& pos,
                                         const Tensor& grad_acc, double softening, double G) {
-  Tensor grad_pos = at::zeros_like(pos);
-  Tensor grad_mass = at::zeros_like(sys.mass);
+  Tensor grad_pos = at::empty_like(pos);
+  Tensor grad_mass = at::empty_like(sys.mass);
   if (grad_pos.numel() > 0) {
     backend_for(pos).pair_backward(pos, sys.mass, grad_acc, softening, G, grad_pos, grad_mass);
   }
@@ -71,12 +72,12 @@ std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, 
                                                      const Tensor& mass, double softening, double G) {
   ValueChecks values("potential_energy_backward");
   const System sys = check_system("potential_energy_backward", pos, mass, softening, G, values);
-  Tensor acc = at::zeros_like(sys.pos);
-  Tensor phi = at::zeros_like(sys.mass);
+  Tensor acc = at::empty_like(sys.pos);
+  Tensor phi = at::empty_like(sys.mass);
   if (acc.numel() > 0) backend_for(sys.pos).pair_forward(sys.pos, sys.mass, softening, G, acc, phi);
   const Tensor g = grad_energy.reshape({sys.B, 1});
-  const Tensor grad_pos = -(g.unsqueeze(-1) * sys.mass.unsqueeze(-1) * acc);
-  const Tensor grad_mass = g * phi;
+  const Tensor grad_pos = acc.mul_((-g * sys.mass).unsqueeze(-1));
+  const Tensor grad_mass = phi.mul_(g);
   return {sys.unbatch(grad_pos), sys.unbatch(grad_mass)};
 }
 
@@ -116,11 +117,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, cons
   if (!a0.defined()) a0 = forward_acc(sys, sys.pos, softening, G);
 
   const Tensor half = h * 0.5;
-  const Tensor v_half = v + a0 * half;
-  const Tensor x1 = sys.pos + v_half * h;
+  const Tensor v_half = at::addcmul(v, a0, half);
+  const Tensor x1 = at::addcmul(sys.pos, v_half, h);
   Tensor a1, stats;
   if (statistics) {
-    a1 = at::zeros_like(x1);
+    a1 = at::empty_like(x1);
     stats = at::empty({sys.B, 4}, x1.options());
     if (sys.B > 0) {
       backend_for(x1).pair_forward_with_statistics(x1, sys.mass, softening, G, a1, stats);
@@ -130,7 +131,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, cons
     a1 = forward_acc(sys, x1, softening, G);
     stats = at::empty({0}, x1.options());
   }
-  const Tensor v1 = v_half + a1 * half;
+  const Tensor v1 = at::addcmul(v_half, a1, half);
   return {sys.unbatch(x1), sys.unbatch(v1), sys.unbatch(a1), stats};
 }
 
@@ -157,27 +158,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
                               : forward_acc(sys, sys.pos, softening, G);
 
   const Tensor half = h * 0.5;
-  const Tensor v_half = v + a0 * half;
+  const Tensor v_half = at::addcmul(v, a0, half);
   // v1 = v_half + a1 dt/2
-  const Tensor ga1 = ga1_in + gv1 * half;
+  const Tensor ga1 = at::addcmul(ga1_in, gv1, half);
   // a1 = A(x1, m)
-  auto [gx1_from_a1, grad_mass] = backward_acc(sys, x1, ga1, softening, G);
-  const Tensor gx1 = gx1_in + gx1_from_a1;
+  auto [gx1, grad_mass] = backward_acc(sys, x1, ga1, softening, G);
+  gx1.add_(gx1_in);
   // x1 = x + v_half dt
-  const Tensor gvh = gv1 + gx1 * h;
+  const Tensor gvh = at::addcmul(gv1, gx1, h);
   // v_half = v + a0 dt/2
   const Tensor ga0 = gvh * half;
-  Tensor grad_dt = (gv1 * a1 * 0.5 + gx1 * v_half + gvh * a0 * 0.5).sum({1, 2});
+  // d/d(dt) of the three lines: (gv1.a1 + gvh.a0) / 2 + gx1.v_half, per system
+  Tensor dt_terms = gv1 * a1;
+  dt_terms.addcmul_(gvh, a0).mul_(0.5).addcmul_(gx1, v_half);
+  Tensor grad_dt = dt_terms.sum({1, 2});
   if (dt.dim() == 0) grad_dt = grad_dt.sum();
 
   Tensor grad_pos = gx1;
-  Tensor grad_acc = at::zeros_like(sys.pos);
+  Tensor grad_acc;
   if (acc_given) {
     grad_acc = ga0;
   } else {
+    grad_acc = at::zeros_like(sys.pos);
     auto [gx0, gm0] = backward_acc(sys, sys.pos, ga0, softening, G);
-    grad_pos = grad_pos + gx0;
-    grad_mass = grad_mass + gm0;
+    grad_pos.add_(gx0);
+    grad_mass.add_(gm0);
   }
   return {sys.unbatch(grad_pos), sys.unbatch(gvh), sys.unbatch(grad_mass), grad_dt,
           sys.unbatch(grad_acc)};
