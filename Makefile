@@ -1,6 +1,8 @@
 # One command each from a fresh machine: `make test`, `make bench`, `make train`, `make bench-suite`.
 # Each creates the virtualenv $(VENV) if needed, installs the requirements and
-# builds aits against the installed torch, then runs.
+# builds aits against the installed torch, then runs. The install is editable
+# (-e): `python -m ...` run here, in the source tree, then imports the source
+# package together with the compiled extension, and Python edits are live.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ BIN := $(VENV)/bin
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-build-isolation .
+	$(BIN)/python -m pip install -q --no-build-isolation -e .
 
 test: install
 	$(BIN)/pytest

@@ -8,6 +8,7 @@ with instructions instead of a crash or a silently wrong import.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import torch
 
@@ -29,9 +30,11 @@ def load() -> object:
         build = importlib.import_module("aits._build_config")
     except ImportError as exc:  # source tree without a build
         raise ImportError(
-            "aits's compiled extension is missing: this looks like an unbuilt source tree "
-            "(if you run the tests from the source directory, use `pytest`, not `python -m pytest`, "
-            "so that the installed package is imported).\n" + _REBUILD
+            "aits's compiled extension is missing: Python imported the aits source tree "
+            f"({Path(__file__).parent}), which holds no build. Either install aits in editable "
+            "mode (pip install --no-build-isolation -e ., as `make install` does), or run "
+            "from another directory (and `pytest`, not `python -m pytest`) so that the "
+            "installed package is imported. If aits is not installed at all:\n" + _REBUILD
         ) from exc
     if build.TORCH_VERSION != torch.__version__:
         raise ImportError(

@@ -31,7 +31,7 @@ def test_missing_build_is_explained(monkeypatch):
         return real_import(name, *args)
 
     monkeypatch.setattr(importlib, "import_module", fake_import)
-    with pytest.raises(ImportError, match=r"(?s)compiled extension is missing.*use `pytest`, not `python -m pytest`"):
+    with pytest.raises(ImportError, match=r"(?s)compiled extension is missing: Python imported the aits source tree.*editable.*`pytest`, not `python -m pytest`"):
         _extension.load()
 
 
