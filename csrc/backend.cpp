@@ -25,8 +25,10 @@ void GravityBackend::pair_forward_with_statistics(const at::Tensor& pos, const a
 
 void GravityBackend::pair_statistics(const at::Tensor& pos, const at::Tensor&, double, double,
                                      bool, at::Tensor&) const {
-  TORCH_CHECK(false, "aits.pair_statistics has no kernel for device '", pos.device().str(),
-              "'; use aits.features.pairwise_stats, which falls back to torch there.");
+  TORCH_CHECK(false, "aits: the pair statistics (aits.ops.pair_statistics, "
+              "aits.ops.leapfrog_step_with_statistics) have a CPU kernel only, not one for device '",
+              pos.device().str(), "'. There, use aits.leapfrog_step and "
+              "aits.features.pairwise_stats (which falls back to torch).");
 }
 
 void register_backend(c10::DeviceType device, const GravityBackend* backend) {

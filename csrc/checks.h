@@ -27,7 +27,8 @@ enum class Sign { kAny, kNonNegative, kPositive };
 // checks are collected and read back together in run().
 class ValueChecks {
  public:
-  explicit ValueChecks(const char* op) : op_(op) {}
+  // enabled = false: shape checks only (backward ops: the forward checked the values).
+  explicit ValueChecks(const char* op, bool enabled = true) : op_(op), enabled_(enabled) {}
   void finite(const char* name, const at::Tensor& t) { require(name, t, Sign::kAny); }
   void finite_non_negative(const char* name, const at::Tensor& t) {
     require(name, t, Sign::kNonNegative);
@@ -42,6 +43,7 @@ class ValueChecks {
   void require(const char* name, const at::Tensor& t, Sign sign);
 
   const char* op_;
+  bool enabled_;
   std::string failure_;             // CPU: the first failure found
   std::vector<at::Tensor> ok_;      // other devices: one flag per check
   std::vector<std::string> messages_;

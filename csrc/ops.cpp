@@ -51,7 +51,7 @@ Tensor accelerations(const Tensor& pos, const Tensor& mass, double softening, do
 
 std::tuple<Tensor, Tensor> accelerations_backward(const Tensor& grad_acc, const Tensor& pos,
                                                   const Tensor& mass, double softening, double G) {
-  ValueChecks values("accelerations_backward");
+  ValueChecks values("accelerations_backward", /*enabled=*/false);
   const System sys = check_system("accelerations_backward", pos, mass, softening, G, values);
   const Tensor g = check_like_pos("accelerations_backward", "grad_acc", grad_acc, sys);
   auto [grad_pos, grad_mass] = backward_acc(sys, sys.pos, g, softening, G);
@@ -70,7 +70,7 @@ Tensor potential_energy(const Tensor& pos, const Tensor& mass, double softening,
 // dU/dx_k = -m_k a_k and dU/dm_k = phi_k.
 std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, const Tensor& pos,
                                                      const Tensor& mass, double softening, double G) {
-  ValueChecks values("potential_energy_backward");
+  ValueChecks values("potential_energy_backward", /*enabled=*/false);
   const System sys = check_system("potential_energy_backward", pos, mass, softening, G, values);
   Tensor acc = at::empty_like(sys.pos);
   Tensor phi = at::empty_like(sys.mass);
@@ -144,7 +144,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
     const Tensor& vel, const Tensor& mass, const Tensor& dt, const Tensor& pos1,
     const Tensor& acc1, const std::optional<Tensor>& acc, double softening, double G) {
   const char* op = "leapfrog_step_backward";
-  ValueChecks values(op);  // inputs were checked by the forward; shapes are re-checked
+  ValueChecks values(op, /*enabled=*/false);  // the forward checked the values
   const System sys = check_system(op, pos, mass, softening, G, values);
   const Tensor v = check_like_pos(op, "vel", vel, sys);
   const Tensor x1 = check_like_pos(op, "pos1", pos1, sys);

@@ -216,3 +216,16 @@ def test_statistics_output_is_not_differentiable_and_passes_opcheck():
     assert pos1.requires_grad and not stats.requires_grad
     args = (s["pos"], s["vel"], s["mass"], s["dt"], 0.1, 1.0, None, True)
     torch.library.opcheck(torch.ops.aits.leapfrog_step, args)
+
+
+@pytest.mark.parametrize("length,mass_scale", [(1e7, 1.0), (1.0, 1e25), (1.0, 1e-22)])
+def test_pair_statistics_free_fall_stays_finite_in_float32(length, mass_scale):
+    """(m_i + m_j) / s^3, as in the force: no s^6 or m^2 that overflows float32."""
+    s = make_system(6, 3, 2, torch.float64)
+    pos, mass = s["pos"] * length, s["mass"] * mass_scale
+    want = aits.ops.pair_statistics(pos, mass)[:, 3]
+    got = aits.ops.pair_statistics(pos.float(), mass.float())[:, 3]
+    fused = aits.ops.leapfrog_step_with_statistics(pos.float(), s["vel"].float(), mass.float(), 1e-30)[3][:, 3]
+    assert torch.isfinite(want).all() and torch.isfinite(got).all() and torch.isfinite(fused).all()
+    assert_close_rel(got.double(), want, 1e-5)
+    assert_close_rel(fused.double(), want, 1e-5)

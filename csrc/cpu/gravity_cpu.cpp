@@ -269,16 +269,17 @@ void potential_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T
   }
 }
 
-// Merge of the pair statistics: min, sum, max of r and min of s^6 / (m_i + m_j)^2.
+// Merge of the pair statistics: min, sum and max of s, and max of
+// q = (m_i + m_j) / s^3 (the minimum free-fall time is sqrt(1 / (G max q))).
 struct StatsMerge {
   template <typename T>
   AITS_HD void operator()(int k, T& acc, T t) const {
-    if (k == 1) {
-      acc += t;
-    } else if (k == 2) {
-      acc = t > acc ? t : acc;
-    } else {
+    if (k == 0) {
       acc = t < acc ? t : acc;
+    } else if (k == 1) {
+      acc += t;
+    } else {
+      acc = t > acc ? t : acc;
     }
   }
 };
@@ -286,11 +287,13 @@ struct StatsMerge {
 // Per system: min, mean and max of the softened distances s_ij over pairs
 // i != j, and the minimum free-fall time sqrt(s_ij^3 / (G (m_i + m_j))) (when
 // kFreefall; NaN otherwise). out: (B, 4). Pairs i < j only: half the work.
+// The free-fall time goes through q = (m_i + m_j) / s^3, as in the force, so
+// it stays finite in float32 wherever the forces do.
 template <typename T, int D, bool kFreefall>
 void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G,
                             T* out) {
   constexpr T inf = std::numeric_limits<T>::infinity();
-  const Sums<T, 4> init{{inf, T(0), T(0), inf}};
+  const Sums<T, 4> init{{inf, T(0), T(0), T(0)}};
   std::vector<Sums<T, 4>> rows(static_cast<size_t>(B * N), init);
   for_each_upper_row(B, N, [&](int64_t b, int64_t i) {
     const Columns<T, D> xb(x + b * D * N, N);
@@ -301,15 +304,13 @@ void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T e
         i + 1, N,
         [&](int64_t j) {
           const Vec3<T> d = minus(xb.at(j), xi);
-          const T s2 = eps2 + dot(d, d);
-          const T r = std::sqrt(s2);
-          // (G t_ff)^4 = s^6 / (m_i + m_j)^2: one division, no square root
-          T tff4 = T(0);
+          const T s = std::sqrt(eps2 + dot(d, d));
+          T q = T(0);
           if constexpr (kFreefall) {
-            const T msum = mi + mb[j];
-            tff4 = s2 * s2 * s2 / (msum * msum);
+            const T inv = T(1) / s;
+            q = (mi + mb[j]) * inv * inv * inv;
           }
-          return Sums<T, 4>{{r, r, r, tff4}};
+          return Sums<T, 4>{{s, s, s, q}};
         },
         init, StatsMerge{});
   });
@@ -324,7 +325,7 @@ void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T e
     o[0] = N > 1 ? total.v[0] : T(0);
     o[1] = N > 1 ? total.v[1] / pairs : T(0);
     o[2] = total.v[2];
-    o[3] = kFreefall ? std::sqrt(std::sqrt(total.v[3]) / G) : std::numeric_limits<T>::quiet_NaN();
+    o[3] = kFreefall ? std::sqrt(T(1) / (G * total.v[3])) : std::numeric_limits<T>::quiet_NaN();
   }
 }
 
