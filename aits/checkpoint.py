@@ -27,6 +27,12 @@ class CheckpointError(ValueError):
     """A file that is not a usable aits checkpoint, or one that does not fit the model."""
 
 
+def checkpoint_epoch(path: str | Path) -> int:
+    """The epoch of a ``checkpoints/epoch_NNNN.pt`` file (-1 for another name)."""
+    digits = Path(path).stem.removeprefix("epoch_")
+    return int(digits) if digits.isdigit() else -1
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plain values only) to ``path`` atomically; returns ``path``."""
     path = Path(path)

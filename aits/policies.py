@@ -33,7 +33,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from aits.checkpoint import load_model
+from aits.checkpoint import checkpoint_epoch, load_model
 from aits.features import PAIR_CHUNK_ELEMENTS, min_freefall_time
 from aits.history import HistoryBuffer
 from aits.model import TimeStepNet
@@ -286,7 +286,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        found = sorted(folder.glob("epoch_*.pt"))
+        found = sorted(folder.glob("epoch_*.pt"), key=checkpoint_epoch)
         if found:
             return found[-1]
         raise FileNotFoundError(f"no checkpoint (epoch_*.pt) in directory {str(folder)!r}")

@@ -19,6 +19,7 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,9 +27,18 @@ from typing import Any
 
 import torch
 
+from aits.checkpoint import checkpoint_epoch
 from aits.config import ConfigError, TrainConfig, dump_toml
 
 STEP_COLUMNS = ("epoch", "round", "system", "time", "dt", "rel_dE")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` through a temporary file and ``os.replace``: a
+    crash leaves the old file or the new one, never half of either."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class RunDir:
@@ -54,7 +64,7 @@ class RunDir:
         return self.path / "checkpoints" / f"epoch_{epoch:04d}.pt"
 
     def write_config(self, cfg: TrainConfig) -> None:
-        (self.path / "config.toml").write_text(dump_toml(cfg))
+        write_atomic(self.path / "config.toml", dump_toml(cfg))
 
     def append_metrics(self, metrics: Mapping[str, Any]) -> None:
         with (self.path / "metrics.jsonl").open("a") as f:
@@ -79,20 +89,24 @@ class RunDir:
                                 repr(float(dt[r, b])), repr(float(rel[r, b]))])
 
     def truncate(self, epoch: int) -> None:
-        """Forget metrics and steps of epochs after ``epoch`` (resuming from it)."""
+        """Forget the metrics, steps and checkpoints of epochs after ``epoch`` (resuming
+        from it): the abandoned branch must not pass for the run's newest model."""
         m = self.path / "metrics.jsonl"
         if m.exists():
             keep = [line for line in m.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
-            m.write_text("".join(line + "\n" for line in keep))
+            write_atomic(m, "".join(line + "\n" for line in keep))
         s = self.path / "steps.csv"
         if s.exists():
             lines = s.read_text().splitlines()
             keep = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= epoch]
-            s.write_text("".join(line + "\n" for line in keep))
+            write_atomic(s, "".join(line + "\n" for line in keep))
+        for ckpt in (self.path / "checkpoints").glob("epoch_*.pt"):
+            if checkpoint_epoch(ckpt) > epoch:
+                ckpt.unlink()
 
     def write_summary(self, summary: Mapping[str, Any], table: str) -> None:
-        (self.path / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
-        (self.path / "summary.txt").write_text(table + "\n")
+        write_atomic(self.path / "summary.json", json.dumps(_jsonable(summary), indent=2) + "\n")
+        write_atomic(self.path / "summary.txt", table + "\n")
 
     def plot(self, threshold: float, E_lower: float, E_upper: float) -> Path | None:
         """``plot.png``: accepted dt and per-step rel_dE against the accepted step; ``None``

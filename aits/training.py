@@ -69,7 +69,8 @@ class RetrainLimitError(RuntimeError):
         self.epoch, self.step, self.system = epoch, step, system
         self.rel_dE, self.threshold, self.retrains = rel_dE, threshold, retrains
         super().__init__(
-            f"Part 1 gave up at epoch {epoch}, step {step} (system {system}): the step still "
+            f"Part 1 gave up at epoch {epoch}, step {step} (counted from 0 within the epoch; "
+            f"system {system}): the step still "
             f"fails after {retrains} retrain steps on the same state (max_retrain_steps); "
             f"last rel_dE {rel_dE:.3e} >= energy_threshold {threshold:.3e}. Lower dt_init or "
             f"lr, or raise max_retrain_steps (0 = unlimited)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -126,3 +127,21 @@ def test_resume_on_another_device_type_warns(caplog):
         other.load_state_dict(d)
     assert "not bit-identical" in caplog.text
     assert torch.equal(other.live.pos, tr.live.pos)
+
+
+def test_resume_from_an_earlier_checkpoint_drops_the_abandoned_branch(tmp_path):
+    from aits.policies import resolve_checkpoint
+    from aits.runlog import RunDir
+
+    run = RunDir(tmp_path / "run")
+    for epoch in (1, 2, 3, 10000):
+        run.checkpoint_path(epoch).write_bytes(b"x")
+        run.append_metrics({"epoch": epoch})
+    assert resolve_checkpoint(run.path).name == "epoch_10000.pt"  # by number, not by name
+    run.truncate(2)
+    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == [
+        "epoch_0001.pt", "epoch_0002.pt"]
+    assert resolve_checkpoint(run.path).name == "epoch_0002.pt"
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert not list(run.path.glob(".*.tmp"))

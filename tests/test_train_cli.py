@@ -115,7 +115,7 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
 def test_retrain_cap_exit_status(tmp_path, capsys):
     code = main([*TINY, "--run-dir", str(tmp_path), "--dt-init", "1.0", "--lr", "1e-12",
                  "--max-retrain-steps", "2"])
-    assert code == 1 and "gave up at epoch 1, step 0" in capsys.readouterr().err
+    assert code == 1 and "gave up at epoch 1, step 0 (counted from 0" in capsys.readouterr().err
 
 
 def test_ic_file_run(tmp_path):
