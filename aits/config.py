@@ -263,13 +263,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         ConfigError: unreadable file, bad TOML, or an unknown key (named with its table).
     """
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    data = _read_toml(path)
     shared = {k: v for k, v in data.items() if not isinstance(v, dict)}
     train = data.get("train", {})
     if not isinstance(train, dict):
@@ -282,6 +276,67 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                     "run `python -m aits.train --help` for the valid names"
                 )
     return {**shared, **train}
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
+def config_file_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str], table: str
+) -> list[str]:
+    """The command-line arguments that ``--config FILE`` in ``argv`` stands for, for a
+    tool other than training (``python -m aits.simulate``: ``table="simulate"``).
+
+    The file's top-level keys are shared by every aits tool: those that name an
+    option of ``parser`` apply, the others (training settings) are skipped. Every
+    key of the ``[table]`` table must name an option. Put the result *before*
+    ``argv``: the command line then overrides the file, option by option (a file's
+    ``t_end`` yields to a command-line ``--orbits`` of the same exclusive group).
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, or an unknown key in ``[table]``.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config is None:
+        return []
+    data = _read_toml(known.config)
+    section = data.get(table, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {known.config!r}: {table!r} must be a table")
+    options = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "config"}
+    for key in section:
+        if key not in options:
+            raise ConfigError(
+                f"config file {known.config!r}: unknown setting {key!r} in [{table}]; valid: "
+                + ", ".join(sorted(k for k in options if k != "help"))
+            )
+    values = {k: v for k, v in data.items() if not isinstance(v, dict) and k in options}
+    values.update(section)
+    given = {s.split("=", 1)[0] for s in argv if s.startswith("-")}
+    for group in parser._mutually_exclusive_groups:
+        if given & {s for a in group._group_actions for s in a.option_strings}:
+            for a in group._group_actions:
+                values.pop(a.dest, None)
+    args: list[str] = []
+    for key, value in values.items():
+        flag = options[key].option_strings[-1]
+        if isinstance(value, bool):
+            args += [flag] if value else []
+        elif isinstance(value, list):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def dump_toml(cfg: TrainConfig) -> str:

@@ -45,6 +45,7 @@ from aits.simulate import (
     add_system_arguments,
     build_policy,
     check_common,
+    parse_arguments,
     resolve_device,
     run_length,
     setup_logging,
@@ -284,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv, "evaluate")
     setup_logging(args.quiet)
     check_common(parser, args)
     if args.t_end is None and args.orbits is None and args.steps is None:

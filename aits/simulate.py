@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from aits.checkpoint import CheckpointError
+from aits.config import ConfigError, config_file_arguments
 from aits.gate import DEFAULT_THRESHOLD, EnergyGate
 from aits.guards import GuardRails
 from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state
@@ -76,6 +77,23 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=1_000_000,
                         help="stop (with a warning, keeping the last state) after this many steps")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML file: its shared top-level keys and its [simulate] "
+                             "([evaluate] for python -m aits.evaluate) table set options by "
+                             "their names (t_end = 10, policy = \"freefall\"); the command "
+                             "line overrides it")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                    table: str) -> argparse.Namespace:
+    """``parser.parse_args`` with the settings of ``--config FILE`` (its shared keys
+    and ``[table]``) placed before the command line, which so overrides them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = config_file_arguments(parser, argv, table) + argv
+    except ConfigError as e:
+        parser.error(str(e))
+    return parser.parse_args(argv)
 
 
 def add_length_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -256,7 +274,7 @@ def write_outputs(result: SimulationResult, args: argparse.Namespace, summary: d
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv, "simulate")
     setup_logging(args.quiet)
     check_common(parser, args)
     if (args.trajectory or args.plots or args.animate) and args.out is None:

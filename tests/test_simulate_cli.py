@@ -153,3 +153,32 @@ def test_bad_arguments_give_clear_errors(args, message, capsys):
         main(args)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_config_file_sets_options_and_the_command_line_overrides_it(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        'scenario = "binary-e0.5"\nepochs = 3  # training only: skipped here\n'
+        '[train]\nlr = 0.1\n'
+        '[simulate]\npolicy = "fixed"\ndt = 0.01\nt_end = 2.0\nquiet = true\n'
+    )
+    assert main(["--config", str(cfg), "--out", str(tmp_path / "a")]) == 0
+    a = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert a["t_end"] == pytest.approx(2.0) and a["steps"] == 200
+    # the command line wins, also over an option of the same exclusive group
+    assert main(["--config", str(cfg), "--dt", "0.02", "--steps", "10",
+                 "--out", str(tmp_path / "b")]) == 0
+    b = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert b["steps"] == 10 and b["t_end"] == pytest.approx(0.2)
+
+
+def test_config_file_errors_name_the_file_and_the_key(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[simulate]\nbogus = 1\n")
+    with pytest.raises(SystemExit) as err:
+        main(["--config", str(cfg)])
+    assert err.value.code == 2
+    assert "unknown setting 'bogus' in [simulate]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "missing.toml")])
+    assert "cannot read config file" in capsys.readouterr().err
