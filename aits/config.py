@@ -329,7 +329,12 @@ def config_file_arguments(
                 values.pop(a.dest, None)
     args: list[str] = []
     for key, value in values.items():
-        flag = options[key].option_strings[-1]
+        action = options[key]
+        expected = _toml_kind(action)
+        if not _toml_matches(value, expected):
+            raise ConfigError(f"config file {known.config!r}: {key} must be {expected}, "
+                              f"got {value!r}")
+        flag = action.option_strings[-1]
         if isinstance(value, bool):
             args += [flag] if value else []
         elif isinstance(value, list):
@@ -337,6 +342,25 @@ def config_file_arguments(
         else:
             args += [flag, str(value)]
     return args
+
+
+def _toml_kind(action: argparse.Action) -> str:
+    """What a TOML value for ``action`` must be, in words."""
+    if action.nargs == 0:
+        return "true or false"
+    item = "a number" if action.type in (int, float) else "a string"
+    return f"a list of {item[2:]}s" if action.nargs in ("+", "*") else item
+
+
+def _toml_matches(value: Any, kind: str) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if kind.startswith("a list of "):
+        return isinstance(value, list) and all(
+            _toml_matches(v, "a " + kind.removeprefix("a list of ")[:-1]) for v in value)
+    if kind == "a number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
 
 
 def dump_toml(cfg: TrainConfig) -> str:

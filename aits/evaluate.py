@@ -47,10 +47,11 @@ from aits.simulate import (
     check_common,
     parse_arguments,
     resolve_device,
+    run_failed,
     run_length,
     setup_logging,
 )
-from aits.simulation import SimulationResult, json_safe, simulate
+from aits.simulation import SimulationError, SimulationResult, json_safe, simulate
 from aits.state import SystemState
 
 log = logging.getLogger("aits.evaluate")
@@ -313,13 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "tolerance": args.tolerance, "energy_threshold": args.energy_threshold,
                     "device": str(device), "dtype": args.dtype, "scenarios": {}}
     sections, all_runs, targets = [], {}, {}
-    for name in args.scenarios:
-        state = make_scenario(name, dtype=dtype, device=device, seed=args.seed)
-        length = run_length(parser, args, state, name)
-        target, rows, runs = evaluate_scenario(
-            state, length, model, args.policies, tolerance=args.tolerance, gate=gate,
-            rtol=args.rtol, max_runs=args.max_runs, max_steps=args.max_steps,
-            with_rebound=with_rebound)
+    states = {name: make_scenario(name, dtype=dtype, device=device, seed=args.seed)
+              for name in args.scenarios}
+    lengths = {name: run_length(parser, args, state, name) for name, state in states.items()}
+    for name, state in states.items():
+        length = lengths[name]
+        try:
+            target, rows, runs = evaluate_scenario(
+                state, length, model, args.policies, tolerance=args.tolerance, gate=gate,
+                rtol=args.rtol, max_runs=args.max_runs, max_steps=args.max_steps,
+                with_rebound=with_rebound)
+        except (SimulationError, ValueError) as e:
+            return run_failed(parser.prog, f"scenario {name}: {e}")
         report["scenarios"][name] = {"target": target, **length, "rows": rows}
         sections.append(scenario_markdown(name, target, rows))
         all_runs[name], targets[name] = runs, target

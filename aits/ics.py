@@ -131,7 +131,7 @@ def kepler_orbit(
     e = _check_eccentricity(e)
     a = _check_positive("semi-major axis a", a)
     m1, m2 = _check_positive("m1", m1), _check_positive("m2", m2)
-    r, v = _kepler_relative(e, a, m1 + m2, float(G), at)
+    r, v = _kepler_relative(e, a, m1 + m2, _check_positive("G", G), at)
     pos, vel, mass = _kepler_bodies(
         torch.tensor([r], dtype=torch.float64), torch.tensor([v], dtype=torch.float64), m1, m2, dim
     )
@@ -176,12 +176,12 @@ def kepler_batch(
     e_lo, e_hi = _check_range("e_range", e_range)
     a_lo, a_hi = _check_range("a_range", a_range)
     _check_eccentricity(e_lo), _check_eccentricity(e_hi)
-    _check_positive("a_range low", a_lo)
+    _check_positive("a_range low", a_lo), _check_positive("a_range high", a_hi)
     m1, m2 = _check_positive("m1", m1), _check_positive("m2", m2)
     gen = _generator(seed)
     e = e_lo + (e_hi - e_lo) * torch.rand(batch, generator=gen, dtype=torch.float64)
     a = a_lo + (a_hi - a_lo) * torch.rand(batch, generator=gen, dtype=torch.float64)
-    r, v = _kepler_relative(e, a, m1 + m2, float(G), at)
+    r, v = _kepler_relative(e, a, m1 + m2, _check_positive("G", G), at)
     pos, vel, mass = _kepler_bodies(r, v, m1, m2, dim)
     return _make(pos, vel, mass, softening=softening, G=G, dtype=dtype, device=device,
                  center=False)
@@ -337,7 +337,13 @@ def _table_to_state(table: np.ndarray, where, path, *, softening, G, dtype, devi
     neg = flat[:, 0] < 0
     if neg.any():
         i = int(np.argmax(neg))
-        raise InitialConditionsError(f"{path}:{where(i)}: negative mass {flat[i, 0]!r}")
+        raise InitialConditionsError(f"{path}:{where(i)}: negative mass {flat[i, 0]:g}")
+    totals = table[..., 0].reshape(-1, table.shape[-2]).sum(axis=1)
+    if not (totals > 0).all():
+        which = "" if table.ndim == 2 else f" (system {int(np.argmax(~(totals > 0)))})"
+        raise InitialConditionsError(
+            f"{path}: the masses of a system must not all be zero{which}; gravity needs mass"
+        )
     dim = (C - 1) // 2
     t = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float64))
     return _make(t[..., 1 : 1 + dim], t[..., 1 + dim :], t[..., 0], softening=softening, G=G,

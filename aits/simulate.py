@@ -33,7 +33,7 @@ from aits.guards import GuardRails
 from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state
 from aits.policies import POLICIES, Policy, make_policy
 from aits.scenarios import list_scenarios, make_scenario
-from aits.simulation import SimulationResult, json_safe, simulate
+from aits.simulation import SimulationError, SimulationResult, json_safe, simulate
 from aits.state import SystemState
 
 log = logging.getLogger("aits.simulate")
@@ -119,6 +119,15 @@ def check_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error(f"--max-steps must be >= 1, got {args.max_steps!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this torch has no usable CUDA device; use --device cpu")
+    out = getattr(args, "out", None)
+    if out is not None and out.exists() and not out.is_dir():
+        parser.error(f"--out: {str(out)!r} is a file; give a directory (it is created if missing)")
+
+
+def run_failed(prog: str, error: Exception | str) -> int:
+    """Reports a run that could not go on (exit status 1)."""
+    print(f"{prog}: run failed: {error}", file=sys.stderr)
+    return 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -192,10 +201,15 @@ def load_system(
         if args.scenario is not None:
             return make_scenario(args.scenario, dtype=dtype, device=device, seed=args.seed)
         if not args.ic.is_file():
-            parser.error(f"--ic: file {str(args.ic)!r} does not exist")
-        return load_state(args.ic, softening=args.softening, G=args.G, dtype=dtype, device=device)
+            what = "is a directory, not a file" if args.ic.is_dir() else "does not exist"
+            parser.error(f"--ic: {str(args.ic)!r} {what}")
+        state = load_state(args.ic, softening=args.softening, G=args.G, dtype=dtype, device=device)
     except (InitialConditionsError, ValueError) as e:
         parser.error(str(e))
+    if state.is_batched:
+        parser.error(f"--ic: {str(args.ic)!r} holds a batch of {state.batch_size} systems; "
+                     "simulate runs one system (save one as an (N, 5|7) array)")
+    return state
 
 
 def build_policy(
@@ -286,9 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy = build_policy(parser, args, device, dtype)
     guards = build_guards(parser, args)
     length = run_length(parser, args, state, args.scenario)
-    result = simulate(state, policy, guards=guards, gate=EnergyGate(threshold=args.energy_threshold),
-                      max_steps=args.max_steps, max_frames=args.frames, progress=not args.quiet,
-                      **length)
+    try:
+        result = simulate(state, policy, guards=guards,
+                          gate=EnergyGate(threshold=args.energy_threshold),
+                          max_steps=args.max_steps, max_frames=args.frames,
+                          progress=not args.quiet, **length)
+    except SimulationError as e:
+        return run_failed(parser.prog, e)
     summary = result.summary()
     summary.update(
         scenario=args.scenario, ic=None if args.ic is None else str(args.ic),

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from aits.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aits.config import ConfigError, TrainConfig, add_arguments, from_mapping, resolve
 from aits.distributed import env_world_size, exit_now, init_from_env, is_initialized, shutdown
-from aits.ics import kepler_orbit
+from aits.ics import InitialConditionsError, kepler_orbit
 from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
 from aits.training import RetrainLimitError, Trainer, resolve_device, rollout_check
 
@@ -266,13 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = resolve(config_file, args)
         require_loggers(cfg)
         device = resolve_device(cfg.device)
+        if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+            raise ConfigError(f"setting 'run_dir' is {cfg.run_dir!r}, a file; give a directory")
     except (ConfigError, CheckpointError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     own_group = not is_initialized()  # a group the caller made is the caller's to end
     device = init_from_env(device)
     try:
         result = run(cfg, resume, checkpoint, device)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, InitialConditionsError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     except RetrainLimitError as e:
         print(f"{parser.prog}: training failed: {e}", file=sys.stderr)

@@ -588,7 +588,10 @@ def rollout_check(model: TimeStepNet, state: SystemState, gate: EnergyGate, step
     Returns:
         ``pass_fraction`` (steps with rel_dE < threshold, over all systems),
         ``mean_dt``, ``min_dt``, ``max_rel_dE`` (per step), ``final_rel_dE`` (whole
-        run: ``|E_end - E_0| / |E_0|``, worst system) and ``t_end`` (mean time reached).
+        run: ``|E_end - E_0| / |E_0|``, worst system), ``t_end`` (mean time reached)
+        and ``steps`` (taken). The check stops early when the model loses a system
+        (a non-finite state, or a ``dt`` that is not finite and > 0, e.g. after an
+        ejection); the steps not taken count as failed in ``pass_fraction``.
     """
     was_training = model.training
     model.eval()
@@ -600,9 +603,15 @@ def rollout_check(model: TimeStepNet, state: SystemState, gate: EnergyGate, step
     dt_sum = torch.zeros(state.batch_size, dtype=state.dtype, device=state.device)
     dt_min = torch.full_like(dt_sum, math.inf)
     rel_max = torch.zeros_like(dt_sum)
+    taken = 0
     for _ in range(steps):
+        if not bool(torch.isfinite(state.pos).all() & torch.isfinite(state.vel).all()):
+            break
         dt = model.predict_dt(state, history.window() if uses_history else None)
+        if not bool((torch.isfinite(dt) & (dt > 0)).all()):
+            break
         nxt = rollout(state, dt, 1)
+        taken += 1
         rel = gate.error(state, nxt)
         passed += gate.passes(rel)
         dt_sum += dt
@@ -611,9 +620,10 @@ def rollout_check(model: TimeStepNet, state: SystemState, gate: EnergyGate, step
         history.push(state)
         state = nxt
     model.train(was_training)
-    total = max(steps, 1) * state.batch_size
     final = ((state.total_energy() - E0).abs() / E0.abs()).nan_to_num(math.inf)
-    return {"pass_fraction": float(passed.sum()) / total, "mean_dt": float(dt_sum.sum()) / total,
+    B = state.batch_size
+    return {"pass_fraction": float(passed.sum()) / (max(steps, 1) * B),
+            "mean_dt": float(dt_sum.sum()) / max(taken * B, 1),
             "min_dt": float(dt_min.min()), "max_rel_dE": float(rel_max.max()),
             "final_rel_dE": float(final.max()), "t_end": float(state.time.mean()),
-            "steps": steps}
+            "steps": taken}

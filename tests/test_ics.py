@@ -130,6 +130,8 @@ def test_scenarios_registry():
         (lambda: kepler_batch(2, (0.5, 0.1)), "e_range must have low <= high"),
         (lambda: kepler_batch(2, (0.1, 1.5)), "0 <= e < 1"),
         (lambda: kepler_batch(2, a_range=(0.0, 1.0)), "a_range low"),
+        (lambda: kepler_batch(2, a_range=(1.0, math.inf)), "a_range high"),
+        (lambda: kepler_orbit(0.5, 1.0, G=-1.0), "G must be a finite number > 0"),
         (lambda: kepler_batch(2, e_range=3), "pair"),
         (lambda: random_system(1), "n must be an int >= 2"),
         (lambda: random_system(4, mass_spread=1.0), "mass_spread"),
@@ -189,6 +191,7 @@ def test_npy_roundtrip_single_and_batch(tmp_path):
         ("1 0 0 0 1\n", r"bad\.txt: need at least 2 bodies, got 1"),
         ("# nothing\n", r"bad\.txt: need at least 2 bodies, got 0"),
         ("x,y,m,vx,vy\n1 0 0 0 1\n1 1 0 0 1\n", r"bad\.txt:1: column 1 is not a number: 'x'"),
+        ("0 1 0 0 0.1\n0 -1 0 0 -0.1\n", r"bad\.txt: the masses of a system must not all be zero"),
     ],
 )
 def test_malformed_text_files_name_file_and_line(tmp_path, text, match):
@@ -208,6 +211,8 @@ def test_malformed_text_files_name_file_and_line(tmp_path, text, match):
         (np.array([[[1.0, 0, 0, 0, 0], [1, 1, 0, 0, 0]], [[1, 0, 0, 0, 0], [1, 1, np.inf, 0, 0]]]),
          r"bad\.npy:system 1 row 1: non-finite"),
         (np.array([["a"] * 5] * 2), r"bad\.npy: expected a real numeric array"),
+        (np.array([[[1.0, 0, 0, 0, 0], [1, 1, 0, 0, 0]], [[0, 0, 0, 0, 0], [0, 1, 0, 0, 0]]]),
+         r"bad\.npy: the masses of a system must not all be zero \(system 1\)"),
     ],
 )
 def test_malformed_npy_files_name_file_and_row(tmp_path, array, match):

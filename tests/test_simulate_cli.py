@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from aits import plots
 from aits.checkpoint import save_checkpoint
@@ -182,3 +183,41 @@ def test_config_file_errors_name_the_file_and_the_key(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(tmp_path / "missing.toml")])
     assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_out_must_not_be_a_file_and_batched_ic_is_refused(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(SystemExit) as err:
+        main(["--scenario", "figure8", "--policy", "fixed", "--dt", "0.01", "--steps", "2",
+              "--out", str(afile)])
+    assert err.value.code == 2 and "is a file; give a directory" in capsys.readouterr().err
+    batch = tmp_path / "batch.npy"
+    one = [[1.0, -1, 0, 0, -0.5], [1.0, 1, 0, 0, 0.5]]
+    np.save(batch, np.array([one, one]))
+    with pytest.raises(SystemExit) as err:
+        main(["--ic", str(batch), "--policy", "fixed", "--dt", "0.01", "--steps", "2"])
+    assert err.value.code == 2 and "holds a batch of 2 systems" in capsys.readouterr().err
+
+
+def test_a_policy_that_fails_mid_run_ends_with_status_1(monkeypatch, capsys):
+    import aits.simulate as simulate_cli
+
+    class Runaway:
+        name, history_len = "runaway", 0
+
+        def __call__(self, state, history=None):
+            return torch.full(state.batch_shape, float("inf"), dtype=state.dtype)
+
+    monkeypatch.setattr(simulate_cli, "make_policy", lambda name, **kwargs: Runaway())
+    code = main(["--scenario", "figure8", "--policy", "fixed", "--dt", "0.01", "--steps", "5",
+                 "--quiet"])
+    assert code == 1 and "run failed: policy" in capsys.readouterr().err
+
+
+def test_config_values_of_the_wrong_type_name_the_key(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[simulate]\ngated = "yes"\n')
+    with pytest.raises(SystemExit):
+        main(["--config", str(cfg)])
+    assert "gated must be true or false, got 'yes'" in capsys.readouterr().err

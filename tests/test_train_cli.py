@@ -126,3 +126,44 @@ def test_ic_file_run(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["system"] == "binary" and "train (binary)" in summary["rollout_check"]
     assert summary["last_epoch"]["p1_accepted"] == 10
+
+
+def test_bad_input_files_and_paths_end_in_one_line_and_status_2(tmp_path, capsys):
+    ics = tmp_path / "cols.txt"
+    ics.write_text("1 1 0 0\n1 -1 0 0 -0.1\n")
+    assert_exit(2, main, [*TINY, "--run-dir", str(tmp_path), "--ic-file", str(ics)])
+    assert "cols.txt:1: expected 5 or 7 columns" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert_exit(2, main, [*TINY, "--run-dir", str(afile)])
+    assert "setting 'run_dir'" in capsys.readouterr().err
+
+
+def assert_exit(code, fn, argv):
+    with pytest.raises(SystemExit) as err:
+        fn(argv)
+    assert err.value.code == code
+
+
+def test_rollout_check_stops_when_the_model_loses_the_system():
+    from aits.gate import EnergyGate
+    from aits.ics import kepler_orbit
+    from aits.training import rollout_check
+
+    class Runaway(torch.nn.Module):
+        """dt 0.01 for three steps, then inf (as after an ejection)."""
+
+        spec = type("Spec", (), {"history_dim": 0})()
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def predict_dt(self, state, history=None):
+            self.calls += 1
+            value = 0.01 if self.calls <= 3 else float("inf")
+            return torch.full(state.batch_shape, value, dtype=state.dtype)
+
+    out = rollout_check(Runaway(), kepler_orbit(0.5), EnergyGate(), steps=10)
+    assert out["steps"] == 3 and out["pass_fraction"] == pytest.approx(0.3)
+    assert out["mean_dt"] == pytest.approx(0.01)
