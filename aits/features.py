@@ -287,8 +287,6 @@ class FeatureScales:
 # ------------------------------------------------------------------------------ analytic
 
 
-def _mean_max_min_rms(v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return v.mean(-1), v.amax(-1), v.amin(-1), v.pow(2).mean(-1).sqrt()
 
 
 def feature_names(kind: str) -> tuple[str, ...]:
@@ -357,8 +355,7 @@ def _delta_mag_pair(s0: SystemState, s1: SystemState) -> Tensor:
     cols = []
     for t0, t1 in ((s0.pos, s1.pos), (s0.vel, s1.vel), (s0.acceleration(), s1.acceleration())):
         d = (t1.detach() - t0.detach()).norm(dim=-1)
-        mean, mx, _, rms = _mean_max_min_rms(d)
-        cols += [mean, mx, rms]
+        cols += [d.mean(-1), d.amax(-1), d.square().mean(-1).sqrt()]
     cols.append((s1.time - s0.time).to(s1.dtype))
     return torch.stack(cols, -1)
 
@@ -459,13 +456,6 @@ class FeatureSpec:
         """Number of input features for the network."""
         return self.analytic_dim + self.history_dim
 
-    def scales_for(self, state: SystemState) -> FeatureScales | None:
-        if self.normalize == "none":
-            return None
-        if self.normalize == "fixed":
-            return self.scales
-        return FeatureScales.from_state(state, per_system=True)
-
     def __call__(
         self,
         state: SystemState,
@@ -480,10 +470,9 @@ class FeatureSpec:
         the caller already has them.
         """
         feats, M0, L0 = _analytic_raw(state, self.kind, pairs)
+        scales = self.scales if self.normalize == "fixed" else None
         if self.normalize == "state":  # the units come with the features: no second pass
             scales = FeatureScales.from_mass_and_length(M0, L0, state.G)
-        else:
-            scales = self.scales_for(state)
         if scales is not None:
             feats = feats / scales.divisor(_NAMES[self.kind], feats)
         if self.history_dim == 0:

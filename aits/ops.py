@@ -184,7 +184,7 @@ def _leapfrog_setup(ctx, inputs, output):
     pos1, _, acc1, stats = output
     ctx.mark_non_differentiable(stats)
     ctx.has_acc = acc is not None
-    ctx.save_for_backward(pos, vel, mass, dt, pos1, acc1, acc if acc is not None else None)
+    ctx.save_for_backward(pos, vel, mass, dt, pos1, acc1, acc)
     ctx.softening, ctx.G = softening, G
 
 
