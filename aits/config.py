@@ -48,6 +48,67 @@ class ConfigError(ValueError):
     """An invalid setting (the message names it and its allowed values)."""
 
 
+#: Tables a TOML file may hold besides its shared top-level keys.
+TABLES = ("train", "simulate", "evaluate")
+#: Largest seed (torch seeds are 64-bit).
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    """The physics every tool shares: ``G > 0`` and Plummer ``softening >= 0``."""
+
+    G: float = 1.0
+    softening: float = 0.0
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The energy gate every tool shares (see :class:`aits.gate.EnergyGate`)."""
+
+    energy_threshold: float = 2e-4
+    E_lower: float = 1e-6
+    E_upper: float = 1e-4
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> GateConfig:
+        """The gate settings found in ``values`` (a stored training config), defaults
+        for the others."""
+        return cls(**{f.name: float(values[f.name]) for f in dataclasses.fields(cls)
+                      if f.name in values})
+
+    def gate(self):
+        from aits.gate import EnergyGate
+
+        return EnergyGate(threshold=self.energy_threshold, E_lower=self.E_lower,
+                          E_upper=self.E_upper)
+
+
+def resolve_device(name: str):
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error
+    (:class:`ConfigError`). The one device resolver of every tool."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        why = "this torch has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+        raise ConfigError(f"setting 'device' is 'cuda' but CUDA is not available ({why}); "
+                          "use --device cpu or auto")
+    if name not in DEVICES:
+        raise ConfigError(f"setting 'device' must be one of {', '.join(DEVICES)}, got {name!r}")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str):
+    """``float32`` / ``float64`` -> the torch dtype."""
+    import torch
+
+    if name not in DTYPES:
+        raise ConfigError(f"setting 'dtype' must be one of {', '.join(DTYPES)}, got {name!r}")
+    return getattr(torch, name)
+
+
 def _opt(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with its ``--help`` text in the metadata."""
     if isinstance(default, list):
@@ -69,8 +130,10 @@ class TrainConfig:
                               "drawn from --e-range/--a-range instead of --scenario")
     e_range: list[float] = _opt([0.5, 0.95], "eccentricity range [low, high] for --num-orbits > 1")
     a_range: list[float] = _opt([0.5, 2.0], "semi-major axis range [low, high] for --num-orbits > 1")
-    softening: float = _opt(0.0, "Plummer softening eps >= 0 (--ic-file and --num-orbits > 1)")
-    G: float = _opt(1.0, "gravitational constant > 0 (--ic-file and --num-orbits > 1)")
+    softening: float = _opt(0.0, "Plummer softening eps >= 0; for a named scenario a value "
+                                 "> 0 replaces the scenario's own")
+    G: float = _opt(1.0, "gravitational constant > 0; a named scenario is built in those units "
+                         "(same orbits, velocities times sqrt(G))")
 
     # --- the energy gate -----------------------------------------------------------
     energy_threshold: float = _opt(2e-4, "a step passes when rel_dE < this (> 0)")
@@ -132,6 +195,16 @@ class TrainConfig:
     plot: bool = _opt(True, "write plot.png (accepted dt and energy error over the run)")
     wandb: bool = _opt(False, "log metrics to Weights & Biases (pip install aits[wandb])")
     tensorboard: bool = _opt(False, "log metrics to TensorBoard (pip install aits[tensorboard])")
+
+    @property
+    def physics(self) -> PhysicsConfig:
+        """The shared physics settings of this run."""
+        return PhysicsConfig(G=self.G, softening=self.softening)
+
+    @property
+    def gate(self) -> GateConfig:
+        """The shared gate settings of this run."""
+        return GateConfig(self.energy_threshold, self.E_lower, self.E_upper)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists copied), in field order."""
@@ -217,6 +290,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("softening", "weight_decay", "duration", "L0", "V0", "A0", "T0", "M0"):
         if getattr(cfg, name) < 0:
             _fail(name, ">= 0", getattr(cfg, name))
+    if not 0 <= cfg.seed <= MAX_SEED:
+        _fail("seed", f"an integer in [0, {MAX_SEED}]", cfg.seed)
     if cfg.E_lower >= cfg.E_upper:
         raise ConfigError(
             f"setting 'E_lower' must be < 'E_upper', got E_lower={cfg.E_lower!r} >= "
@@ -265,6 +340,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = _read_toml(path)
     shared = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    _check_tables(path, data)
     train = data.get("train", {})
     if not isinstance(train, dict):
         raise ConfigError(f"config file {str(path)!r}: 'train' must be a table")
@@ -278,6 +354,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return {**shared, **train}
 
 
+def _check_tables(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Refuse a table other than :data:`TABLES` (a misspelled ``[trian]``)."""
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in TABLES:
+            raise ConfigError(f"config file {str(path)!r}: unknown table [{key}]; valid tables: "
+                              + ", ".join(f"[{t}]" for t in TABLES))
+
+
 def _read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -285,6 +369,9 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; save it as UTF-8") \
+            from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
 
@@ -310,6 +397,7 @@ def config_file_arguments(
     if known.config is None:
         return []
     data = _read_toml(known.config)
+    _check_tables(known.config, data)
     section = data.get(table, {})
     if not isinstance(section, dict):
         raise ConfigError(f"config file {known.config!r}: {table!r} must be a table")

@@ -33,7 +33,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from aits.checkpoint import checkpoint_epoch, load_model
+from aits.checkpoint import checkpoint_epoch, load_checkpoint, load_model
 from aits.features import PAIR_CHUNK_ELEMENTS, min_freefall_time
 from aits.history import HistoryBuffer
 from aits.model import TimeStepNet
@@ -238,29 +238,38 @@ class ModelPolicy:
 
     name = "model"
 
-    def __init__(self, net: TimeStepNet) -> None:
+    def __init__(self, net: TimeStepNet, dt_scale: float = 1.0) -> None:
         if not isinstance(net, TimeStepNet):
             raise TypeError(f"ModelPolicy needs a TimeStepNet, got {type(net).__name__}")
         self.net = net.eval()
+        #: the accuracy knob: the network's dt times this (as eta is for the criteria)
+        self.dt_scale = _positive("model policy dt_scale", dt_scale)
+        #: the training configuration (from a checkpoint; physics and gate defaults)
+        self.train_config: dict | None = None
         spec = net.spec
         self.history_len = spec.history_len if spec.history is not None else 0
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+        cls, path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+        dt_scale: float = 1.0,
     ) -> ModelPolicy:
         """Load the model of a training checkpoint (:func:`aits.checkpoint.load_model`).
 
         ``path`` is a checkpoint file or a training run directory (its newest
         ``checkpoints/epoch_*.pt`` is used). ``dtype`` casts the network (default:
-        the dtype it was trained in).
+        the dtype it was trained in); ``dt_scale`` multiplies its ``dt``.
 
         Raises:
             FileNotFoundError: no checkpoint at ``path`` (the message names it).
             aits.checkpoint.CheckpointError: the file is not an aits checkpoint.
         """
-        net = load_model(resolve_checkpoint(path), device=device)
-        return cls(net if dtype is None else net.to(dtype))
+        path = resolve_checkpoint(path)
+        net = load_model(path, device=device)
+        policy = cls(net if dtype is None else net.to(dtype), dt_scale=dt_scale)
+        config = load_checkpoint(path).get("config")
+        policy.train_config = config if isinstance(config, dict) else None
+        return policy
 
     @torch.no_grad()
     def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
@@ -268,10 +277,12 @@ class ModelPolicy:
             raise ValueError(
                 f"this model uses {self.history_len} past states: pass the HistoryBuffer"
             )
-        return self.net.predict_dt(state, history if self.history_len else None)
+        dt = self.net.predict_dt(state, history if self.history_len else None)
+        return dt if self.dt_scale == 1.0 else dt * self.dt_scale
 
     def __repr__(self) -> str:
-        return f"ModelPolicy(features={self.net.spec.to_dict()}, output={self.net.output!r})"
+        return (f"ModelPolicy(features={self.net.spec.to_dict()}, output={self.net.output!r}, "
+                f"dt_scale={self.dt_scale:g})")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -306,9 +317,11 @@ def make_policy(
     checkpoint: str | Path | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
+    dt_scale: float = 1.0,
 ) -> Policy:
     """Build a policy by name: ``fixed`` needs ``dt``, ``freefall``/``collisional``/
-    ``aarseth`` need ``eta``, ``model`` needs ``checkpoint``.
+    ``aarseth`` need ``eta``, ``model`` needs ``checkpoint`` (and takes ``dt_scale``,
+    the factor on its ``dt``; ``eta`` plays that part for the criteria).
 
     Raises:
         ValueError: unknown name, or the parameter it needs is missing or <= 0.
@@ -319,7 +332,11 @@ def make_policy(
     if name == "model":
         if checkpoint is None:
             raise ValueError("policy 'model' needs a checkpoint (--checkpoint PATH)")
-        return ModelPolicy.from_checkpoint(checkpoint, device=device, dtype=dtype)
+        return ModelPolicy.from_checkpoint(checkpoint, device=device, dtype=dtype,
+                                           dt_scale=dt_scale)
+    if dt_scale != 1.0:
+        raise ValueError(f"dt_scale applies to the model policy only (tune {name!r} with "
+                         f"{'--dt' if name == 'fixed' else '--eta'})")
     if name == "fixed":
         if dt is None:
             raise ValueError("policy 'fixed' needs a step (--dt)")

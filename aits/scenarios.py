@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,8 +54,14 @@ def make_scenario(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
     seed: int = 0,
+    softening: float | None = None,
+    G: float | None = None,
 ) -> SystemState:
     """Build the scenario ``name``; ``seed`` matters only for random ones.
+
+    ``softening`` replaces the scenario's own; ``G`` builds the same orbits in units
+    where the gravitational constant is ``G`` (velocities times ``sqrt(G / G_0)``, so
+    shapes are kept and times scale by ``sqrt(G_0 / G)``).
 
     Raises:
         ValueError: unknown name (the message lists the valid names).
@@ -63,7 +70,15 @@ def make_scenario(
         raise ValueError(
             f"unknown scenario {name!r}; valid names: {', '.join(sorted(_REGISTRY))}"
         )
-    return _REGISTRY[name].build(dtype=dtype, device=device, seed=seed)
+    state = _REGISTRY[name].build(dtype=dtype, device=device, seed=seed)
+    changes: dict = {}
+    if softening is not None:
+        changes["softening"] = softening
+    if G is not None and G != state.G:
+        if not (G > 0 and math.isfinite(G)):
+            raise ValueError(f"G must be finite and > 0, got {G!r}")
+        changes.update(G=G, vel=state.vel * math.sqrt(G / state.G))
+    return state.replace(**changes) if changes else state
 
 
 def _binary(e: float) -> ScenarioBuilder:

@@ -16,9 +16,9 @@ Prints a short summary; with ``--out DIR`` writes ``DIR/result.json`` (the keys 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,14 +27,16 @@ import numpy as np
 import torch
 
 from aits.checkpoint import CheckpointError
-from aits.config import ConfigError, config_file_arguments
-from aits.gate import DEFAULT_THRESHOLD, EnergyGate
+from aits.config import ConfigError, GateConfig, config_file_arguments, resolve_device
+from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state
+from aits.integrators import INTEGRATORS, Integrator, make_integrator
+from aits.jsonio import write_json
 from aits.policies import POLICIES, Policy, make_policy
 from aits.scenarios import list_scenarios, make_scenario
-from aits.simulation import SimulationError, SimulationResult, json_safe, simulate
-from aits.state import SystemState
+from aits.simulation import SimulationResult, simulate
+from aits.state import SystemState, split, stack
 
 log = logging.getLogger("aits.simulate")
 
@@ -72,8 +74,20 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to run (default: auto = cuda when available)")
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     parser.add_argument("--seed", type=int, default=0, help="seed of random scenarios (default 0)")
-    parser.add_argument("--energy-threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help="energy gate: a step passes when rel_dE < this (default %(default)g)")
+    parser.add_argument("--energy-threshold", type=float, default=None,
+                        help="energy gate: a step passes when rel_dE < this (default: the "
+                             "checkpoint's training threshold, else 2e-4)")
+    parser.add_argument("--softening", type=float, default=None,
+                        help="Plummer softening (default: the scenario's own, 0 for --ic)")
+    parser.add_argument("--G", type=float, default=None,
+                        help="gravitational constant (default 1; a named scenario is built in "
+                             "those units, velocities times sqrt(G))")
+    parser.add_argument("--integrator", default="kdk", choices=tuple(INTEGRATORS),
+                        help="kdk (leapfrog), symmetric (time-symmetric adaptive KDK) or ttl "
+                             "(logarithmic-Hamiltonian leapfrog) (default: kdk)")
+    parser.add_argument("--symmetric-iterations", type=int, default=0, metavar="K",
+                        help="symmetric: 0 = the reversible one-evaluation recurrence, K >= 1 = "
+                             "the iterated form with K trial steps a step (default 0)")
     parser.add_argument("--max-steps", type=int, default=1_000_000,
                         help="stop (with a warning, keeping the last state) after this many steps")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
@@ -113,28 +127,62 @@ def check_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {v!r}")
     if getattr(args, "steps", None) is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps!r}")
-    if not (args.energy_threshold > 0 and math.isfinite(args.energy_threshold)):
+    if args.energy_threshold is not None and not (
+            args.energy_threshold > 0 and math.isfinite(args.energy_threshold)):
         parser.error(f"--energy-threshold must be > 0, got {args.energy_threshold!r}")
+    if args.softening is not None and not (args.softening >= 0 and math.isfinite(args.softening)):
+        parser.error(f"--softening must be finite and >= 0, got {args.softening!r}")
+    if args.G is not None and not (args.G > 0 and math.isfinite(args.G)):
+        parser.error(f"--G must be finite and > 0, got {args.G!r}")
+    if args.symmetric_iterations < 0:
+        parser.error(f"--symmetric-iterations must be >= 0, got {args.symmetric_iterations!r}")
+    if args.symmetric_iterations and args.integrator != "symmetric":
+        parser.error("--symmetric-iterations applies to --integrator symmetric only")
+    if not 0 <= args.seed < 2**63:
+        parser.error(f"--seed must be an integer in [0, 2**63), got {args.seed!r}")
     if args.max_steps < 1:
         parser.error(f"--max-steps must be >= 1, got {args.max_steps!r}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: this torch has no usable CUDA device; use --device cpu")
+    try:
+        args.device = str(resolve_device(args.device))
+    except ConfigError as e:
+        parser.error(str(e))
     out = getattr(args, "out", None)
-    if out is not None and out.exists() and not out.is_dir():
+    if out is not None:
+        check_output_dir(parser, out)
+
+
+def check_output_dir(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Create ``--out`` and make sure a file can be written in it, before any work."""
+    if out.exists() and not out.is_dir():
         parser.error(f"--out: {str(out)!r} is a file; give a directory (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".aits-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        parser.error(f"--out: cannot write to {str(out)!r} ({e.strerror or e}); choose a "
+                     "writable directory")
+
+
+def gate_settings(args: argparse.Namespace, checkpoint_config: dict | None) -> GateConfig:
+    """The gate of a run: the checkpoint's training gate (when a model is loaded),
+    with ``--energy-threshold`` overriding its threshold."""
+    gate = GateConfig.from_mapping(checkpoint_config or {})
+    if args.energy_threshold is not None:
+        gate = GateConfig(args.energy_threshold, gate.E_lower, gate.E_upper)
+    return gate
+
+
+def build_integrator(args: argparse.Namespace) -> Integrator:
+    """The integrator of ``--integrator`` (and ``--symmetric-iterations``)."""
+    return make_integrator(args.integrator, symmetric_iterations=args.symmetric_iterations)
 
 
 def run_failed(prog: str, error: Exception | str) -> int:
     """Reports a run that could not go on (exit status 1)."""
     print(f"{prog}: run failed: {error}", file=sys.stderr)
     return 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def run_length(
@@ -146,9 +194,11 @@ def run_length(
         return {"steps": args.steps}
     if args.orbits is not None:
         try:
-            return {"t_end": args.orbits * orbit_period(state, scenario)}
+            periods = [orbit_period(s, scenario) for s in split(state)]
         except ValueError as e:
             parser.error(str(e))
+        t = [args.orbits * p for p in periods]
+        return {"t_end": t[0] if len(t) == 1 else t}
     return {"t_end": args.t_end}
 
 
@@ -159,16 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     system = p.add_mutually_exclusive_group(required=True)
     system.add_argument("--scenario", help="named initial conditions: " + ", ".join(list_scenarios()))
-    system.add_argument("--ic", type=Path, metavar="FILE",
-                        help="initial conditions from .npy/.csv/.txt (columns m x y [z] vx vy [vz])")
-    p.add_argument("--softening", type=float, default=0.0, help="Plummer softening for --ic")
-    p.add_argument("--G", type=float, default=1.0, help="gravitational constant for --ic")
+    system.add_argument("--ic", type=Path, metavar="FILE", nargs="+",
+                        help="initial conditions from .npy/.csv/.txt (columns m x y [z] vx vy "
+                             "[vz]); a (B, N, 2D+1) .npy or several files run as one batch")
     p.add_argument("--policy", default="model", choices=POLICIES,
                    help="time-step policy (default: model, which needs --checkpoint)")
     p.add_argument("--checkpoint", type=Path,
                    help="training checkpoint (.pt) or run directory, for --policy model")
     p.add_argument("--dt", type=float, help="step for --policy fixed")
     p.add_argument("--eta", type=float, help="parameter of freefall/collisional/aarseth")
+    p.add_argument("--dt-scale", type=float, default=1.0,
+                   help="factor on the model policy's dt, its accuracy knob (default 1)")
     add_length_arguments(p)
     add_system_arguments(p)
     guards = p.add_argument_group("guard rails (all off by default)")
@@ -196,20 +247,23 @@ def load_system(
     parser: argparse.ArgumentParser, args: argparse.Namespace, device: torch.device,
     dtype: torch.dtype,
 ) -> SystemState:
-    """The start state of ``--scenario`` or ``--ic``; bad names/files end in ``parser.error``."""
+    """The start state of ``--scenario`` or ``--ic`` (several files or a batched ``.npy``
+    give a batch); bad names/files end in ``parser.error``."""
     try:
         if args.scenario is not None:
-            return make_scenario(args.scenario, dtype=dtype, device=device, seed=args.seed)
-        if not args.ic.is_file():
-            what = "is a directory, not a file" if args.ic.is_dir() else "does not exist"
-            parser.error(f"--ic: {str(args.ic)!r} {what}")
-        state = load_state(args.ic, softening=args.softening, G=args.G, dtype=dtype, device=device)
+            return make_scenario(args.scenario, dtype=dtype, device=device, seed=args.seed,
+                                 softening=args.softening, G=args.G)
+        states = []
+        for path in args.ic:
+            if not path.is_file():
+                what = "is a directory, not a file" if path.is_dir() else "does not exist"
+                parser.error(f"--ic: {str(path)!r} {what}")
+            states.append(load_state(path, softening=args.softening or 0.0,
+                                     G=1.0 if args.G is None else args.G,
+                                     dtype=dtype, device=device))
+        return states[0] if len(states) == 1 else stack(states)
     except (InitialConditionsError, ValueError) as e:
         parser.error(str(e))
-    if state.is_batched:
-        parser.error(f"--ic: {str(args.ic)!r} holds a batch of {state.batch_size} systems; "
-                     "simulate runs one system (save one as an (N, 5|7) array)")
-    return state
 
 
 def build_policy(
@@ -221,9 +275,12 @@ def build_policy(
         parser.error(f"--eta must be > 0, got {args.eta!r}")
     if args.dt is not None and not args.dt > 0:
         parser.error(f"--dt must be > 0, got {args.dt!r}")
+    dt_scale = getattr(args, "dt_scale", 1.0)
+    if not (dt_scale > 0 and math.isfinite(dt_scale)):
+        parser.error(f"--dt-scale must be finite and > 0, got {dt_scale!r}")
     try:
         return make_policy(args.policy, dt=args.dt, eta=args.eta, checkpoint=args.checkpoint,
-                           device=device, dtype=dtype)
+                           device=device, dtype=dtype, dt_scale=dt_scale)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         parser.error(str(e))
 
@@ -239,7 +296,7 @@ def build_guards(parser: argparse.ArgumentParser, args: argparse.Namespace) -> G
 def format_summary(summary: dict) -> str:
     """A few aligned lines for the terminal."""
     rows = [
-        ("policy", summary["policy"]),
+        ("policy / integrator", f"{summary['policy']} / {summary['integrator']}"),
         ("steps", f"{summary['steps']} ({summary['rejected_steps']} rejected attempts)"),
         ("force evaluations", summary["force_evaluations"]),
         ("t_end", f"{summary['t_end']:.6g} ({summary['stop_reason']})"),
@@ -257,12 +314,21 @@ def format_summary(summary: dict) -> str:
     return "\n".join(f"{k:<22} {v}" for k, v in rows)
 
 
-def write_outputs(result: SimulationResult, args: argparse.Namespace, summary: dict) -> list[Path]:
+def format_totals(totals: dict) -> str:
+    """The batch totals, a few aligned lines."""
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(totals["stop_reasons"].items()))
+    rows = [("systems", f"{totals['systems']} (stopped: {reasons})"),
+            ("steps / force evals", f"{totals['steps']} / {totals['force_evaluations']}"),
+            ("worst |dE/E| max", f"{totals['energy_error_max']:.3e}  (whole run)"),
+            ("wall time", f"{totals['wall_time_s']:.3f} s")]
+    return "\n".join(f"{k:<22} {v}" for k, v in rows)
+
+
+def write_outputs(result: SimulationResult, args: argparse.Namespace, report: dict) -> list[Path]:
     """Write ``result.json`` and the requested files into ``args.out``; returns the paths."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "result.json"]
-    written[0].write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    written = [write_json(out / "result.json", report)]
     if args.trajectory:
         path = out / "trajectory.npz"
         np.savez_compressed(
@@ -295,31 +361,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--trajectory/--plots/--animate need --out DIR")
     if args.frames < 2:
         parser.error(f"--frames must be >= 2, got {args.frames!r}")
-    device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     state = load_system(parser, args, device, dtype)
+    if state.is_batched and (args.trajectory or args.plots or args.animate):
+        parser.error(f"--trajectory/--plots/--animate need one system; this run is a batch of "
+                     f"{state.batch_size} (result.json lists every system)")
     policy = build_policy(parser, args, device, dtype)
+    gate_cfg = gate_settings(args, getattr(policy, "train_config", None))
     guards = build_guards(parser, args)
     length = run_length(parser, args, state, args.scenario)
     try:
-        result = simulate(state, policy, guards=guards,
-                          gate=EnergyGate(threshold=args.energy_threshold),
-                          max_steps=args.max_steps, max_frames=args.frames,
-                          progress=not args.quiet, **length)
-    except SimulationError as e:
+        result = simulate(state, policy, integrator=build_integrator(args), guards=guards,
+                          gate=gate_cfg.gate(), max_steps=args.max_steps,
+                          max_frames=args.frames, progress=not args.quiet, **length)
+    except ValueError as e:
         return run_failed(parser.prog, e)
-    summary = result.summary()
-    summary.update(
-        scenario=args.scenario, ic=None if args.ic is None else str(args.ic),
-        dt=args.dt, eta=args.eta, checkpoint=None if args.checkpoint is None else str(args.checkpoint),
-        device=str(device), dtype=args.dtype,
+    settings = dict(
+        scenario=args.scenario, ic=None if args.ic is None else [str(p) for p in args.ic],
+        dt=args.dt, eta=args.eta, dt_scale=args.dt_scale,
+        checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+        device=str(device), dtype=args.dtype, G=state.G, softening=state.softening,
         guards=dict(dt_min=guards.dt_min, dt_max=guards.dt_max, max_growth=guards.max_growth,
                     gated=guards.gated, shrink=guards.shrink, max_retries=guards.max_retries),
     )
-    print(format_summary(summary))
+    systems = [result.summary(i) for i in range(len(result.systems))]
+    report = {**(systems[0] if len(systems) == 1 else {}), **settings,
+              "systems": systems, "totals": result.totals()}
+    print(format_summary(systems[0]) if len(systems) == 1 else format_totals(result.totals()))
     if args.out is not None:
-        for path in write_outputs(result, args, summary):
+        for path in write_outputs(result, args, report):
             print(f"wrote {path}")
+    lost = [(i, r) for i, r in enumerate(result.systems) if r.stop_reason in LOST]
+    if lost:
+        i, r = lost[0]
+        why = ("the policy proposed a dt that is not finite and > 0"
+               if r.stop_reason == "bad-dt" else "the state became non-finite")
+        return run_failed(parser.prog, f"policy {result.policy!r}, system {i}: {why} at "
+                                       f"t={r.stop_time:.6g} (step {r.steps}); "
+                                       f"{len(lost)} of {len(result.systems)} systems lost; a "
+                                       "guard rail (--dt-min/--dt-max) can bound the step")
     return 0
+
+
+#: Stop reasons of a system the run lost.
+LOST = ("bad-dt", "non-finite")
 
 
 if __name__ == "__main__":

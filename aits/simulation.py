@@ -1,21 +1,29 @@
-"""The simulation loop shared by ``python -m aits.simulate``, ``aits.evaluate`` and
-the benchmarks: run one system forward with a time-step policy.
+"""The one simulation core: run one system or a batch forward with a time-step policy.
 
-Each step asks the policy for ``dt`` (from the state with its cached
-acceleration, and the history for history models), applies the guard rails,
-takes one kick-drift-kick step (one force evaluation: the end-of-step
-acceleration is the next step's start), and records
+:func:`simulate` serves ``python -m aits.simulate``, ``aits.evaluate``, training's
+rollout check and the benchmarks. Each step, for every system still running:
 
-* the per-step relative energy error ``rel_dE`` of the energy gate (the *gate
-  view*: does each step pass?), and
-* the whole-run error ``|E(t) - E(0)| / |E(0)|`` (the *whole-run view*: an
-  adaptive step breaks leapfrog's symplecticity, so passing every gate does not
-  bound the drift).
+1. the policy proposes ``h`` (behind the guard rails: ``dt_min``, ``dt_max``,
+   growth cap), from the state with its cached acceleration (and the history
+   window for history models);
+2. the integrator (:mod:`aits.integrators`: ``kdk``, ``symmetric``, ``ttl``)
+   turns it into a step, never past the system's ``t_end`` (the last step lands
+   on it exactly);
+3. with diagnostics, the per-step relative energy error ``rel_dE`` (the *gate
+   view*) and the whole-run error ``|E(t) - E(0)| / |E(0)|`` (the *whole-run
+   view*: an adaptive step breaks leapfrog's symplecticity, so passing every
+   gate does not bound the drift) are measured;
+4. with the gated guard rail, systems whose step fails the gate retry it with
+   ``dt * shrink`` (each retry's force evaluation counted), the others keep theirs.
 
-The run stops at ``t_end`` (the last step is shortened to land on it), after
-``steps`` steps, at ``max_steps`` (a warning; the last state is returned, not an
-exception) or when the state stops being finite (an error is logged, the
-result keeps the last finite state).
+Systems stop on their own: at ``t_end``, after ``steps`` steps, at ``max_steps``
+(a warning; the last state is kept), or when they blow up (a non-finite state, or
+a proposal that is not finite and > 0): that system keeps its last finite state
+and its stop reason, and the others go on.
+
+What is recorded per step is up to the *observers* (:class:`EnergyRecord`,
+:class:`Trajectory`, :class:`Progress`); the core itself keeps only per-system
+totals, so a batch of 65,536 systems costs no per-step memory.
 """
 
 from __future__ import annotations
@@ -23,152 +31,310 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from aits.gate import EnergyGate, relative_energy_error
+from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.history import HistoryBuffer
+from aits.integrators import Integrator, make_integrator
 from aits.policies import Policy
-from aits.state import SystemState, step
+from aits.state import SystemState
+
+__all__ = ["EnergyRecord", "Observer", "Progress", "RESULT_KEYS", "STOP_REASONS",
+           "SimulationResult", "SystemRun", "Trajectory", "conservation_scales", "simulate"]
 
 log = logging.getLogger(__name__)
 
-#: Keys every ``result.json`` holds (``SimulationResult.summary()`` has more).
+#: Keys every system's summary (and ``result.json``) holds.
 RESULT_KEYS = ("energy_error_final", "energy_error_max", "momentum_error",
                "angular_momentum_error", "steps", "force_evaluations", "wall_time_s",
                "gate_pass_rate", "t_end")
 
+#: Why a system stopped.
+STOP_REASONS = ("t_end", "steps", "max_steps", "non-finite", "bad-dt")
 
-class SimulationError(RuntimeError):
-    """The policy proposed a step that is not a finite number > 0."""
+
+# ------------------------------------------------------------------------- observers
+
+
+class Observer:
+    """Sees every step of a run. ``active`` is the ``(b,)`` numpy index of the systems
+    that took this step; the arrays are theirs (``dt``, ``step_error``,
+    ``energy_error`` ``(b,)``, NaN errors without diagnostics); ``state`` is the whole
+    batch after the step."""
+
+    def start(self, state: SystemState, t0: np.ndarray) -> None:
+        """Before the first step; ``t0 (B,)`` the start times."""
+
+    def update(self, state: SystemState, active: np.ndarray, t: np.ndarray, dt: np.ndarray,
+               step_error: np.ndarray, energy_error: np.ndarray) -> None:
+        """After each step."""
+
+    def finish(self, state: SystemState) -> None:
+        """After the last step."""
+
+
+class EnergyRecord(Observer):
+    """Per system, the time, ``dt``, per-step and whole-run energy error of every step."""
+
+    def start(self, state, t0):
+        B = len(t0)
+        self.t = [[float(x)] for x in t0]
+        self.dt: list[list[float]] = [[] for _ in range(B)]
+        self.step_error: list[list[float]] = [[] for _ in range(B)]
+        self.energy_error = [[0.0] for _ in range(B)]
+
+    def update(self, state, active, t, dt, step_error, energy_error):
+        for k, b in enumerate(active.tolist()):
+            self.t[b].append(t[k])
+            self.dt[b].append(dt[k])
+            self.step_error[b].append(step_error[k])
+            self.energy_error[b].append(energy_error[k])
+
+    def arrays(self, b: int) -> dict[str, np.ndarray]:
+        return {"t": np.array(self.t[b]), "dt": np.array(self.dt[b]),
+                "step_error": np.array(self.step_error[b]),
+                "energy_error": np.array(self.energy_error[b])}
+
+
+class Trajectory(Observer):
+    """Positions and velocities of every system every ``stride`` steps (start and end
+    included); halves itself, doubling the stride, past ``2 * max_frames`` frames."""
+
+    def __init__(self, max_frames: int = 500) -> None:
+        self.max_frames = max(2, int(max_frames))
+
+    def start(self, state, t0):
+        self.stride, self.count = 1, 0
+        self.t: list[np.ndarray] = []
+        self.pos: list[np.ndarray] = []
+        self.vel: list[np.ndarray] = []
+        self._add(state)
+
+    def _add(self, state: SystemState) -> None:
+        self.t.append(state.time.detach().cpu().numpy().reshape(-1).copy())
+        self.pos.append(state.pos.detach().cpu().numpy().reshape((-1,) + state.pos.shape[-2:]))
+        self.vel.append(state.vel.detach().cpu().numpy().reshape((-1,) + state.pos.shape[-2:]))
+        if len(self.t) > 2 * self.max_frames:
+            self.t, self.pos, self.vel = self.t[::2], self.pos[::2], self.vel[::2]
+            self.stride *= 2
+
+    def update(self, state, active, t, dt, step_error, energy_error):
+        self.count += 1
+        if self.count % self.stride == 0:
+            self._add(state)
+            self._last = self.count
+
+    def finish(self, state):
+        if getattr(self, "_last", 0) != self.count:
+            self._add(state)
+
+    def arrays(self, b: int) -> dict[str, np.ndarray]:
+        """Frames of system ``b`` (consecutive frames at one time merged)."""
+        t = np.array([f[b] for f in self.t])
+        keep = np.concatenate([[True], np.diff(t) != 0])
+        return {"frame_t": t[keep], "frame_pos": np.stack([f[b] for f in self.pos])[keep],
+                "frame_vel": np.stack([f[b] for f in self.vel])[keep]}
+
+
+class Progress(Observer):
+    """A tqdm bar over the simulated time of all systems (appears after one second)."""
+
+    def __init__(self, t_total: float | None, steps_total: int | None) -> None:
+        self.total = t_total if t_total is not None else steps_total
+        self.by_time = t_total is not None
+
+    def start(self, state, t0):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, delay=1.0, unit="time" if self.by_time else "step",
+                        bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
+
+    def update(self, state, active, t, dt, step_error, energy_error):
+        self.bar.update(float(dt.sum()) if self.by_time else len(active))
+
+    def finish(self, state):
+        self.bar.close()
+
+
+# ---------------------------------------------------------------------------- results
 
 
 @dataclass
-class SimulationResult:
-    """What one run produced. ``S`` accepted steps, ``F`` recorded frames.
+class SystemRun:
+    """One system's run. ``S`` accepted steps, ``F`` recorded frames; the arrays are
+    ``None`` when their observer was not attached.
 
     Attributes:
-        state: the final state (detached).
-        policy: the policy's name.
-        t: ``(S + 1,)`` time after each step (``t[0]`` the start).
-        dt: ``(S,)`` accepted steps.
-        step_error: ``(S,)`` per-step relative energy error (NaN without diagnostics).
-        energy_error: ``(S + 1,)`` whole-run ``|E(t) - E(0)| / |E(0)|`` (NaN without diagnostics).
-        frame_t: ``(F,)`` times of the recorded frames (start and end included).
-        frame_pos, frame_vel: ``(F, N, D)`` positions and velocities at those times.
-        force_evaluations: force evaluations, including the start's (when it had
-            no cached acceleration) and every rejected attempt.
-        rejected_steps: attempts rejected by the gated guard rail.
-        wall_time_s: wall time of the loop (policy, guards, steps, diagnostics).
-        momentum_error: ``|P - P0| / sum_i m_i |v_i(0)|`` at the end.
-        angular_momentum_error: ``|L - L0| / sum_i m_i |x_i(0)| |v_i(0)|`` at the end.
-        threshold: the energy gate threshold the pass rate refers to.
-        stop_reason: ``t_end``, ``steps``, ``max_steps`` or ``non-finite``.
+        steps, force_evaluations, rejected_steps: counts (force evaluations include the
+            start's when it had no cached acceleration, and every retry and trial step).
+        energy_error_max, energy_error_final: whole-run ``|E(t) - E(0)| / |E(0)|``.
+        step_error_max, gate_passes: worst per-step ``rel_dE`` and steps passing the gate.
+        dt_min, dt_max, dt_sum: over the accepted steps.
+        momentum_error, angular_momentum_error: residuals at the end, over the scales
+            of :func:`conservation_scales`.
+        stop_reason: one of :data:`STOP_REASONS`; stop_time, stop_step: where.
+        t, dt, step_error, energy_error: ``(S + 1,)``, ``(S,)``, ``(S,)``, ``(S + 1,)``
+            (:class:`EnergyRecord`).
+        frame_t, frame_pos, frame_vel: ``(F,)``, ``(F, N, D)`` (:class:`Trajectory`).
     """
 
-    state: SystemState
-    policy: str
-    t: np.ndarray
-    dt: np.ndarray
-    step_error: np.ndarray
-    energy_error: np.ndarray
-    frame_t: np.ndarray
-    frame_pos: np.ndarray
-    frame_vel: np.ndarray
+    steps: int
     force_evaluations: int
     rejected_steps: int
-    wall_time_s: float
+    energy_error_max: float
+    energy_error_final: float
+    step_error_max: float
+    gate_passes: int
+    dt_min: float
+    dt_max: float
+    dt_sum: float
     momentum_error: float
     angular_momentum_error: float
-    threshold: float
     stop_reason: str
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def steps(self) -> int:
-        return len(self.dt)
+    stop_time: float
+    threshold: float
+    t: np.ndarray | None = None
+    dt: np.ndarray | None = None
+    step_error: np.ndarray | None = None
+    energy_error: np.ndarray | None = None
+    frame_t: np.ndarray | None = None
+    frame_pos: np.ndarray | None = None
+    frame_vel: np.ndarray | None = None
 
     @property
     def gate_pass_rate(self) -> float:
         """Fraction of accepted steps whose ``rel_dE`` passed the gate (NaN if none)."""
-        if not len(self.step_error):
-            return math.nan
-        return float(np.mean(np.isfinite(self.step_error) & (self.step_error < self.threshold)))
+        return self.gate_passes / self.steps if self.steps else math.nan
 
     def summary(self) -> dict:
-        """JSON-friendly numbers: the :data:`RESULT_KEYS` and a few more."""
-        dt = self.dt if len(self.dt) else np.array([math.nan])
+        """JSON-friendly numbers: the :data:`RESULT_KEYS` (``wall_time_s`` is the
+        batch's) and a few more."""
+        n = self.steps
         return {
-            "energy_error_final": float(self.energy_error[-1]),
-            "energy_error_max": float(np.max(self.energy_error)),
+            "energy_error_final": self.energy_error_final,
+            "energy_error_max": self.energy_error_max,
             "momentum_error": self.momentum_error,
             "angular_momentum_error": self.angular_momentum_error,
-            "steps": self.steps,
+            "steps": n,
             "force_evaluations": self.force_evaluations,
-            "wall_time_s": self.wall_time_s,
             "gate_pass_rate": self.gate_pass_rate,
-            "t_end": float(self.t[-1]),
-            "policy": self.policy,
-            "step_error_max": float(np.max(self.step_error)) if self.steps else math.nan,
+            "t_end": self.stop_time,
+            "step_error_max": self.step_error_max if n else math.nan,
             "energy_threshold": self.threshold,
             "rejected_steps": self.rejected_steps,
-            "dt_mean": float(np.mean(dt)),
-            "dt_min": float(np.min(dt)),
-            "dt_max": float(np.max(dt)),
+            "dt_mean": self.dt_sum / n if n else math.nan,
+            "dt_min": self.dt_min if n else math.nan,
+            "dt_max": self.dt_max if n else math.nan,
             "stop_reason": self.stop_reason,
-            "n_bodies": self.state.n_bodies,
-            "dim": self.state.dim,
-            **self.extra,
         }
 
 
-def json_safe(obj):
-    """``obj`` with every non-finite float replaced by ``None`` (strict JSON has no
-    NaN/Infinity); dicts, lists and tuples are converted recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
+@dataclass
+class SimulationResult:
+    """What one run produced: the final state, and one :class:`SystemRun` per system.
+
+    For an unbatched start state the attributes of its one :class:`SystemRun`
+    (``t``, ``dt``, ``energy_error``, ``steps``, ``stop_reason``, ...) are readable
+    on the result itself.
+    """
+
+    state: SystemState
+    policy: str
+    integrator: str
+    systems: list[SystemRun]
+    wall_time_s: float
+    extra: dict = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        systems = self.__dict__.get("systems")
+        if systems is not None and (name in SystemRun.__dataclass_fields__
+                                    or isinstance(getattr(SystemRun, name, None), property)):
+            if self.state.is_batched:
+                raise AttributeError(f"SimulationResult.{name}: this run is a batch of "
+                                     f"{len(systems)} systems; use result.systems[i].{name}")
+            return getattr(systems[0], name)
+        raise AttributeError(name)
+
+    def summary(self, index: int = 0) -> dict:
+        """System ``index``'s :meth:`SystemRun.summary` plus the run's settings."""
+        s = self.systems[index].summary()
+        s.update(wall_time_s=self.wall_time_s, policy=self.policy, integrator=self.integrator,
+                 n_bodies=self.state.n_bodies, dim=self.state.dim, **self.extra)
+        return s
+
+    def totals(self) -> dict:
+        """Batch totals: systems, steps, force evaluations, rejected steps, wall time,
+        the worst whole-run error and the stop reasons counted."""
+        runs = self.systems
+        reasons: dict[str, int] = {}
+        for r in runs:
+            reasons[r.stop_reason] = reasons.get(r.stop_reason, 0) + 1
+        return {"systems": len(runs), "steps": sum(r.steps for r in runs),
+                "force_evaluations": sum(r.force_evaluations for r in runs),
+                "rejected_steps": sum(r.rejected_steps for r in runs),
+                "energy_error_max": max(r.energy_error_max for r in runs),
+                "wall_time_s": self.wall_time_s, "stop_reasons": reasons}
 
 
-def _energy(state: SystemState) -> tuple[torch.Tensor, torch.Tensor]:
-    """Total energy and its scale ``T + |U|`` (0-d tensors, one potential evaluation)."""
+# ------------------------------------------------------------------------ diagnostics
+
+
+def _energy(state: SystemState) -> tuple[Tensor, Tensor]:
+    """Total energy and its scale ``T + |U|``, ``(B,)`` each (one potential evaluation)."""
     T, U = state.kinetic_energy(), state.potential_energy()
     return T + U, T + U.abs()
 
 
-def _residual(now: torch.Tensor, start: torch.Tensor, scale: torch.Tensor) -> float:
-    return float((now - start).norm() / scale.clamp_min(torch.finfo(scale.dtype).tiny))
+def conservation_scales(state: SystemState) -> tuple[Tensor, Tensor]:
+    """The scales momentum and angular-momentum residuals are divided by, ``(B,)`` each.
+
+    ``P_scale = max(sum_i m_i |v_i|, sqrt(2 M (T + |U|)))`` and
+    ``L_scale = max(sum_i m_i |x_i| |v_i|, sqrt(2 M (T + |U|)) r_rms)`` at the start,
+    with ``M`` the total mass and ``r_rms`` the mass-weighted rms distance from the
+    centre of mass. The second terms are the momentum and angular momentum that the
+    system's energy scale allows, so a start at rest (the Pythagorean problem) gets
+    a finite, meaningful scale instead of 0.
+    """
+    speed = state.vel.norm(dim=-1)
+    M = state.total_mass()
+    p_energy = (2 * M * (state.kinetic_energy() + state.potential_energy().abs())).sqrt()
+    r = (state.pos - state.center_of_mass().unsqueeze(-2)).norm(dim=-1)
+    r_rms = ((state.mass * r * r).sum(-1) / M.clamp_min(torch.finfo(M.dtype).tiny)).sqrt()
+    P = torch.maximum((state.mass * speed).sum(-1), p_energy)
+    L = torch.maximum((state.mass * state.pos.norm(dim=-1) * speed).sum(-1), p_energy * r_rms)
+    tiny = torch.finfo(P.dtype).tiny
+    return P.clamp_min(tiny), L.clamp_min(tiny)
 
 
-class _Frames:
-    """Positions/velocities every ``stride`` steps; halves itself (doubling the
-    stride) when it holds more than ``2 * max_frames``, so memory stays bounded."""
+def _nan_to_inf(x: np.ndarray) -> np.ndarray:
+    return np.where(x == x, x, math.inf)
 
-    def __init__(self, max_frames: int) -> None:
-        self.max_frames = max(2, max_frames)
-        self.stride = 1
-        self.t: list[float] = []
-        self.pos: list[np.ndarray] = []
-        self.vel: list[np.ndarray] = []
 
-    def add(self, i: int, t: float, state: SystemState, force: bool = False) -> None:
-        if not force and i % self.stride:
-            return
-        if force and self.t and self.t[-1] == t:
-            return
-        self.t.append(t)
-        self.pos.append(state.pos.detach().cpu().numpy().copy())
-        self.vel.append(state.vel.detach().cpu().numpy().copy())
-        if len(self.t) > 2 * self.max_frames:
-            self.t, self.pos, self.vel = self.t[::2], self.pos[::2], self.vel[::2]
-            self.stride *= 2
+def _residual(now: Tensor, start: Tensor, scale: Tensor) -> Tensor:
+    diff = now - start
+    norm = diff.abs() if diff.dim() == scale.dim() else diff.norm(dim=-1)
+    return norm / scale
+
+
+# ------------------------------------------------------------------------------ core
+
+
+def _as_batch_tensor(value, name: str, B: int, device) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64, device=device)
+    if t.dim() == 0:
+        t = t.expand(B)
+    if t.shape != (B,):
+        raise ValueError(f"simulate: {name} must be a number or one value per system ({B},), "
+                         f"got shape {tuple(t.shape)}")
+    if not bool(((t > 0) & torch.isfinite(t)).all()):
+        raise ValueError(f"simulate: {name} must be finite and > 0, got {value!r}")
+    return t.clone()
 
 
 @torch.no_grad()
@@ -176,41 +342,46 @@ def simulate(
     state: SystemState,
     policy: Policy,
     *,
-    t_end: float | None = None,
+    integrator: str | Integrator = "kdk",
+    t_end: float | Sequence[float] | Tensor | None = None,
     steps: int | None = None,
     guards: GuardRails | None = None,
     gate: EnergyGate | None = None,
     max_steps: int = 1_000_000,
+    observers: Sequence[Observer] | None = None,
     max_frames: int = 500,
     diagnostics: bool = True,
     progress: bool = False,
+    first_dt: float | Tensor | None = None,
 ) -> SimulationResult:
-    """Run ``state`` (one system, unbatched) forward with ``policy``.
+    """Run ``state`` (one system ``(N, D)`` or a batch ``(B, N, D)``) forward with ``policy``.
 
     Args:
-        state: start state ``pos (N, D)``; never modified.
-        policy: a :class:`~aits.policies.Policy`.
-        t_end: run until this time (the last step lands on it); or
+        state: the start state; never modified.
+        policy: a :class:`~aits.policies.Policy` (one ``dt`` per system).
+        integrator: ``"kdk"``, ``"symmetric"``, ``"ttl"`` or an
+            :class:`~aits.integrators.Integrator`.
+        t_end: run each system for this long (a number, or one per system); its last
+            step lands on it. Or
         steps: run this many steps (exactly one of the two).
         guards: guard rails (default: all off).
-        gate: the energy gate whose threshold the pass rate and the gated rail use.
-        max_steps: stop here with a warning (the result holds the last state).
-        max_frames: bound on the recorded frames (positions for plots/trajectories).
-        diagnostics: compute energies every step (one potential-energy evaluation a
-            step); off only for timing, and not with a gated rail.
-        progress: show a progress bar (tqdm) for runs longer than a second.
+        gate: the energy gate of the pass rate and the gated rail.
+        max_steps: a system stops here with a warning (keeping its last state).
+        observers: what to record per step; default ``[EnergyRecord(), Trajectory(max_frames)]``
+            (``[]`` records nothing: for timing and large batches).
+        max_frames: frames of the default :class:`Trajectory`.
+        diagnostics: compute energies every step (one potential evaluation a step);
+            off only for timing, and not with a gated rail.
+        progress: show a progress bar for runs longer than a second.
+        first_dt: the first step of the ``symmetric`` recurrence (default: the policy's
+            proposal); to run a symmetric run back, give its last step.
 
     Raises:
-        ValueError: a batched state, both or neither of ``t_end``/``steps``, bad values.
-        SimulationError: the policy proposed a ``dt`` that is not finite and > 0.
+        ValueError: both or neither of ``t_end``/``steps``, bad values.
     """
-    if state.is_batched:
-        raise ValueError("simulate runs one system: pass an unbatched state (pos of shape (N, D))")
     if (t_end is None) == (steps is None):
         raise ValueError("simulate: give exactly one of t_end and steps")
-    if t_end is not None and not (t_end > 0 and math.isfinite(t_end)):
-        raise ValueError(f"t_end must be finite and > 0, got {t_end!r}")
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
@@ -218,101 +389,213 @@ def simulate(
     gate = gate or EnergyGate()
     if guards.gated and not diagnostics:
         raise ValueError("the gated guard rail needs diagnostics (energies every step)")
-
-    force_evals = 0 if state.acc is not None else 1
-    state = state.detach().with_acceleration()
-    t0 = float(state.time)
-    t_stop = None if t_end is None else t0 + t_end
+    integ = make_integrator(integrator)
+    single = not state.is_batched
+    force_evals0 = 0 if state.acc is not None else 1
+    batch = state.detach().as_batch().with_acceleration()
+    B, device = batch.batch_size, batch.device
+    t0 = batch.time.clone()
+    t_stop = (t0 + _as_batch_tensor(t_end, "t_end", B, device) if t_end is not None
+              else torch.full((B,), math.inf, dtype=torch.float64, device=device))
+    tol = torch.where(torch.isfinite(t_stop), 1e-12 * t_stop.abs().clamp_min(1.0), 0.0)
+    if observers is None:
+        observers = [EnergyRecord(), Trajectory(max_frames)]
+    observers = list(observers)
+    if progress:
+        total = float((t_stop - t0).sum()) if t_end is not None else steps * B
+        observers.append(Progress(total if t_end is not None else None,
+                                  None if t_end is not None else int(total)))
     history = HistoryBuffer(policy.history_len) if policy.history_len else None
-    E0, scale0 = _energy(state) if diagnostics else (None, None)
-    E_prev, scale_prev = E0, scale0
-    P0, L0 = state.momentum(), state.angular_momentum()
-    speed = state.vel.norm(dim=-1)
-    P_scale = (state.mass * speed).sum()
-    L_scale = (state.mass * state.pos.norm(dim=-1) * speed).sum()
 
-    times, dts, step_err, run_err = [t0], [], [], [0.0 if diagnostics else math.nan]
-    frames = _Frames(max_frames)
-    frames.add(0, t0, state)
-    rejected, prev_dt, stop = 0, None, "steps"
-    tol = 0.0 if t_stop is None else 1e-12 * max(1.0, abs(t_stop))
-    bar = _progress_bar(progress, float(t_end) if t_end is not None else steps,
-                        "time" if t_end is not None else "step")
-    start = time.perf_counter()
-    t = t0
-    while True:
-        n = len(dts)
-        if steps is not None and n >= steps:
-            break
-        if t_stop is not None and t >= t_stop - tol:
-            stop = "t_end"
-            break
-        if n >= max_steps:
-            stop = "max_steps"
-            log.warning("stopped at max_steps=%d at t=%.6g (t_end %s not reached)",
-                        max_steps, t, t_stop)
-            break
-        dt = guards.limit(policy(state, history), prev_dt)
-        dt_f = float(dt)
-        if not (dt_f > 0 and math.isfinite(dt_f)):
-            raise SimulationError(
-                f"policy {policy.name!r} proposed dt={dt_f!r} at t={t:.6g} (step {n}); "
-                "a guard rail (--dt-min/--dt-max) can bound it"
-            )
-        if t_stop is not None:
-            dt_f = min(dt_f, t_stop - t)
-        for attempt in range(guards.max_retries + 1):
-            new = step(state, dt_f)
-            force_evals += 1
-            err = math.nan
-            if diagnostics:
-                E1, scale1 = _energy(new)
-                err = float(relative_energy_error(E_prev, E1, scale_prev, gate.floor))
-            if (not guards.gated or (err < gate.threshold) or attempt == guards.max_retries
-                    or dt_f <= guards.dt_min):
-                break
-            rejected += 1
-            dt_f = max(dt_f * guards.shrink, guards.dt_min)
-        if not bool(torch.isfinite(new.pos).all() & torch.isfinite(new.vel).all()):
-            stop = "non-finite"
-            log.error("step %d at t=%.6g with dt=%.3g gave a non-finite state; stopping", n, t, dt_f)
-            break
+    P0, L0 = batch.momentum(), batch.angular_momentum()
+    P_scale, L_scale = conservation_scales(batch)
+    # per-system bookkeeping in numpy (float64): cheap for small batches, one read-back a step
+    E0 = scale0 = E_prev = scale_prev = None
+    if diagnostics:
+        E0, scale0 = (x.double().cpu().numpy() for x in _energy(batch))
+        E_prev, scale_prev = E0.copy(), scale0.copy()
+    t_np = batch.time.cpu().numpy().copy()
+    t_stop_np = t_stop.cpu().numpy()
+    tol_np = tol.cpu().numpy()
+    n_steps, evals = np.zeros(B, np.int64), np.full(B, force_evals0, np.int64)
+    rejected, passes = np.zeros(B, np.int64), np.zeros(B, np.int64)
+    err_max, err_final, step_max = np.zeros(B), np.zeros(B), np.zeros(B)
+    dt_min, dt_max, dt_sum = np.full(B, math.inf), np.zeros(B), np.zeros(B)
+    prev_dt = torch.zeros(B, dtype=batch.dtype, device=device)
+    stop = [""] * B
+    running = np.ones(B, bool)
+    all_rows = np.arange(B)
+    bad_dt = np.zeros(B, bool)
+    for obs in observers:
+        obs.start(batch, t_np.copy())
+
+    def proposer(rows: np.ndarray | None):
+        index = None if rows is None else torch.from_numpy(rows).to(device)
+        prev = prev_dt if index is None else prev_dt[index]
+        window = None
         if history is not None:
-            history.push(state)
-        state = new
-        prev_dt = dt.new_tensor(dt_f)
-        t = float(state.time)
-        times.append(t)
-        dts.append(dt_f)
-        step_err.append(err)
+            window = history.window()
+            if index is not None:
+                window = [None if s is None else s.index(index) for s in window]
+
+        def propose(sub: SystemState) -> Tensor:
+            h = policy(sub, window)
+            if h.dtype != sub.dtype or h.shape != sub.batch_shape:
+                h = h.to(sub.dtype).reshape(sub.batch_shape)
+            if guards.active:
+                h = guards.limit(h, torch.where(prev > 0, prev, h)
+                                 if math.isfinite(guards.max_growth) else None)
+            h_np = h.cpu().numpy()
+            lost = ~(np.isfinite(h_np) & (h_np > 0))
+            if lost.any():
+                bad_dt[np.arange(B)[lost] if rows is None else rows[lost]] = True
+                h = torch.where(torch.from_numpy(lost).to(h.device), torch.ones_like(h), h)
+            return h
+
+        return propose
+
+    def rel(E_a: np.ndarray, E_b: np.ndarray, scale_a: np.ndarray) -> np.ndarray:
+        denom = np.maximum(np.maximum(np.abs(E_a), gate.floor * scale_a), np.finfo(float).tiny)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.abs(E_b - E_a) / denom
+
+    def energies(s: SystemState) -> tuple[np.ndarray, np.ndarray]:
+        E, sc = _energy(s)
+        return E.double().cpu().numpy(), sc.double().cpu().numpy()
+
+    carry = integ.init(batch, proposer(None), None if first_dt is None else
+                       torch.as_tensor(first_dt, dtype=batch.dtype, device=device))
+    start = time.perf_counter()
+    while True:
+        remaining_np = t_stop_np - t_np
+        done = remaining_np <= tol_np
+        if steps is not None:
+            done |= n_steps >= steps
+        for b in np.flatnonzero(running & done):
+            stop[b] = "t_end" if steps is None else "steps"
+        running &= ~done
+        capped = running & (n_steps >= max_steps)
+        for b in np.flatnonzero(capped):
+            stop[b] = "max_steps"
+            log.warning("system %d stopped at max_steps=%d at t=%.6g (t_end %.6g not reached)",
+                        b, max_steps, t_np[b], t_stop_np[b])
+        running &= ~capped
+        if not running.any():
+            break
+        rows = None if running.all() else np.flatnonzero(running)
+        idx = None if rows is None else torch.from_numpy(rows).to(device)
+        sub = batch if idx is None else batch.index(idx)
+        sub_carry = carry if idx is None else {k: v[idx] for k, v in carry.items()}
+        rem_np = remaining_np if rows is None else remaining_np[rows]
+        rem = torch.from_numpy(rem_np).to(device)
+        new, dt, new_carry, ev = integ.step(sub, sub_carry, proposer(rows), rem, 1.0,
+                                            guards.dt_min)
+        ev = np.broadcast_to(np.asarray(ev), (len(rem_np),)).copy()
+        dt_np = dt.double().cpu().numpy()
+        err = np.full(len(dt_np), math.nan)
         if diagnostics:
-            E_prev, scale_prev = E1, scale1
-            run_err.append(float(relative_energy_error(E0, E1, scale0, gate.floor)))
+            Ep = E_prev if rows is None else E_prev[rows]
+            sp = scale_prev if rows is None else scale_prev[rows]
+            E1, scale1 = energies(new)
+            err = rel(Ep, E1, sp)
+        retries = np.zeros_like(ev)
+        if guards.gated:
+            scale = 1.0
+            for _ in range(guards.max_retries):
+                fail = ~(err < gate.threshold) & (dt_np > guards.dt_min)
+                if not fail.any():
+                    break
+                scale *= guards.shrink
+                f_np = np.flatnonzero(fail)
+                f = torch.from_numpy(f_np).to(device)
+                r_new, r_dt, r_carry, r_ev = integ.step(
+                    sub.index(f), {k: v[f] for k, v in sub_carry.items()},
+                    proposer(f_np if rows is None else rows[f_np]), rem[f], scale, guards.dt_min)
+                new = new.put(f, r_new)
+                dt = dt.index_copy(0, f, r_dt)
+                dt_np[f_np] = r_dt.double().cpu().numpy()
+                new_carry = {k: v.index_copy(0, f, r_carry[k]) for k, v in new_carry.items()}
+                ev[f_np] += r_ev
+                retries[f_np] += 1
+                r_E1, r_s1 = energies(r_new)
+                E1[f_np], scale1[f_np] = r_E1, r_s1
+                err[f_np] = rel(Ep[f_np], r_E1, sp[f_np])
+        rows_all = slice(None) if rows is None else rows  # basic indexing when all run
+        evals[rows_all] += ev
+        rejected[rows_all] += retries
+        if diagnostics:  # a finite energy means finite positions and velocities
+            finite = np.isfinite(E1)
         else:
-            run_err.append(math.nan)
-        frames.add(n + 1, t, state)
-        if bar is not None:
-            bar.update(dt_f if t_end is not None else 1)
+            finite = (torch.isfinite(new.pos).all(-1).all(-1)
+                      & torch.isfinite(new.vel).all(-1).all(-1)).cpu().numpy()
+        lost = bad_dt[rows_all]
+        ok = finite & ~lost
+        if not ok.all():
+            rows_all = all_rows if rows is None else rows
+            for k in np.flatnonzero(~ok):
+                b = int(rows_all[k])
+                stop[b] = "bad-dt" if lost[k] else "non-finite"
+                log.error("system %d, step %d at t=%.6g: %s; this system stops", b,
+                          n_steps[b], t_np[b],
+                          "the policy proposed a dt that is not finite and > 0"
+                          if lost[k] else f"dt={dt_np[k]:.3g} gave a non-finite state")
+            running[rows_all[~ok]] = False
+            keep_np = np.flatnonzero(ok)
+            if not len(keep_np):
+                continue
+            keep = torch.from_numpy(keep_np).to(device)
+            rows_all, new, dt = rows_all[keep_np], new.index(keep), dt[keep]
+            dt_np, err = dt_np[keep_np], err[keep_np]
+            new_carry = {k: v[keep] for k, v in new_carry.items()}
+            if diagnostics:
+                E1, scale1 = E1[keep_np], scale1[keep_np]
+            rows = rows_all
+        if history is not None:
+            history.push(batch)
+        if rows is None:
+            batch, carry, prev_dt = new, new_carry, dt
+        else:
+            put = torch.from_numpy(rows).to(device)
+            batch = batch.put(put, new)
+            carry = {k: v.index_copy(0, put, new_carry[k]) for k, v in carry.items()}
+            prev_dt = prev_dt.index_copy(0, put, dt)
+        t_np[rows_all] = new.time.cpu().numpy()
+        n_steps[rows_all] += 1
+        dt_sum[rows_all] += dt_np
+        dt_min[rows_all] = np.minimum(dt_min[rows_all], dt_np)
+        dt_max[rows_all] = np.maximum(dt_max[rows_all], dt_np)
+        run_err = np.full(len(dt_np), math.nan)
+        if diagnostics:
+            E_prev[rows_all], scale_prev[rows_all] = E1, scale1
+            run_err = _nan_to_inf(rel(E0[rows_all], E1, scale0[rows_all]))
+            err_final[rows_all] = run_err
+            err_max[rows_all] = np.maximum(err_max[rows_all], run_err)
+            step_max[rows_all] = np.maximum(step_max[rows_all], _nan_to_inf(err))
+            passes[rows_all] += err < gate.threshold
+        for obs in observers:
+            obs.update(batch, all_rows if rows is None else rows, t_np[rows_all], dt_np, err,
+                       run_err)
     wall = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
-    frames.add(len(dts), t, state, force=True)
-    return SimulationResult(
-        state=state, policy=policy.name, t=np.array(times), dt=np.array(dts),
-        step_error=np.array(step_err), energy_error=np.array(run_err),
-        frame_t=np.array(frames.t), frame_pos=np.stack(frames.pos), frame_vel=np.stack(frames.vel),
-        force_evaluations=force_evals, rejected_steps=rejected, wall_time_s=wall,
-        momentum_error=_residual(state.momentum(), P0, P_scale),
-        angular_momentum_error=_residual(state.angular_momentum(), L0, L_scale),
-        threshold=gate.threshold, stop_reason=stop,
-    )
-
-
-def _progress_bar(enabled: bool, total: float, unit: str):
-    """A tqdm bar that appears only for runs longer than a second (None when off)."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, delay=1.0, unit=unit,
-                bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
+    for obs in observers:
+        obs.finish(batch)
+    if not diagnostics:
+        err_max[:], err_final[:], step_max[:] = math.nan, math.nan, math.nan
+    P_err = _residual(batch.momentum(), P0, P_scale).tolist()
+    L_err = _residual(batch.angular_momentum(), L0, L_scale).tolist()
+    records = [o for o in observers if isinstance(o, EnergyRecord)]
+    frames = [o for o in observers if isinstance(o, Trajectory)]
+    runs = []
+    for b in range(B):
+        arrays = {**(records[0].arrays(b) if records else {}),
+                  **(frames[0].arrays(b) if frames else {})}
+        runs.append(SystemRun(
+            steps=int(n_steps[b]), force_evaluations=int(evals[b]),
+            rejected_steps=int(rejected[b]), energy_error_max=float(err_max[b]),
+            energy_error_final=float(err_final[b]), step_error_max=float(step_max[b]),
+            gate_passes=int(passes[b]), dt_min=float(dt_min[b]), dt_max=float(dt_max[b]),
+            dt_sum=float(dt_sum[b]), momentum_error=P_err[b], angular_momentum_error=L_err[b],
+            stop_reason=stop[b] or "steps", stop_time=float(t_np[b]), threshold=gate.threshold,
+            **arrays))
+    final = batch.index(0) if single else batch
+    return SimulationResult(state=final, policy=getattr(policy, "name", type(policy).__name__),
+                            integrator=integ.name, systems=runs, wall_time_s=wall)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +43,24 @@ def _finite_number(name: str, value: float, minimum: float, strict: bool) -> flo
     return v
 
 
+def _declare(kind: str, *, default=None, per_system: bool = True, cast: bool = True,
+             depends_on: tuple[str, ...] = ()):
+    """A :class:`SystemState` field with the metadata that every traversal reads.
+
+    ``kind``: ``"tensor"`` (mapped by every traversal), ``"field"`` (the optional
+    :class:`~aits.tide.TidalField`, whose position is mapped) or ``"scalar"``
+    (shared by the batch, copied as is). ``per_system``: the tensor has the
+    leading batch axis (index, stack, split, gather follow it). ``cast``: follows
+    ``to(dtype=...)`` (``time`` stays float64). ``depends_on``: a cache, dropped
+    by :meth:`SystemState.replace` when any of these fields changes.
+    """
+    return dataclasses.field(default=default, metadata={
+        "kind": kind, "per_system": per_system, "cast": cast, "depends_on": depends_on})
+
+
+_REQUIRED = dataclasses.MISSING
+
+
 @dataclass(frozen=True, eq=False)
 class SystemState:
     """One system or a batch of systems of point masses.
@@ -63,17 +81,22 @@ class SystemState:
             time). :func:`step` fills it on the CPU, where the step's force
             kernel yields it almost for free; the features then skip their own
             pass over the pairs.
+
+    The fields are declared once, here, with their metadata (:func:`_declare`):
+    copies, casts, indexing, stacking, splitting, gathering, serialisation and
+    cache invalidation are all one walk over ``dataclasses.fields`` (:func:`map_tensors`),
+    so a new field is one line.
     """
 
-    pos: Tensor
-    vel: Tensor
-    mass: Tensor
-    time: Tensor | None = None
-    softening: float = 0.0
-    G: float = 1.0
-    acc: Tensor | None = None
-    field: TidalField | None = None
-    pair_stats: Tensor | None = None
+    pos: Tensor = _declare("tensor", default=_REQUIRED)
+    vel: Tensor = _declare("tensor", default=_REQUIRED)
+    mass: Tensor = _declare("tensor", default=_REQUIRED)
+    time: Tensor | None = _declare("tensor", cast=False)
+    softening: float = _declare("scalar", default=0.0)
+    G: float = _declare("scalar", default=1.0)
+    acc: Tensor | None = _declare("tensor", depends_on=("pos", "mass", "softening", "G", "field"))
+    field: TidalField | None = _declare("field")
+    pair_stats: Tensor | None = _declare("tensor", depends_on=("pos", "mass", "softening", "G"))
 
     def __post_init__(self) -> None:
         for name in ("pos", "vel", "mass"):
@@ -184,53 +207,110 @@ class SystemState:
     @property
     def requires_grad(self) -> bool:
         """True when any tensor of the state is part of an autograd graph."""
-        return any(t is not None and t.requires_grad for t in self._tensors().values())
+        return any(isinstance(t, Tensor) and t.requires_grad
+                   for t in (getattr(self, f.name) for f in dataclasses.fields(self)))
 
     # ------------------------------------------------------------------ copies
 
-    def _tensors(self) -> dict[str, Tensor | None]:
-        return {"pos": self.pos, "vel": self.vel, "mass": self.mass, "time": self.time,
-                "acc": self.acc, "pair_stats": self.pair_stats}
+    def map_tensors(self, fn: Callable[[Tensor], Tensor], *, per_system: bool = False,
+                    cast_only: bool = False) -> SystemState:
+        """A new state with ``fn`` applied to every tensor field (and the field's
+        position), keeping ``None`` caches ``None``.
 
-    def _map(self, fn) -> SystemState:
-        new = {k: (None if t is None else fn(t)) for k, t in self._tensors().items()}
-        field = self.field
-        if field is not None:
-            field = TidalField(field.mass, fn(field.position))
-        return dataclasses.replace(self, field=field, **new)
+        Args:
+            fn: tensor -> tensor.
+            per_system: apply only to tensors with the leading batch axis (index,
+                stack, gather); a shared field position ``(D,)`` is kept as is.
+            cast_only: apply only to the tensors that follow a dtype cast.
+        """
+        new: dict = {}
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if value is None or (cast_only and not meta["cast"]):
+                continue
+            if meta["kind"] == "tensor" and (meta["per_system"] or not per_system):
+                new[f.name] = fn(value)
+            elif meta["kind"] == "field" and (value.position.dim() == 2 or not per_system):
+                new[f.name] = TidalField(value.mass, fn(value.position))
+        return dataclasses.replace(self, **new)
 
     def detach(self) -> SystemState:
         """The same state cut from any autograd graph (tensors share storage)."""
-        return self._map(Tensor.detach)
+        return self.map_tensors(Tensor.detach)
 
     def clone(self) -> SystemState:
         """An independent, detached copy (no shared storage, no graph)."""
-        return self._map(lambda t: t.detach().clone())
+        return self.map_tensors(lambda t: t.detach().clone())
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> SystemState:
         """Move to ``device`` and/or cast ``pos``, ``vel``, ``mass``, ``acc`` to ``dtype``
         (``time`` stays float64)."""
-        state = self._map(lambda t: t.to(device=device))
-        if dtype is None:
-            return state
-        return dataclasses.replace(
-            state, pos=state.pos.to(dtype), vel=state.vel.to(dtype), mass=state.mass.to(dtype),
-            acc=None if state.acc is None else state.acc.to(dtype),
-            pair_stats=None if state.pair_stats is None else state.pair_stats.to(dtype),
-            field=None if state.field is None else TidalField(
-                state.field.mass, state.field.position.to(dtype)),
-        )
+        state = self.map_tensors(lambda t: t.to(device=device))
+        return state if dtype is None else state.map_tensors(lambda t: t.to(dtype), cast_only=True)
+
+    def index(self, index: Tensor | int | slice) -> SystemState:
+        """Systems ``index`` of a batch: an int gives one unbatched system, a ``(b,)``
+        index tensor, a boolean mask or a slice a batch. Per-system field positions follow."""
+        if not self.is_batched:
+            raise ValueError("SystemState.index: the state is not a batch")
+        return self.map_tensors(lambda t: t[index], per_system=True)
+
+    @staticmethod
+    def where(mask: Tensor, a: SystemState, b: SystemState) -> SystemState:
+        """Per system ``a`` where ``mask (B,)`` is true, else ``b``; both batches of the
+        same systems (masses, scalars, field). A cache is kept only when both have it."""
+        def pick(ta: Tensor | None, tb: Tensor | None) -> Tensor | None:
+            if ta is None or tb is None:
+                return None
+            return torch.where(mask.reshape(mask.shape + (1,) * (ta.dim() - 1)), ta, tb)
+
+        return dataclasses.replace(a, **{
+            f.name: pick(getattr(a, f.name), getattr(b, f.name))
+            for f in dataclasses.fields(a) if f.metadata["kind"] == "tensor"})
+
+    def put(self, index: Tensor, part: SystemState) -> SystemState:
+        """This batch with systems ``index (b,)`` replaced by the batch ``part``
+        (same systems otherwise). A cache is kept only when both have it."""
+        new = {}
+        for f in dataclasses.fields(self):
+            if f.metadata["kind"] != "tensor":
+                continue
+            mine, theirs = getattr(self, f.name), getattr(part, f.name)
+            new[f.name] = (None if mine is None or theirs is None
+                           else mine.index_copy(0, index, theirs.to(mine.dtype)))
+        return dataclasses.replace(self, **new)
+
+    def to_dict(self) -> dict:
+        """Plain tensors, numbers and dicts (checkpoint-safe, ``weights_only`` loadable)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["kind"] == "field" and value is not None:
+                value = {"mass": value.mass, "position": value.position}
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, device: torch.device | str | None = None) -> SystemState:
+        """Inverse of :meth:`to_dict`, moved to ``device``; missing optional entries are ``None``."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            value = d[f.name]
+            if f.metadata["kind"] == "field" and value is not None:
+                value = TidalField(value["mass"], value["position"])
+            values[f.name] = value
+        return cls(**values).to(device=device)
 
     def replace(self, **changes) -> SystemState:
-        """A copy with fields changed; the cached acceleration is dropped unless
-        only ``vel`` or ``time`` change (or ``acc`` is given), the cached pair
-        statistics when ``pos``, ``mass``, ``softening`` or ``G`` change (unless given)."""
-        if "acc" not in changes and set(changes) - {"vel", "time"}:
-            changes["acc"] = None
-        if "pair_stats" not in changes and set(changes) & {"pos", "mass", "softening", "G"}:
-            changes["pair_stats"] = None
+        """A copy with fields changed; a cache (``acc``, ``pair_stats``) is dropped
+        when a field it depends on changes, unless it is given too."""
+        for f in dataclasses.fields(self):
+            if f.name not in changes and set(changes) & set(f.metadata["depends_on"]):
+                changes[f.name] = None
         return dataclasses.replace(self, **changes)
 
     def with_field(self, field: TidalField | None) -> SystemState:
@@ -439,8 +519,8 @@ def stack(states: Sequence[SystemState]) -> SystemState:
     """Join single states and/or batches into one batch ``(sum of B_i, N, D)``.
 
     All states must share ``N``, ``D``, dtype, device, softening and ``G``; fields
-    must be all absent or all present (with one perturber mass). The cached
-    acceleration is kept only when every state has one.
+    must be all absent or all present (with one perturber mass). A cache is kept
+    only when every state has it.
     """
     states = list(states)
     if not states:
@@ -455,45 +535,20 @@ def stack(states: Sequence[SystemState]) -> SystemState:
                     f"stack: state {i} has {attr}={getattr(s, attr)!r}, "
                     f"state 0 has {getattr(first, attr)!r}"
                 )
-
-    def cat(get):
-        return torch.cat([get(s) if s.is_batched else get(s).unsqueeze(0) for s in states])
-
-    have_acc = all(s.acc is not None for s in states)
-    have_stats = all(s.pair_stats is not None for s in states)
-    return SystemState(
-        pos=cat(lambda s: s.pos),
-        vel=cat(lambda s: s.vel),
-        mass=cat(lambda s: s.mass),
-        time=cat(lambda s: s.time),
-        softening=first.softening,
-        G=first.G,
-        acc=cat(lambda s: s.acc) if have_acc else None,
-        field=_stack_fields(states),
-        pair_stats=cat(lambda s: s.pair_stats) if have_stats else None,
-    )
+    batches = [s if s.is_batched else s.map_tensors(lambda t: t.unsqueeze(0), per_system=True)
+               for s in states]
+    values = {}
+    for f in dataclasses.fields(SystemState):
+        if f.metadata["kind"] == "tensor":
+            parts = [getattr(s, f.name) for s in batches]
+            values[f.name] = None if any(p is None for p in parts) else torch.cat(parts)
+        elif f.metadata["kind"] == "scalar":
+            values[f.name] = getattr(first, f.name)
+    return SystemState(field=_stack_fields(states), **values)
 
 
 def split(state: SystemState) -> list[SystemState]:
     """Split a batch into single (unbatched) states; a single state gives ``[state]``."""
     if not state.is_batched:
         return [state]
-    out = []
-    for b in range(state.batch_size):
-        field = state.field
-        if field is not None and field.position.dim() == 2:
-            field = TidalField(field.mass, field.position[b])
-        out.append(
-            SystemState(
-                pos=state.pos[b],
-                vel=state.vel[b],
-                mass=state.mass[b],
-                time=state.time[b],
-                softening=state.softening,
-                G=state.G,
-                acc=None if state.acc is None else state.acc[b],
-                field=field,
-                pair_stats=None if state.pair_stats is None else state.pair_stats[b],
-            )
-        )
-    return out
+    return [state.index(b) for b in range(state.batch_size)]

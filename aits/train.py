@@ -30,7 +30,8 @@ from aits.config import ConfigError, TrainConfig, add_arguments, from_mapping, r
 from aits.distributed import env_world_size, exit_now, init_from_env, is_initialized, shutdown
 from aits.ics import InitialConditionsError, kepler_orbit
 from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
-from aits.training import RetrainLimitError, Trainer, resolve_device, rollout_check
+from aits.config import resolve_device
+from aits.training import RetrainLimitError, Trainer, rollout_check
 
 if TYPE_CHECKING:
     import torch
@@ -184,8 +185,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, rundir: RunDir, last_ckpt: Path 
             stopped_early: bool, started: float) -> dict[str, Any]:
     """Rank 0 after training: rollout check, summary, plot."""
     train_time = time.perf_counter() - started
-    checks = {name: rollout_check(trainer.model, state, trainer.gate, cfg.rollout_steps,
-                                  cfg.history_len)
+    checks = {name: rollout_check(trainer.model, state, trainer.gate, cfg.rollout_steps)
               for name, state in check_systems(trainer).items()} if cfg.rollout_steps else {}
     summary = _summary(cfg, trainer, rundir, last_ckpt, stopped_early, train_time, checks)
     summary["wall_time_s"] = time.perf_counter() - started

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from aits.checkpoint import CheckpointError, restore_model
-from aits.config import ConfigError, TrainConfig
+from aits.config import ConfigError, TrainConfig, resolve_device, resolve_dtype
 from aits.distributed import Group, shard_range
 from aits.features import FeatureScales, FeatureSpec
 from aits.gate import EnergyGate, energy_scale, relative_energy_error
@@ -54,7 +54,6 @@ from aits.ics import kepler_batch, load_state
 from aits.model import TimeStepNet
 from aits.scenarios import make_scenario
 from aits.state import SystemState, rollout, stack
-from aits.tide import TidalField
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +79,6 @@ class RetrainLimitError(RuntimeError):
 # ------------------------------------------------------------------------------ building
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        why = "this torch has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
-        raise ConfigError(f"setting 'device' is 'cuda' but CUDA is not available ({why}); "
-                          "use --device cpu or auto")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
 def build_system(cfg: TrainConfig, dtype: torch.dtype, device: torch.device) -> SystemState:
     """The training system as a batch ``(B, N, D)`` with its acceleration cached."""
     if cfg.num_orbits > 1:
@@ -104,7 +88,10 @@ def build_system(cfg: TrainConfig, dtype: torch.dtype, device: torch.device) -> 
         state = load_state(cfg.ic_file, softening=cfg.softening, G=cfg.G, dtype=dtype,
                            device=device)
     else:
-        state = make_scenario(cfg.scenario, dtype=dtype, device=device, seed=cfg.seed)
+        # a non-default softening or G replaces the scenario's own (G keeps the orbits' shapes)
+        state = make_scenario(cfg.scenario, dtype=dtype, device=device, seed=cfg.seed,
+                              softening=cfg.softening or None,
+                              G=None if cfg.G == 1.0 else cfg.G)
     return state.as_batch().with_acceleration()
 
 
@@ -134,32 +121,8 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
 # ------------------------------------------------------------------------- batch helpers
 
 
-def take(state: SystemState, index: Tensor | int) -> SystemState:
-    """Systems ``index`` of a batch: an int gives one unbatched system, a ``(b,)``
-    index tensor a batch of ``b``. Per-system field positions follow."""
-    field = state.field
-    if field is not None and field.position.dim() == 2:
-        field = TidalField(field.mass, field.position[index])
-    return SystemState(pos=state.pos[index], vel=state.vel[index], mass=state.mass[index],
-                       time=state.time[index], softening=state.softening, G=state.G,
-                       acc=None if state.acc is None else state.acc[index], field=field,
-                       pair_stats=None if state.pair_stats is None else state.pair_stats[index])
-
-
-def select(mask: Tensor, a: SystemState, b: SystemState) -> SystemState:
-    """Per system ``a`` where ``mask (B,)`` else ``b`` (same masses and field);
-    both must have ``acc`` cached."""
-    m3 = mask[:, None, None]
-    stats = None
-    if a.pair_stats is not None and b.pair_stats is not None:
-        stats = torch.where(mask[:, None], a.pair_stats, b.pair_stats)
-    return a.replace(pos=torch.where(m3, a.pos, b.pos), vel=torch.where(m3, a.vel, b.vel),
-                     acc=torch.where(m3, a.acc, b.acc), time=torch.where(mask, a.time, b.time),
-                     pair_stats=stats)
-
-
 def _take_window(window: Sequence[SystemState] | None, index: Tensor | int) -> Window | None:
-    return None if window is None else [take(s, index) for s in window]
+    return None if window is None else [s.index(index) for s in window]
 
 
 # ------------------------------------------------------------------------------- Part 2
@@ -186,7 +149,7 @@ def replay_errors_per_sample(model: TimeStepNet, states: SystemState,
     original system's way); for benchmarks and tests only."""
     dts, rels = [], []
     for i in range(states.batch_size):
-        s = take(states, i)
+        s = states.index(i)
         dt = model.predict_dt(s, _take_window(window, i))
         dts.append(dt)
         rels.append(gate.error(s, rollout(s, dt, n_steps)))
@@ -234,7 +197,7 @@ class Trajectory:
         """Part 2's batched evaluation of samples ``index (b,)``: ``(dt, rel_dE)``,
         each ``(b,)``; equal to :func:`replay_errors` on the same states."""
         t_dyn = None if self.t_dyn is None else self.t_dyn[index]
-        states = take(self.states, index)
+        states = self.states.index(index)
         dt = model(self.features[index], t_dyn).to(states.dtype)
         end = rollout(states, dt, n_steps)
         return dt, relative_energy_error(self.E0[index], end.total_energy(),
@@ -304,24 +267,13 @@ class Trainer:
 
     def _local(self, state: SystemState) -> SystemState:
         """This rank's shard of a whole batch (the batch itself in one process)."""
-        return take(state, self.shard) if self.group.active else state
+        return state.index(self.shard) if self.group.active else state
 
     def _gathered(self, state: SystemState) -> SystemState:
         """The whole batch from every rank's shard (collective; identity in one process)."""
         if not self.group.active:
             return state
-        g = self.group.gather
-        field = state.field
-        if field is not None and field.position.dim() == 2:
-            field = TidalField(field.mass, g(field.position))
-
-        def maybe(t: Tensor | None) -> Tensor | None:
-            return None if t is None else g(t)
-
-        return SystemState(pos=g(state.pos), vel=g(state.vel), mass=g(state.mass),
-                           time=g(state.time), softening=state.softening, G=state.G,
-                           acc=maybe(state.acc), field=field,
-                           pair_stats=maybe(state.pair_stats))
+        return state.map_tensors(self.group.gather, per_system=True)
 
     def _predict(self, state: SystemState, window: Window | None) -> Tensor:
         """``dt`` of the live shard, through DDP's forward when distributed (its
@@ -377,7 +329,7 @@ class Trainer:
                 if kept is None:
                     kept, kept_dt, kept_rel = end_d, dt_d, rel_d
                 else:
-                    kept = select(new, end_d, kept)
+                    kept = SystemState.where(new, end_d, kept)
                     kept_dt = torch.where(new, dt_d, kept_dt)
                     kept_rel = torch.where(new, rel_d, kept_rel)
                 done = done | new
@@ -558,72 +510,47 @@ class _Forward(torch.nn.Module):
 
 
 def state_to_dict(state: SystemState) -> dict:
-    """A :class:`SystemState` as plain tensors and numbers (checkpoint-safe)."""
-    f = state.field
-    return {"pos": state.pos, "vel": state.vel, "mass": state.mass, "time": state.time,
-            "acc": state.acc, "pair_stats": state.pair_stats,
-            "softening": state.softening, "G": state.G,
-            "field": None if f is None else {"mass": f.mass, "position": f.position}}
+    """A :class:`SystemState` as plain tensors and numbers (:meth:`SystemState.to_dict`)."""
+    return state.to_dict()
 
 
 def state_from_dict(d: dict, device: torch.device | None = None) -> SystemState:
-    """Inverse of :func:`state_to_dict`, moved to ``device``."""
-    f = d["field"]
-    field = None if f is None else TidalField(f["mass"], f["position"])
-    state = SystemState(pos=d["pos"], vel=d["vel"], mass=d["mass"], time=d["time"],
-                        softening=d["softening"], G=d["G"], acc=d["acc"], field=field,
-                        pair_stats=d.get("pair_stats"))
-    return state.to(device=device)
+    """Inverse of :func:`state_to_dict` (:meth:`SystemState.from_dict`)."""
+    return SystemState.from_dict(d, device)
 
 
 # ------------------------------------------------------------------------ rollout check
 
 
-@torch.no_grad()
-def rollout_check(model: TimeStepNet, state: SystemState, gate: EnergyGate, steps: int,
-                  history_len: int = 0) -> dict[str, float]:
+def rollout_check(model: TimeStepNet, state: SystemState, gate: EnergyGate,
+                  steps: int) -> dict[str, float]:
     """Run ``state`` (one system or a batch) ``steps`` steps with the model's ``dt``
-    (eval mode, no rejection) and measure how the gate would have judged each step.
+    (eval mode, no rejection) through :func:`aits.simulation.simulate` and measure how
+    the gate would have judged each step.
 
     Returns:
         ``pass_fraction`` (steps with rel_dE < threshold, over all systems),
         ``mean_dt``, ``min_dt``, ``max_rel_dE`` (per step), ``final_rel_dE`` (whole
         run: ``|E_end - E_0| / |E_0|``, worst system), ``t_end`` (mean time reached)
-        and ``steps`` (taken). The check stops early when the model loses a system
+        and ``steps`` (taken by the system that took fewest). A system the model loses
         (a non-finite state, or a ``dt`` that is not finite and > 0, e.g. after an
-        ejection); the steps not taken count as failed in ``pass_fraction``.
+        ejection) stops there; its steps not taken count as failed in ``pass_fraction``.
     """
+    from aits.policies import ModelPolicy
+    from aits.simulation import simulate
+
     was_training = model.training
-    model.eval()
-    state = state.as_batch().with_acceleration()
-    history = HistoryBuffer(history_len)
-    uses_history = model.spec.history_dim > 0
-    E0 = state.total_energy()
-    passed = torch.zeros(state.batch_size, dtype=torch.long, device=state.device)
-    dt_sum = torch.zeros(state.batch_size, dtype=state.dtype, device=state.device)
-    dt_min = torch.full_like(dt_sum, math.inf)
-    rel_max = torch.zeros_like(dt_sum)
-    taken = 0
-    for _ in range(steps):
-        if not bool(torch.isfinite(state.pos).all() & torch.isfinite(state.vel).all()):
-            break
-        dt = model.predict_dt(state, history.window() if uses_history else None)
-        if not bool((torch.isfinite(dt) & (dt > 0)).all()):
-            break
-        nxt = rollout(state, dt, 1)
-        taken += 1
-        rel = gate.error(state, nxt)
-        passed += gate.passes(rel)
-        dt_sum += dt
-        dt_min = torch.minimum(dt_min, dt)
-        rel_max = torch.maximum(rel_max, rel.nan_to_num(math.inf))
-        history.push(state)
-        state = nxt
-    model.train(was_training)
-    final = ((state.total_energy() - E0).abs() / E0.abs()).nan_to_num(math.inf)
-    B = state.batch_size
-    return {"pass_fraction": float(passed.sum()) / (max(steps, 1) * B),
-            "mean_dt": float(dt_sum.sum()) / max(taken * B, 1),
-            "min_dt": float(dt_min.min()), "max_rel_dE": float(rel_max.max()),
-            "final_rel_dE": float(final.max()), "t_end": float(state.time.mean()),
-            "steps": taken}
+    try:
+        result = simulate(state.as_batch(), ModelPolicy(model), steps=steps, gate=gate,
+                          observers=[])
+    finally:
+        model.train(was_training)
+    runs = result.systems
+    taken = sum(r.steps for r in runs)
+    return {"pass_fraction": sum(r.gate_passes for r in runs) / (max(steps, 1) * len(runs)),
+            "mean_dt": sum(r.dt_sum for r in runs) / max(taken, 1),
+            "min_dt": min(r.dt_min for r in runs),
+            "max_rel_dE": max(r.step_error_max for r in runs),
+            "final_rel_dE": max(r.energy_error_final for r in runs),
+            "t_end": sum(r.stop_time for r in runs) / len(runs),
+            "steps": min(r.steps for r in runs)}

@@ -102,7 +102,7 @@ def rollout_cost(policy: str, n: int, steps: int, device: str = "cpu",
     """Seconds per step of ``simulate`` with ``policy`` (diagnostics off), best of two runs."""
     state = system(n, device)
     pol = policy_for(policy, state, checkpoint)
-    return min(simulate(state, pol, steps=steps, diagnostics=False, max_frames=2).wall_time_s
+    return min(simulate(state, pol, steps=steps, diagnostics=False, observers=[]).wall_time_s
                for _ in range(2)) / steps
 
 

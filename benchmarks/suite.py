@@ -38,7 +38,7 @@ from run import measure  # noqa: E402
 
 from aits.config import from_mapping  # noqa: E402
 from aits.evaluate import markdown_table  # noqa: E402
-from aits.simulation import json_safe  # noqa: E402
+from aits.jsonio import json_safe  # noqa: E402
 from aits.training import Trainer, Trajectory, replay_errors, replay_errors_per_sample  # noqa: E402
 
 

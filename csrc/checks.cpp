@@ -33,9 +33,14 @@ void check_tensor_kind(const char* op, const char* name, const at::Tensor& t,
 namespace {
 
 const char* sign_message(Sign sign) {
-  return sign == Sign::kNonNegative ? " contains negative values; every entry must be >= 0."
-                                    : " contains values <= 0; every entry must be > 0 (a time "
-                                      "step must move forward).";
+  switch (sign) {
+    case Sign::kNonNegative:
+      return " contains negative values; every entry must be >= 0.";
+    case Sign::kNonZero:
+      return " contains zeros; every step must be non-zero (negative integrates backward).";
+    default:
+      return " contains values <= 0; every entry must be > 0.";
+  }
 }
 
 // CPU: one pass over the data, no temporaries. Returns (all finite, all of the sign).
@@ -50,6 +55,7 @@ std::pair<bool, bool> scan_cpu(const at::Tensor& t, Sign sign) {
       finite &= (v - v == scalar_t(0));  // false for NaN and +-inf
       if (sign == Sign::kNonNegative) signed_ok &= v >= scalar_t(0);
       if (sign == Sign::kPositive) signed_ok &= v > scalar_t(0);
+      if (sign == Sign::kNonZero) signed_ok &= v != scalar_t(0);
     }
   });
   return {finite, signed_ok};
@@ -74,7 +80,9 @@ void ValueChecks::require(const char* name, const at::Tensor& t, Sign sign) {
   ok_.push_back(at::isfinite(t).all());
   messages_.push_back(finite_message);
   if (sign == Sign::kAny) return;
-  ok_.push_back(sign == Sign::kNonNegative ? (t >= 0).all() : (t > 0).all());
+  ok_.push_back(sign == Sign::kNonNegative ? (t >= 0).all()
+                : sign == Sign::kNonZero   ? (t != 0).all()
+                                           : (t > 0).all());
   messages_.push_back(std::string(name) + sign_message(sign));
 }
 
@@ -134,7 +142,7 @@ at::Tensor check_dt(const char* op, const at::Tensor& dt, const System& sys, Val
   TORCH_CHECK_VALUE(ok, "aits.", op, ": dt must be a 0-d tensor",
                     sys.batched ? " or have shape (B,) = (" + std::to_string(sys.B) + ",)" : std::string(),
                     ", got shape ", shape_str(dt), ".");
-  values.finite_positive("dt", dt);
+  values.finite_non_zero("dt", dt);
   return dt.dim() == 0 ? dt.expand({sys.B}).contiguous() : dt.contiguous();
 }
 

@@ -20,7 +20,7 @@ struct System {
   at::Tensor unbatch(const at::Tensor& t) const { return batched ? t : t.squeeze(0); }
 };
 
-enum class Sign { kAny, kNonNegative, kPositive };
+enum class Sign { kAny, kNonNegative, kPositive, kNonZero };
 
 // Value checks (finiteness, signs) need the data. On the CPU each is one pass
 // over it, done at once; on a GPU reading it back is a synchronisation, so the
@@ -35,6 +35,10 @@ class ValueChecks {
   }
   void finite_positive(const char* name, const at::Tensor& t) {
     require(name, t, Sign::kPositive);
+  }
+  // A signed step: negative integrates backward, zero is refused.
+  void finite_non_zero(const char* name, const at::Tensor& t) {
+    require(name, t, Sign::kNonZero);
   }
   // Raises ValueError for the first failed check.
   void run() const;
@@ -59,7 +63,8 @@ System check_system(const char* op, const at::Tensor& pos, const at::Tensor& mas
 at::Tensor check_like_pos(const char* op, const char* name, const at::Tensor& t,
                           const System& sys);
 
-// dt: a 0-d tensor, or (B,) for a batched system; returns it as (B,).
+// dt: a 0-d tensor, or (B,) for a batched system, finite and non-zero (negative
+// integrates backward); returns it as (B,).
 at::Tensor check_dt(const char* op, const at::Tensor& dt, const System& sys,
                     ValueChecks& values);
 

@@ -61,7 +61,7 @@ def test_evaluate_cli_writes_report(tmp_path, capsys, monkeypatch):
     report = json.loads((out / "evaluation.json").read_text())
     sc = report["scenarios"]["binary-e0.5"]
     labels = [r["policy"] for r in sc["rows"]]
-    assert labels == ["model", "fixed", "freefall"]
+    assert labels == ["model/kdk", "fixed/kdk", "freefall/kdk"]
     model_err = sc["rows"][0]["energy_error_max"]
     assert sc["target"] == pytest.approx(model_err)
     for row in sc["rows"][1:]:
@@ -70,7 +70,7 @@ def test_evaluate_cli_writes_report(tmp_path, capsys, monkeypatch):
                             "gate_pass_rate", "step_error_max"}
     assert any("rebound" in n for n in report["notes"])
     md = (out / "evaluation.md").read_text()
-    assert "### binary-e0.5" in md and "| model |" in md and "REBOUND IAS15 column omitted" in md
+    assert "### binary-e0.5" in md and "| model/kdk |" in md and "REBOUND IAS15 column omitted" in md
     assert (out / "evaluation.png").stat().st_size > 0
     assert "gate pass rate" in capsys.readouterr().out
 
@@ -88,7 +88,7 @@ def test_evaluate_cli_with_rebound(tmp_path):
     assert evaluate.main(["--tolerance", "1e-4", "--scenarios", "figure8", "--policies", "fixed",
                           "--t-end", "0.5", "--out", str(out), "--quiet"]) == 0
     rows = json.loads((out / "evaluation.json").read_text())["scenarios"]["figure8"]["rows"]
-    assert [r["policy"] for r in rows] == ["fixed", "REBOUND IAS15"]
+    assert [r["policy"] for r in rows] == ["fixed/kdk", "REBOUND IAS15"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -88,11 +88,11 @@ def test_bad_gravitational_constant(G):
     expect_all(ValueError, r"G must be a finite number > 0", pos, vel, mass, dt, G=G)
 
 
-@pytest.mark.parametrize("value", [0.0, -0.1, float("nan"), float("inf")])
-def test_non_positive_or_non_finite_dt(value):
+@pytest.mark.parametrize("value", [0.0, -0.0, float("nan"), float("inf")])
+def test_zero_or_non_finite_dt(value):
     pos, vel, mass, _ = system()
     dt = torch.tensor([0.1, value], dtype=F64)
-    match = r"dt contains (values <= 0|NaN or infinite values)"
+    match = r"dt contains (zeros|NaN or infinite values)"
     with pytest.raises(ValueError, match=match):
         aits.leapfrog_step(pos, vel, mass, dt)
 

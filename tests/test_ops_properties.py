@@ -69,3 +69,15 @@ def test_step_is_time_reversible(p, dt):
     pos0, vel0, _ = aits.leapfrog_step(pos1, -vel1, mass, h, p["softening"], p["G"], acc1)
     assert rel_err(pos0, pos) < 1e-8 or (pos0 - pos).abs().max() < 1e-10
     assert rel_err(-vel0, vel) < 1e-8 or (vel0 + vel).abs().max() < 1e-10
+
+
+@settings(max_examples=40, deadline=None)
+@given(systems, st.floats(1e-4, 1e-1))
+def test_negative_dt_steps_backward(p, dt):
+    """A step of -dt undoes a step of dt (the ops take a signed, non-zero dt)."""
+    pos, vel, mass = build(p)
+    h = torch.tensor(dt, dtype=torch.float64)
+    pos1, vel1, acc1 = aits.leapfrog_step(pos, vel, mass, h, p["softening"], p["G"])
+    pos0, vel0, _ = aits.leapfrog_step(pos1, vel1, mass, -h, p["softening"], p["G"], acc1)
+    assert rel_err(pos0, pos) < 1e-8 or (pos0 - pos).abs().max() < 1e-10
+    assert rel_err(vel0, vel) < 1e-8 or (vel0 - vel).abs().max() < 1e-10

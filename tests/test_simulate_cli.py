@@ -196,8 +196,27 @@ def test_out_must_not_be_a_file_and_batched_ic_is_refused(tmp_path, capsys):
     one = [[1.0, -1, 0, 0, -0.5], [1.0, 1, 0, 0, 0.5]]
     np.save(batch, np.array([one, one]))
     with pytest.raises(SystemExit) as err:
-        main(["--ic", str(batch), "--policy", "fixed", "--dt", "0.01", "--steps", "2"])
-    assert err.value.code == 2 and "holds a batch of 2 systems" in capsys.readouterr().err
+        main(["--ic", str(batch), "--policy", "fixed", "--dt", "0.01", "--steps", "2", "--plots",
+              "--out", str(tmp_path / "o")])
+    assert err.value.code == 2 and "need one system" in capsys.readouterr().err
+
+
+def test_a_batch_of_ic_files_runs_as_one_batch(tmp_path):
+    """A (B, N, 2D+1) .npy and several files run together; result.json lists each system."""
+    one = [[1.0, -1, 0, 0, -0.5], [1.0, 1, 0, 0, 0.5]]
+    wide = [[1.0, -2, 0, 0, -0.35], [1.0, 2, 0, 0, 0.35]]
+    np.save(tmp_path / "batch.npy", np.array([one, wide]))
+    np.save(tmp_path / "single.npy", np.array(one))
+    res = _run(tmp_path, "--ic", str(tmp_path / "batch.npy"), str(tmp_path / "single.npy"),
+               "--policy", "aarseth", "--eta", "0.01", "--t-end", "3")
+    assert len(res["systems"]) == 3 and res["totals"]["systems"] == 3
+    for key in RESULT_KEYS:
+        assert all(key in s for s in res["systems"]), key
+    assert all(s["t_end"] == pytest.approx(3.0) for s in res["systems"])
+    # system 0 and the single file are the same start: the same run
+    assert res["systems"][0]["steps"] == res["systems"][2]["steps"]
+    assert res["systems"][1]["steps"] != res["systems"][0]["steps"]
+    assert res["totals"]["steps"] == sum(s["steps"] for s in res["systems"])
 
 
 def test_a_policy_that_fails_mid_run_ends_with_status_1(monkeypatch, capsys):

@@ -150,20 +150,22 @@ def test_rollout_check_stops_when_the_model_loses_the_system():
     from aits.ics import kepler_orbit
     from aits.training import rollout_check
 
-    class Runaway(torch.nn.Module):
+    from aits.features import FeatureSpec
+    from aits.model import TimeStepNet
+
+    class Runaway(TimeStepNet):
         """dt 0.01 for three steps, then inf (as after an ejection)."""
 
-        spec = type("Spec", (), {"history_dim": 0})()
-
-        def __init__(self):
-            super().__init__()
-            self.calls = 0
+        calls = 0
 
         def predict_dt(self, state, history=None):
             self.calls += 1
             value = 0.01 if self.calls <= 3 else float("inf")
             return torch.full(state.batch_shape, value, dtype=state.dtype)
 
-    out = rollout_check(Runaway(), kepler_orbit(0.5), EnergyGate(), steps=10)
+    net = Runaway(FeatureSpec(kind="basic")).double()
+    net.train()
+    out = rollout_check(net, kepler_orbit(0.5), EnergyGate(), steps=10)
+    assert net.training  # the check restores the training mode
     assert out["steps"] == 3 and out["pass_fraction"] == pytest.approx(0.3)
     assert out["mean_dt"] == pytest.approx(0.01)

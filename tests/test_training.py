@@ -104,9 +104,9 @@ def test_batched_part2_equals_per_sample_loop(history):
     traj, _, _ = tr.collect()
     tr.model.eval()
     idx = torch.tensor([5, 0, 3, 7])
-    from aits.training import _take_window, take
+    from aits.training import _take_window
 
-    states, window = take(traj.states, idx), _take_window(traj.window, idx)
+    states, window = traj.states.index(idx), _take_window(traj.window, idx)
     dt_b, rel_b = replay_errors(tr.model, states, window, tr.gate, n_steps=2)
     dt_s, rel_s = replay_errors_per_sample(tr.model, states, window, tr.gate, n_steps=2)
     dt_c, rel_c = traj.errors(tr.model, idx, tr.gate, n_steps=2)  # Part 2's cached path
