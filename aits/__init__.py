@@ -6,9 +6,11 @@ kick-drift-kick step, forward and backward) is a C++/CUDA extension registered a
 :mod:`aits.reference` pure-torch versions of the same functions.
 
 Everything a notebook needs is one import away (``aits.simulate``,
-``aits.SystemState``, ``aits.load_model``, ...). The names are loaded on first
-use, so ``import aits`` (and the ``aits`` command's ``--help``) does not pay for
-torch and the compiled extension until one is touched; :data:`__all__` lists them.
+``aits.SystemState``, ``aits.load_model``, ...; :data:`__all__` lists them).
+``import aits`` loads torch and registers the ``torch.ops.aits`` operators, as a
+torch extension package must (a saved or exported graph that calls them needs
+only ``import aits``); every other name, and with it matplotlib, REBOUND and
+h5py, is loaded on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from aits import ops
 
 __version__ = "0.1.0"
 

@@ -66,12 +66,18 @@ def test_version_and_bad_commands():
     assert done.returncode == 2 and "required: COMMAND" in done.stderr
 
 
-def test_help_and_import_do_not_load_torch():
-    code = ("import sys, aits, aits.cli\n"
+def test_import_registers_the_ops_and_loads_nothing_else():
+    """``import aits`` registers torch.ops.aits (as a torch extension must); the tool
+    modules and the optional or plotting packages wait until they are used, also
+    for ``aits --help``."""
+    code = ("import sys, torch, aits, aits.cli\n"
             "try:\n    aits.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")
+            "torch.ops.aits.accelerations\n"
+            "print(sorted(m for m in ('matplotlib', 'rebound', 'h5py', 'aits.training',\n"
+            "      'aits.train', 'aits.simulate', 'aits.simulation') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stdout.strip().endswith("False"), done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("[]"), done.stdout
 
 
 def test_metadata_matches_the_package():
