@@ -113,59 +113,118 @@ class _Package(types.ModuleType):
 
 sys.modules[__name__].__class__ = _Package
 
-if TYPE_CHECKING:  # what static type checkers see; tests keep it equal to _EXPORTS
-    from aits import interop, ops, plots, reference, trajectory_io, units
-    from aits._optional import MissingDependencyError
-    from aits.checkpoint import CheckpointError, load_model
-    from aits.config import ConfigError, TrainConfig
+# What type checkers see (`x as x` marks a re-export); a test keeps it equal to _EXPORTS.
+if TYPE_CHECKING:
+    from aits import (
+        interop as interop,
+        ops as ops,
+        plots as plots,
+        reference as reference,
+        trajectory_io as trajectory_io,
+        units as units,
+    )
+    from aits._optional import (
+        MissingDependencyError as MissingDependencyError,
+    )
+    from aits.checkpoint import (
+        CheckpointError as CheckpointError,
+        load_model as load_model,
+    )
+    from aits.config import (
+        ConfigError as ConfigError,
+        TrainConfig as TrainConfig,
+    )
     from aits.features import (
-        FeatureScales,
-        FeatureSpec,
-        analytic_features,
-        feature_names,
-        history_features,
-        min_freefall_time,
-        pairwise_stats,
+        FeatureScales as FeatureScales,
+        FeatureSpec as FeatureSpec,
+        analytic_features as analytic_features,
+        feature_names as feature_names,
+        history_features as history_features,
+        min_freefall_time as min_freefall_time,
+        pairwise_stats as pairwise_stats,
     )
     from aits.gate import (
-        EnergyGate,
-        band_loss,
-        energy_scale,
-        passes,
-        relative_energy_error,
-        step_energy_error,
+        EnergyGate as EnergyGate,
+        band_loss as band_loss,
+        energy_scale as energy_scale,
+        passes as passes,
+        relative_energy_error as relative_energy_error,
+        step_energy_error as step_energy_error,
     )
-    from aits.guards import GuardRails
-    from aits.history import HistoryBuffer
+    from aits.guards import (
+        GuardRails as GuardRails,
+    )
+    from aits.history import (
+        HistoryBuffer as HistoryBuffer,
+    )
     from aits.ics import (
-        FIGURE_EIGHT_PERIOD,
-        InitialConditionsError,
-        figure_eight,
-        kepler_batch,
-        kepler_orbit,
-        kepler_period,
-        load_npy,
-        load_state,
-        load_text,
-        plummer,
-        random_system,
+        FIGURE_EIGHT_PERIOD as FIGURE_EIGHT_PERIOD,
+        InitialConditionsError as InitialConditionsError,
+        figure_eight as figure_eight,
+        kepler_batch as kepler_batch,
+        kepler_orbit as kepler_orbit,
+        kepler_period as kepler_period,
+        load_npy as load_npy,
+        load_state as load_state,
+        load_text as load_text,
+        plummer as plummer,
+        random_system as random_system,
     )
-    from aits.interop import from_rebound, load_rebound_archive, to_rebound
-    from aits.model import FourierFeatures, TimeStepNet
-    from aits.ops import accelerations, leapfrog_step, pair_statistics, potential_energy
+    from aits.interop import (
+        from_rebound as from_rebound,
+        load_rebound_archive as load_rebound_archive,
+        to_rebound as to_rebound,
+    )
+    from aits.model import (
+        FourierFeatures as FourierFeatures,
+        TimeStepNet as TimeStepNet,
+    )
+    from aits.ops import (
+        accelerations as accelerations,
+        leapfrog_step as leapfrog_step,
+        pair_statistics as pair_statistics,
+        potential_energy as potential_energy,
+    )
     from aits.policies import (
-        AarsethPolicy,
-        CollisionalPolicy,
-        FixedPolicy,
-        FreeFallPolicy,
-        ModelPolicy,
-        Policy,
-        make_policy,
+        AarsethPolicy as AarsethPolicy,
+        CollisionalPolicy as CollisionalPolicy,
+        FixedPolicy as FixedPolicy,
+        FreeFallPolicy as FreeFallPolicy,
+        ModelPolicy as ModelPolicy,
+        Policy as Policy,
+        make_policy as make_policy,
     )
-    from aits.scenarios import list_scenarios, make_scenario, register_scenario
-    from aits.simulation import SimulationError, SimulationResult, simulate
-    from aits.state import SystemState, rollout, split, stack, step
-    from aits.tide import TidalField
-    from aits.trajectory_io import read_hdf5, trajectory_arrays, write_hdf5
-    from aits.training import Trainer
-    from aits.units import UnitSystem, axis_label, get_units, with_units
+    from aits.scenarios import (
+        list_scenarios as list_scenarios,
+        make_scenario as make_scenario,
+        register_scenario as register_scenario,
+    )
+    from aits.simulation import (
+        SimulationError as SimulationError,
+        SimulationResult as SimulationResult,
+        simulate as simulate,
+    )
+    from aits.state import (
+        SystemState as SystemState,
+        rollout as rollout,
+        split as split,
+        stack as stack,
+        step as step,
+    )
+    from aits.tide import (
+        TidalField as TidalField,
+    )
+    from aits.training import (
+        Trainer as Trainer,
+    )
+    from aits.trajectory_io import (
+        read_hdf5 as read_hdf5,
+        trajectory_arrays as trajectory_arrays,
+        write_hdf5 as write_hdf5,
+    )
+    from aits.units import (
+        UnitSystem as UnitSystem,
+        axis_label as axis_label,
+        get_units as get_units,
+        with_units as with_units,
+    )

@@ -73,7 +73,7 @@ def from_rebound(
         raise ValueError(f"from_rebound: dim must be 2 or 3, got {dim!r}")
     n = int(sim.N) - int(sim.N_var)
     if n < 1:
-        raise ValueError("from_rebound: the REBOUND simulation has no particles (sim.add(...) some)")
+        raise ValueError("from_rebound: the REBOUND simulation has no particles (add some)")
     xyz, v, m = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros(n)
     sim.serialize_particle_data(xyz=xyz, vxvyvz=v, m=m)
     active = int(sim.N_active)
@@ -131,7 +131,7 @@ def to_rebound(state: SystemState) -> rebound.Simulation:
     sim.G = state.G
     sim.softening = state.softening
     sim.t = float(state.time)
-    for m, x, v in zip(mass, pos, vel):
+    for m, x, v in zip(mass, pos, vel, strict=True):
         sim.add(m=float(m), x=float(x[0]), y=float(x[1]), z=float(x[2]),
                 vx=float(v[0]), vy=float(v[1]), vz=float(v[2]))
     return sim

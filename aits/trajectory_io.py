@@ -103,7 +103,9 @@ def _check_shapes(arrays: Mapping[str, np.ndarray]) -> None:
                 f"for {steps} steps (dt), {frames} frames of {n} bodies in {dim}-D (pos)"
             )
     if dim not in (2, 3):
-        raise ValueError(f"write_hdf5: pos must be (frames, bodies, 2 or 3), got {arrays['pos'].shape}")
+        raise ValueError(
+            f"write_hdf5: pos must be (frames, bodies, 2 or 3), got {arrays['pos'].shape}"
+        )
 
 
 def write_hdf5(
@@ -146,7 +148,7 @@ def write_hdf5(
     h5py = require("h5py", "hdf5", "writing an HDF5 trajectory")
 
     arrays = {name: np.asarray(a) for name, a in zip(TRAJECTORY_KEYS, (
-        t, dt, step_error, energy_error, frame_t, pos, vel, mass))}
+        t, dt, step_error, energy_error, frame_t, pos, vel, mass), strict=True)}
     _check_shapes(arrays)
     system = get_units(units)
     if system.name != "nbody" and not math.isclose(G, system.G, rel_tol=1e-12):

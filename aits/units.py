@@ -96,7 +96,9 @@ class UnitSystem:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.G, (int, float)) and math.isfinite(self.G) and self.G > 0):
-            raise ValueError(f"UnitSystem {self.name!r}: G must be a finite number > 0, got {self.G!r}")
+            raise ValueError(
+                f"UnitSystem {self.name!r}: G must be a finite number > 0, got {self.G!r}"
+            )
 
     def unit(self, quantity: str) -> str:
         """The unit label of ``quantity`` (one of :data:`QUANTITIES`; ``""`` in ``nbody``)."""
