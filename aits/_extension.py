@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+__all__ = ["cuda_built", "load"]
+
 _REBUILD = (
     "Rebuild aits against the installed torch:\n"
     "    pip install scikit-build-core cmake ninja\n"

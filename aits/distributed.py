@@ -69,6 +69,18 @@ from torch import Tensor
 
 from aits.config import ConfigError
 
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "Group",
+    "TIMEOUT_ENV",
+    "env_world_size",
+    "exit_now",
+    "init_from_env",
+    "is_initialized",
+    "shard_range",
+    "shutdown",
+]
+
 #: Seconds a collective may wait for the other ranks before failing (env override).
 TIMEOUT_ENV = "AITS_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0

@@ -45,6 +45,25 @@ from aits.state import SystemState, center_of_mass_weights
 if TYPE_CHECKING:  # pragma: no cover
     from aits.history import HistoryBuffer
 
+__all__ = [
+    "ANALYTIC_KINDS",
+    "BASIC_NAMES",
+    "DELTA_MAG_NAMES",
+    "FeatureScales",
+    "FeatureSpec",
+    "HISTORY_KINDS",
+    "PAIR_CHUNK_ELEMENTS",
+    "PairStats",
+    "RICH_NAMES",
+    "analytic_features",
+    "feature_names",
+    "history_features",
+    "min_freefall_time",
+    "pairwise_stats",
+    "pairwise_stats_chunked",
+    "state_pair_stats",
+]
+
 BASIC_NAMES: tuple[str, ...] = (
     "n_bodies", "dim", "total_mass",
     "mean_r_com", "max_r_com", "mean_speed", "max_speed",

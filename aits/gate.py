@@ -26,6 +26,20 @@ from torch import Tensor
 
 from aits.state import SystemState
 
+__all__ = [
+    "DEFAULT_E_LOWER",
+    "DEFAULT_E_UPPER",
+    "DEFAULT_FLOOR",
+    "DEFAULT_NONFINITE_PENALTY",
+    "DEFAULT_THRESHOLD",
+    "EnergyGate",
+    "band_loss",
+    "energy_scale",
+    "passes",
+    "relative_energy_error",
+    "step_energy_error",
+]
+
 DEFAULT_THRESHOLD = 2e-4
 DEFAULT_E_LOWER = 1e-6
 DEFAULT_E_UPPER = 1e-4

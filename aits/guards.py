@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+__all__ = ["GuardRails"]
+
 
 @dataclass(frozen=True)
 class GuardRails:

@@ -12,6 +12,8 @@ from collections import deque
 
 from aits.state import SystemState
 
+__all__ = ["HistoryBuffer"]
+
 
 class HistoryBuffer:
     """Ring buffer of the last ``length`` states (one buffer serves a whole batch).

@@ -24,6 +24,8 @@ from torch.nn import functional as F
 from aits.features import FeatureSpec, state_pair_stats
 from aits.state import SystemState
 
+__all__ = ["OUTPUTS", "FourierFeatures", "TimeStepNet"]
+
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 OUTPUTS = ("direct", "dynamical")
 

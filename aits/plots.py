@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 
 from aits.simulation import SimulationResult
 
+__all__ = ["animate", "plot_comparison", "plot_energy_dt", "plot_orbits"]
+
 
 def _figure(**kw) -> Figure:
     fig = Figure(**kw)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+__all__ = ["accelerations", "kinetic_energy", "leapfrog_step", "potential_energy"]
+
 
 def _pairs(pos: Tensor, softening: float) -> tuple[Tensor, Tensor, Tensor]:
     """Separations d_ij = x_j - x_i (..., N, N, D), squared softened distances

@@ -16,6 +16,8 @@ import torch
 from aits import ics
 from aits.state import SystemState
 
+__all__ = ["Scenario", "ScenarioBuilder", "list_scenarios", "make_scenario", "register_scenario"]
+
 ScenarioBuilder = Callable[..., SystemState]
 
 
