@@ -52,7 +52,10 @@ _EXPORTS: dict[str, str] = {
             "AarsethPolicy", "CollisionalPolicy", "FixedPolicy", "FreeFallPolicy",
             "ModelPolicy", "Policy", "make_policy",
         ),
-        "aits.simulation": ("SimulationError", "SimulationResult", "simulate"),
+        "aits.simulation": ("EnergyRecord", "Observer", "SimulationResult", "SystemRun",
+                            "Trajectory", "simulate"),
+        "aits.integrators": ("Integrator", "KDK", "SymmetricKDK", "TimeTransformedLeapfrog",
+                             "make_integrator"),
         "aits.config": ("ConfigError", "TrainConfig"),
         "aits.training": ("Trainer",),
         "aits.checkpoint": ("CheckpointError", "load_model"),
@@ -199,9 +202,19 @@ if TYPE_CHECKING:
         make_scenario as make_scenario,
         register_scenario as register_scenario,
     )
+    from aits.integrators import (
+        KDK as KDK,
+        Integrator as Integrator,
+        SymmetricKDK as SymmetricKDK,
+        TimeTransformedLeapfrog as TimeTransformedLeapfrog,
+        make_integrator as make_integrator,
+    )
     from aits.simulation import (
-        SimulationError as SimulationError,
+        EnergyRecord as EnergyRecord,
+        Observer as Observer,
         SimulationResult as SimulationResult,
+        SystemRun as SystemRun,
+        Trajectory as Trajectory,
         simulate as simulate,
     )
     from aits.state import (

@@ -36,6 +36,12 @@ from aits.features import ANALYTIC_KINDS, HISTORY_KINDS
 from aits.model import OUTPUTS
 from aits.scenarios import list_scenarios
 
+__all__ = [
+    "ConfigError", "GateConfig", "PhysicsConfig", "TrainConfig", "add_arguments",
+    "config_file_arguments", "dump_toml", "from_mapping", "load_toml", "resolve",
+    "resolve_device", "resolve_dtype", "validate",
+]
+
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 NORMALIZATIONS = ("none", "fixed", "state")

@@ -68,6 +68,8 @@ from aits.simulate import (
 from aits.simulation import EnergyRecord, SimulationResult, simulate
 from aits.state import SystemState
 
+__all__ = ["build_parser", "evaluate_scenario", "main", "markdown_table", "position_error", "tune"]
+
 log = logging.getLogger("aits.evaluate")
 
 TUNABLE = ("fixed",) + CLASSICAL

@@ -39,6 +39,11 @@ from aits.history import HistoryBuffer
 from aits.model import TimeStepNet
 from aits.state import SystemState
 
+__all__ = [
+    "AarsethPolicy", "CLASSICAL", "CollisionalPolicy", "FixedPolicy", "FreeFallPolicy",
+    "ModelPolicy", "POLICIES", "Policy", "make_policy", "resolve_checkpoint",
+]
+
 POLICIES = ("model", "fixed", "freefall", "collisional", "aarseth")
 CLASSICAL = ("freefall", "collisional", "aarseth")
 

@@ -38,6 +38,8 @@ from aits.scenarios import list_scenarios, make_scenario
 from aits.simulation import SimulationResult, simulate
 from aits.state import SystemState, split, stack
 
+__all__ = ["build_parser", "main", "orbit_period"]
+
 log = logging.getLogger("aits.simulate")
 
 

@@ -28,6 +28,8 @@ from torch import Tensor
 from aits import ops
 from aits.tide import TidalField
 
+__all__ = ["SystemState", "center_of_mass_weights", "rollout", "split", "stack", "step"]
+
 _FLOATS = (torch.float32, torch.float64)
 
 

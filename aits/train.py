@@ -33,6 +33,8 @@ from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
 from aits.config import resolve_device
 from aits.training import RetrainLimitError, Trainer, rollout_check
 
+__all__ = ["build_parser", "main", "run"]
+
 if TYPE_CHECKING:
     import torch
 

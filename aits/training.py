@@ -55,6 +55,11 @@ from aits.model import TimeStepNet
 from aits.scenarios import make_scenario
 from aits.state import SystemState, rollout, stack
 
+__all__ = [
+    "RetrainLimitError", "Trainer", "Trajectory", "replay_errors",
+    "replay_errors_per_sample", "rollout_check",
+]
+
 log = logging.getLogger(__name__)
 
 Window = list[SystemState | None]
