@@ -33,6 +33,9 @@ from aits.guards import GuardRails
 from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state
 from aits.integrators import INTEGRATORS, Integrator, make_integrator
 from aits.jsonio import write_json
+from aits._optional import require
+from aits.trajectory_io import trajectory_arrays, write_hdf5
+from aits.units import UNIT_SYSTEMS, get_units
 from aits.policies import POLICIES, Policy, make_policy
 from aits.scenarios import list_scenarios, make_scenario
 from aits.simulation import SimulationResult, simulate
@@ -214,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     system.add_argument("--ic", type=Path, metavar="FILE", nargs="+",
                         help="initial conditions from .npy/.csv/.txt (columns m x y [z] vx vy "
                              "[vz]); a (B, N, 2D+1) .npy or several files run as one batch")
+    system.add_argument("--rebound-bin", type=Path, metavar="FILE",
+                        help="a REBOUND Simulationarchive / binary file (its last snapshot, or "
+                             "--snapshot K); needs the aits[rebound] extra")
+    p.add_argument("--snapshot", type=int, default=-1,
+                   help="snapshot of --rebound-bin (default -1, the last)")
+    p.add_argument("--units", default="nbody", choices=tuple(UNIT_SYSTEMS),
+                   help="unit system: sets G and labels results and plots (default nbody, G = 1)")
     p.add_argument("--policy", default="model", choices=POLICIES,
                    help="time-step policy (default: model, which needs --checkpoint)")
     p.add_argument("--checkpoint", type=Path,
@@ -236,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, metavar="DIR", help="write DIR/result.json (and more)")
     out.add_argument("--trajectory", action="store_true", help="write DIR/trajectory.npz")
+    out.add_argument("--hdf5", action="store_true",
+                     help="also write DIR/trajectory.h5 (aits.trajectory_io layout; aits[hdf5])")
     out.add_argument("--plots", action="store_true",
                      help="write DIR/orbits.png and DIR/energy_dt.png (log axes)")
     out.add_argument("--animate", action="store_true",
@@ -251,20 +263,32 @@ def load_system(
 ) -> SystemState:
     """The start state of ``--scenario`` or ``--ic`` (several files or a batched ``.npy``
     give a batch); bad names/files end in ``parser.error``."""
+    G = args.G
+    if args.units != "nbody":
+        if args.G is not None:
+            parser.error(f"--G and --units {args.units} both set G; give one of them")
+        G = get_units(args.units).G
     try:
+        if args.rebound_bin is not None:
+            from aits.interop import load_rebound_archive
+
+            state = load_rebound_archive(args.rebound_bin, args.snapshot, dtype=dtype,
+                                         device=device)
+            changes = {k: v for k, v in (("softening", args.softening), ("G", G)) if v is not None}
+            return state.replace(**changes) if changes else state
         if args.scenario is not None:
             return make_scenario(args.scenario, dtype=dtype, device=device, seed=args.seed,
-                                 softening=args.softening, G=args.G)
+                                 softening=args.softening, G=G)
         states = []
         for path in args.ic:
             if not path.is_file():
                 what = "is a directory, not a file" if path.is_dir() else "does not exist"
                 parser.error(f"--ic: {str(path)!r} {what}")
             states.append(load_state(path, softening=args.softening or 0.0,
-                                     G=1.0 if args.G is None else args.G,
-                                     dtype=dtype, device=device))
+                                     G=1.0 if G is None else G, dtype=dtype, device=device))
         return states[0] if len(states) == 1 else stack(states)
-    except (InitialConditionsError, ValueError) as e:
+    except (InitialConditionsError, ValueError, TypeError, IndexError, FileNotFoundError,
+            ImportError) as e:
         parser.error(str(e))
 
 
@@ -331,14 +355,17 @@ def write_outputs(result: SimulationResult, args: argparse.Namespace, report: di
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     written = [write_json(out / "result.json", report)]
-    if args.trajectory:
-        path = out / "trajectory.npz"
-        np.savez_compressed(
-            path, t=result.t, dt=result.dt, step_error=result.step_error,
-            energy_error=result.energy_error, frame_t=result.frame_t, pos=result.frame_pos,
-            vel=result.frame_vel, mass=result.state.mass.cpu().numpy(),
-        )
-        written.append(path)
+    if args.trajectory or args.hdf5:
+        arrays = trajectory_arrays(result)
+        if args.trajectory:
+            path = out / "trajectory.npz"
+            np.savez_compressed(path, **arrays)
+            written.append(path)
+        if args.hdf5:
+            written.append(write_hdf5(
+                out / "trajectory.h5", **arrays, G=result.state.G,
+                softening=result.state.softening, units=args.units, policy=result.policy,
+                integrator=result.integrator))
     if args.plots or args.animate:
         from aits import plots
 
@@ -359,13 +386,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_arguments(parser, argv, "simulate")
     setup_logging(args.quiet)
     check_common(parser, args)
-    if (args.trajectory or args.plots or args.animate) and args.out is None:
-        parser.error("--trajectory/--plots/--animate need --out DIR")
+    if (args.trajectory or args.hdf5 or args.plots or args.animate) and args.out is None:
+        parser.error("--trajectory/--hdf5/--plots/--animate need --out DIR")
+    if args.hdf5:
+        try:
+            require("h5py", "hdf5", "--hdf5")
+        except ImportError as e:
+            parser.error(str(e))
     if args.frames < 2:
         parser.error(f"--frames must be >= 2, got {args.frames!r}")
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     state = load_system(parser, args, device, dtype)
-    if state.is_batched and (args.trajectory or args.plots or args.animate):
+    if state.is_batched and (args.trajectory or args.hdf5 or args.plots or args.animate):
         parser.error(f"--trajectory/--plots/--animate need one system; this run is a batch of "
                      f"{state.batch_size} (result.json lists every system)")
     policy = build_policy(parser, args, device, dtype)
@@ -383,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dt=args.dt, eta=args.eta, dt_scale=args.dt_scale,
         checkpoint=None if args.checkpoint is None else str(args.checkpoint),
         device=str(device), dtype=args.dtype, G=state.G, softening=state.softening,
+        units=get_units(args.units).to_dict(),
+        rebound_bin=None if args.rebound_bin is None else str(args.rebound_bin),
         guards=dict(dt_min=guards.dt_min, dt_max=guards.dt_max, max_growth=guards.max_growth,
                     gated=guards.gated, shrink=guards.shrink, max_retries=guards.max_retries),
     )

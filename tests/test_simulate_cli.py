@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -240,3 +241,30 @@ def test_config_values_of_the_wrong_type_name_the_key(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(cfg)])
     assert "gated must be true or false, got 'yes'" in capsys.readouterr().err
+
+
+def test_units_rebound_archive_and_hdf5(tmp_path):
+    """--units sets G (and labels result.json); --rebound-bin reads an archive; --hdf5 writes."""
+    pytest.importorskip("rebound")
+    import rebound
+
+    res = _run(tmp_path / "u", "--scenario", "binary-e0.5", "--units", "au-yr-msun",
+               "--policy", "fixed", "--dt", "0.001", "--orbits", "1")
+    assert res["G"] == pytest.approx(39.4769, rel=1e-4) and res["units"]["name"] == "au-yr-msun"
+    assert res["t_end"] == pytest.approx(PERIOD / math.sqrt(res["G"]))
+    sim = rebound.Simulation()
+    sim.add(m=1.0)
+    sim.add(m=1e-3, a=1.0, e=0.1)
+    sim.save_to_file(str(tmp_path / "sim.bin"))
+    out = tmp_path / "r"
+    args = ["--rebound-bin", str(tmp_path / "sim.bin"), "--policy", "aarseth", "--eta", "0.01",
+            "--t-end", "1", "--out", str(out), "--quiet"]
+    h5 = importlib.util.find_spec("h5py") is not None
+    assert main(args + (["--hdf5"] if h5 else [])) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["n_bodies"] == 2 and res["dim"] == 3 and res["energy_error_max"] < 1e-3
+    if h5:
+        import h5py
+
+        with h5py.File(out / "trajectory.h5") as f:
+            assert f.attrs["integrator"] == "kdk" and "pos" in f
