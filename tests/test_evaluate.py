@@ -104,3 +104,20 @@ def test_evaluate_bad_arguments(args, message, capsys, tmp_path):
         evaluate.main([*args, "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_evaluate_ic_files_several_integrators_and_position_target(tmp_path):
+    """--ic beside --scenarios, every policy under each integrator, --target position."""
+    ic = tmp_path / "binary.npy"
+    np.save(ic, np.array([[0.5, -0.5, 0, 0, -0.5], [0.5, 0.5, 0, 0, 0.5]]))
+    out = tmp_path / "eval"
+    assert evaluate.main(["--ic", str(ic), "--tolerance", "1e-3", "--target", "position",
+                          "--policies", "freefall", "--integrator", "kdk", "symmetric", "ttl",
+                          "--t-end", "3", "--rtol", "0.3", "--no-rebound", "--out", str(out),
+                          "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    rows = report["scenarios"][str(ic)]["rows"]
+    assert [r["policy"] for r in rows] == ["freefall/kdk", "freefall/symmetric", "freefall/ttl"]
+    for r in rows:
+        assert 0 < r["position_error"] <= 1e-3
+    assert report["target"] == "position" and report["integrators"] == ["kdk", "symmetric", "ttl"]
