@@ -165,6 +165,7 @@ def axis_label(symbol: str, quantity: str, units: str | UnitSystem | None = None
 def with_units(state: SystemState, units: str | UnitSystem) -> SystemState:
     """``state`` (numbers unchanged, read as being in ``units``) with ``G`` of ``units``.
 
-    The cached acceleration and pair statistics depend on ``G``, so they are dropped.
+    The cached acceleration and pair statistics depend on ``G``, so
+    :meth:`~aits.state.SystemState.replace` drops them.
     """
-    return dataclasses.replace(state, G=get_units(units).G, acc=None, pair_stats=None)
+    return state.replace(G=get_units(units).G)
