@@ -36,7 +36,7 @@ from aits.jsonio import write_json
 from aits._optional import require
 from aits.trajectory_io import trajectory_arrays, write_hdf5
 from aits.units import UNIT_SYSTEMS, get_units
-from aits.policies import POLICIES, Policy, make_policy
+from aits.policies import CLASSICAL, POLICIES, Policy, make_policy
 from aits.scenarios import list_scenarios, make_scenario
 from aits.simulation import SimulationResult, simulate
 from aits.state import SystemState, split, stack
@@ -304,6 +304,14 @@ def build_policy(
     dt_scale = getattr(args, "dt_scale", 1.0)
     if not (dt_scale > 0 and math.isfinite(dt_scale)):
         parser.error(f"--dt-scale must be finite and > 0, got {dt_scale!r}")
+    applies = {"--dt": (args.dt is not None, ("fixed",)),
+               "--eta": (args.eta is not None, CLASSICAL),
+               "--dt-scale": (dt_scale != 1.0, ("model",)),
+               "--checkpoint": (args.checkpoint is not None, ("model",))}
+    for flag, (given, policies) in applies.items():
+        if given and args.policy not in policies:
+            parser.error(f"{flag} does not apply to --policy {args.policy} (it is for "
+                         f"{', '.join(policies)}); leave it out")
     try:
         return make_policy(args.policy, dt=args.dt, eta=args.eta, checkpoint=args.checkpoint,
                            device=device, dtype=dtype, dt_scale=dt_scale)

@@ -268,3 +268,17 @@ def test_units_rebound_archive_and_hdf5(tmp_path):
 
         with h5py.File(out / "trajectory.h5") as f:
             assert f.attrs["integrator"] == "kdk" and "pos" in f
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policy", "aarseth", "--eta", "0.01", "--dt", "0.1"], "--dt does not apply to --policy aarseth"),
+    (["--policy", "fixed", "--dt", "0.1", "--eta", "0.1"], "--eta does not apply to --policy fixed"),
+    (["--policy", "fixed", "--dt", "0.1", "--dt-scale", "2"], "--dt-scale does not apply"),
+    (["--policy", "fixed", "--dt", "0.1", "--softening", "-1"], "--softening must be finite and >= 0"),
+    (["--policy", "fixed", "--dt", "0.1", "--integrator", "kdk", "--symmetric-iterations", "2"],
+     "--symmetric-iterations applies to --integrator symmetric only"),
+])
+def test_settings_that_do_not_apply_are_refused(args, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["--scenario", "figure8", "--steps", "2", *args])
+    assert err.value.code == 2 and message in capsys.readouterr().err
