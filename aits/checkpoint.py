@@ -13,9 +13,11 @@ against the stored weights' shapes before any model is allocated.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,6 +35,25 @@ class CheckpointError(ValueError):
     """A file that is not a usable aits checkpoint, or one that does not fit the model."""
 
 
+class RunWriteError(OSError):
+    """A file of a run could not be written (full disk, read-only location, ...); the
+    message names the file, the reason and the free space of its file system."""
+
+    @classmethod
+    def of(cls, path: str | Path, error: OSError) -> RunWriteError:
+        """The error for ``error`` raised while writing ``path`` (keeps its errno)."""
+        path = Path(path)
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free:,} bytes free on its disk"
+        except OSError:
+            free = ""
+        reason = error.strerror or str(error) or type(error).__name__
+        return cls(error.errno, f"cannot write {str(path)!r}: {reason}{free}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def checkpoint_epoch(path: str | Path) -> int:
     """The epoch of a ``checkpoints/epoch_NNNN.pt`` file (-1 for another name)."""
     digits = Path(path).stem.removeprefix("epoch_")
@@ -40,19 +61,30 @@ def checkpoint_epoch(path: str | Path) -> int:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plain values only) to ``path`` atomically; returns ``path``."""
+    """Write ``payload`` (plain values only) to ``path`` atomically; returns ``path``.
+
+    Raises:
+        RunWriteError: the file could not be written (the previous one is intact and
+            no temporary file is left).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        buffer = io.BytesIO()  # serialised first: torch's own writer hides the OSError of
+        torch.save(data, buffer)  # a full disk behind "unexpected pos"
         with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, RunWriteError):
+            raise RunWriteError.of(path, e) from None
         raise
     return path
 

@@ -133,7 +133,7 @@ def test_resume_from_an_earlier_checkpoint_drops_the_abandoned_branch(tmp_path):
     from aits.policies import resolve_checkpoint
     from aits.runlog import RunDir
 
-    run = RunDir(tmp_path / "run")
+    run = RunDir(tmp_path / "run", create=True)
     for epoch in (1, 2, 3, 10000):
         run.checkpoint_path(epoch).write_bytes(b"x")
         run.append_metrics({"epoch": epoch})
