@@ -159,7 +159,8 @@ def _meta_mixes():
 @pytest.mark.parametrize("case", range(7))
 def test_a_mix_with_meta_is_refused(case):
     name, call = list(_meta_mixes())[case]
-    pattern = "mass is on cpu but pos is on meta" if name == "pos" else f"{name} is on meta but pos is on cpu"
+    pattern = ("mass is on cpu but pos is on meta" if name == "pos"
+               else f"{name} is on meta but pos is on cpu")
     with pytest.raises(ValueError, match=pattern + r"; move it with .to\(pos.device\)"):
         call()
 

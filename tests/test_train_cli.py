@@ -310,7 +310,8 @@ def test_a_failed_append_leaves_whole_lines(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             self.f.close()
 
-    monkeypatch.setattr(pathlib.Path, "open", lambda self, *a, **k: FullDisk(real_open(self, *a, **k)))
+    monkeypatch.setattr(pathlib.Path, "open",
+                        lambda self, *a, **k: FullDisk(real_open(self, *a, **k)))
     with pytest.raises(RunWriteError, match="metrics.jsonl': No space left on device"):
         run.append_metrics({"epoch": 2, "x": "y" * 100})
     monkeypatch.undo()
