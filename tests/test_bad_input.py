@@ -18,8 +18,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,8 +238,6 @@ def test_two_resumes_at_one_instant_one_is_refused(workdir, trained):
             f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n"
             "sys.argv = ['python -m aits.train', *sys.argv[1:]]\n"
             "runpy.run_module('aits.train', run_name='__main__', alter_sys=True)")
-    import shutil
-
     run = workdir / "runs" / "twice"
     shutil.copytree(trained.parent.parent, run)
     argv = [sys.executable, "-c", code, "--resume", str(run / "checkpoints" / "epoch_0001.pt"),
@@ -245,11 +245,10 @@ def test_two_resumes_at_one_instant_one_is_refused(workdir, trained):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
-    import time
-
     time.sleep(3)  # both imported and waiting
     go.touch()
-    results = sorted((p.wait(timeout=120), p.stderr.read()) for p in procs)
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    results = sorted((p.returncode, err) for p, err in zip(procs, errs))
     assert results[0][0] == 0, results[0][1]
     assert_one_line(results[1], 2, "train", str(run), "in use by another process")
     lines = (run / "metrics.jsonl").read_text().splitlines()

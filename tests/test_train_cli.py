@@ -193,7 +193,8 @@ def test_two_runs_started_at_one_instant_get_their_own_directories(tmp_path):
     time.sleep(3)  # both imported and waiting
     go.touch()
     for p in procs:
-        assert p.wait(timeout=120) == 0, p.stderr.read()
+        err = p.communicate(timeout=120)[1]
+        assert p.returncode == 0, err
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["same", "same-1"]
     for run in ("same", "same-1"):
         lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
