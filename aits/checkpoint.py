@@ -143,27 +143,46 @@ _SHARED_MODEL_SETTINGS = ("hidden", "activation", "dropout", "fourier_features",
 
 def validate_checkpoint(data: dict) -> None:
     """Check the entries of a training checkpoint (:meth:`aits.training.Trainer.state_dict`)
-    without building anything large: entry types, non-negative counters, finite
-    floating-point weights of one dtype, a usable RNG state, and a model config whose
-    layers (built on the ``meta`` device, no memory) have the stored weights' shapes.
+    without building anything large: entry types, non-negative counters, the model
+    (:func:`validate_model_entries`), the optimizer state and a usable RNG state.
 
     Raises:
         CheckpointError: naming the first problem found.
     """
     for key, kind in _ENTRIES.items():
-        if key not in data:
-            raise CheckpointError(f"it has no {key!r} entry")
-        value = data[key]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CheckpointError(f"its {key!r} entry is a {type(value).__name__}, not a "
-                                  f"{kind.__name__}")
+        _check_entry(data, key, kind)
     for key in ("epoch", "rounds"):
         if data[key] < 0:
             raise CheckpointError(f"its {key!r} is {data[key]}; it must be >= 0")
-    _check_weights(data["model"])
-    _check_model_config(data["model_config"], data["model"], data["config"])
+    validate_model_entries(data)
     _check_optimizer(data["optimizer"])
     _check_rng(data["rng"])
+
+
+def validate_model_entries(data: dict) -> None:
+    """Check the ``model_config`` and ``model`` entries (all a model-only checkpoint
+    holds): finite floating-point weights of one dtype, and a config whose layers
+    (built on the ``meta`` device, no memory) have the stored weights' shapes; when
+    a run ``config`` is stored too, its model settings must agree.
+
+    Raises:
+        CheckpointError: naming the first problem found.
+    """
+    _check_entry(data, "model_config", dict)
+    _check_entry(data, "model", dict)
+    _check_weights(data["model"])
+    config = data.get("config")
+    _check_model_config(data["model_config"], data["model"],
+                        config if isinstance(config, dict) else {})
+
+
+def _check_entry(data: dict, key: str, kind: type) -> None:
+    if key not in data:
+        raise CheckpointError(f"it has no {key!r} entry")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise CheckpointError(f"its {key!r} entry is a {type(value).__name__}, not a "
+                              f"{kind.__name__}")
 
 
 def _check_weights(weights: dict) -> None:
@@ -275,9 +294,18 @@ def restore_model(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> TimeStepNet:
-    """The trained :class:`~aits.model.TimeStepNet` of a training checkpoint, in eval
-    mode, in the dtype it was trained in, on ``device`` (default cpu)."""
-    data = load_checkpoint(path)  # validated: the config fits the weights, all finite floats
+    """The trained :class:`~aits.model.TimeStepNet` of a checkpoint (a training one, or
+    one holding only ``model_config`` and ``model``), in eval mode, in the dtype it was
+    trained in, on ``device`` (default cpu).
+
+    Raises:
+        CheckpointError: naming the file, for anything but a well-formed checkpoint.
+    """
+    data = load_checkpoint(path, training=False)
+    try:
+        validate_model_entries(data)
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} is malformed: {e}") from None
     model = TimeStepNet(**data["model_config"])
     dtype = next(iter(data["model"].values())).dtype
     model.to(dtype=dtype)

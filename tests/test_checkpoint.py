@@ -192,6 +192,11 @@ MALFORMED = {
 }
 
 
+#: The kinds a model-only reader (load_model) must refuse too.
+MODEL_KINDS = {"no model", "model is a list", "model is an int", "model is empty", "NaN weights",
+               "int64 weights", "huge layers", "config disagrees with model config"}
+
+
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_malformed_checkpoints_are_refused_naming_the_file(tmp_path, good_state, kind):
     import copy
@@ -200,12 +205,26 @@ def test_malformed_checkpoints_are_refused_naming_the_file(tmp_path, good_state,
     d = copy.deepcopy(good_state)
     spoil(d)
     p = save_checkpoint(tmp_path / "bad.pt", d)
-    for reader in (load_checkpoint, load_model):
+    readers = (load_checkpoint, load_model) if kind in MODEL_KINDS else (load_checkpoint,)
+    for reader in readers:
         with pytest.raises(CheckpointError, match="bad.pt") as info:
             reader(p)
         assert match in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(CheckpointError, match="checkpoint state is malformed"):
         Trainer(from_mapping(TINY)).load_state_dict(d)  # resume checks the same
+
+
+def test_model_only_checkpoint_loads_and_is_checked(tmp_path):
+    net = TimeStepNet("basic", hidden=[8]).double()
+    p = save_checkpoint(tmp_path / "m.pt", {"model_config": net.config(),
+                                            "model": net.state_dict()})
+    assert isinstance(load_model(p), TimeStepNet)
+    with pytest.raises(CheckpointError, match="no 'config' entry"):
+        load_checkpoint(p)  # not a training checkpoint: cannot be resumed
+    save_checkpoint(p, {"model_config": {**net.config(), "hidden": [10**9]},
+                        "model": net.state_dict()})
+    with pytest.raises(CheckpointError, match="m.pt' is malformed: its model_config does not fit"):
+        load_model(p)
 
 
 def test_good_checkpoint_passes_validation(tmp_path, good_state):
