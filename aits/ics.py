@@ -345,9 +345,84 @@ def _table_to_state(table: np.ndarray, where, path, *, softening, G, dtype, devi
             f"{path}: the masses of a system must not all be zero{which}; gravity needs mass"
         )
     dim = (C - 1) // 2
+    _check_representable(table.reshape(-1, table.shape[-2], C), dim, where, path,
+                         softening=float(softening), G=float(G), dtype=dtype)
     t = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float64))
     return _make(t[..., 1 : 1 + dim], t[..., 1 + dim :], t[..., 0], softening=softening, G=G,
                  dtype=dtype, device=device, center=False)
+
+
+_CHUNK = 256  # rows of the pair loop at a time: O(_CHUNK * N) memory
+
+
+def _check_representable(systems: np.ndarray, dim: int, where, path, *, softening: float,
+                         G: float, dtype: torch.dtype) -> None:
+    """Refuse bodies whose energies ``dtype`` cannot hold, and coincident bodies
+    without softening. ``systems (S, N, C)``; ``where(flat_row)`` names a row.
+
+    Limits, with ``F`` the largest ``dtype`` number: ``|x|^2 <= F / 4`` (so every
+    pairwise ``r^2`` is finite), ``m |v|^2 <= F`` and ``|v|^2 <= F``, and the
+    potential energy ``sum G m_i m_j / s_ij`` (summed in float64) ``<= F``.
+    """
+    F = float(torch.finfo(dtype).max)
+    S, N, _ = systems.shape
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        flat = systems.reshape(S * N, -1)
+        m, x, v = flat[:, 0], flat[:, 1 : 1 + dim], flat[:, 1 + dim :]
+        r2, v2 = (x * x).sum(1), (v * v).sum(1)
+        checks = (
+            (~(r2 <= F / 4), f"position too large for {dtype}: |x|^2 = {{:.3g}} > {F / 4:.3g} "
+                             "would overflow r^2; rescale the length unit", r2),
+            (~(v2 <= F) | ~(m * v2 <= F), f"velocity too large for {dtype}: m |v|^2 = {{:.3g}} "
+                                          f"> {F:.3g}; rescale the velocity unit", m * v2),
+        )
+        for bad, message, value in checks:
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InitialConditionsError(f"{path}:{where(i)}: {message.format(value[i])}")
+        cast = torch.from_numpy(np.ascontiguousarray(flat[:, 1 : 1 + dim])).to(dtype).double()
+        pos = cast.numpy().reshape(S, N, dim)
+        for b in range(S):
+            _check_pairs(pos[b], systems[b, :, 0], b * N, where, path, softening, G, F, dtype)
+
+
+def _row(where: str) -> str:
+    """``where`` of a row as words: text files give bare line numbers."""
+    return f"line {where}" if where.isdigit() else where
+
+
+def _check_pairs(pos: np.ndarray, m: np.ndarray, offset: int, where, path, softening: float,
+                 G: float, F: float, dtype: torch.dtype) -> None:
+    """Coincident bodies (``softening == 0``) and the potential energy of one system:
+    ``pos (N, D)`` as ``dtype`` holds it, ``m (N,)``; rows ``offset + i``."""
+    N = pos.shape[0]
+    U = 0.0
+    eps2 = softening * softening
+    for i0 in range(0, N, _CHUNK):
+        i1 = min(i0 + _CHUNK, N)
+        d = pos[i0:i1, None, :] - pos[None, :, :]
+        s2 = (d * d).sum(-1) + eps2
+        upper = np.arange(N)[None, :] > np.arange(i0, i1)[:, None]
+        same = upper & (s2 == 0)
+        if same.any():
+            i, j = np.unravel_index(int(np.argmax(same)), same.shape)
+            raise InitialConditionsError(
+                f"{path}:{where(offset + int(j))}: body at the position of the one at "
+                f"{_row(where(offset + i0 + int(i)))} (their squared distance is 0 in {dtype}); "
+                "without softening their force and potential are infinite: set a softening "
+                "> 0 (--softening) or move one of them"
+            )
+        terms = np.where(upper, G * m[i0:i1, None] * m[None, :] / np.sqrt(np.where(upper, s2, 1)),
+                         0.0)
+        U += float(terms.sum())
+        if not U <= F:
+            i, j = np.unravel_index(int(np.argmax(terms)), terms.shape)
+            raise InitialConditionsError(
+                f"{path}:{where(offset + i0 + int(i))}: the potential energy overflows {dtype} "
+                f"(the bodies at {_row(where(offset + i0 + int(i)))} and "
+                f"{_row(where(offset + int(j)))} are too close for their masses); rescale the "
+                "units or add softening"
+            )
 
 
 def load_npy(
@@ -363,7 +438,9 @@ def load_npy(
 
     Raises:
         InitialConditionsError: unreadable file, wrong shape/dtype, non-finite
-            values, negative masses (naming the row), fewer than 2 bodies.
+            values, negative masses (naming the row), fewer than 2 bodies, values whose
+            energies ``dtype`` cannot represent, coincident bodies with
+            ``softening == 0``.
     """
     try:
         table = np.load(path, allow_pickle=False)
@@ -399,8 +476,10 @@ def load_text(
 
     Raises:
         InitialConditionsError: naming the file and line for a wrong or inconsistent
-            column count, a non-numeric or non-finite value, a negative mass; naming
-            the file for an unreadable file or fewer than 2 bodies.
+            column count, a non-numeric or non-finite value, a negative mass, a value
+            whose energies ``dtype`` cannot represent, a body at the position of another
+            with ``softening == 0``; naming the file for an unreadable file or fewer
+            than 2 bodies.
     """
     try:
         with open(path, encoding="utf-8") as fh:
@@ -451,6 +530,7 @@ def load_state(
     device: _Device = None,
 ) -> SystemState:
     """Load a state from ``path``: ``.npy`` via :func:`load_npy`, anything else as text
-    via :func:`load_text`."""
+    via :func:`load_text`. ``softening`` must be the one the state will be used with:
+    coincident bodies are refused when it is 0."""
     loader = load_npy if str(path).lower().endswith(".npy") else load_text
     return loader(path, softening=softening, G=G, dtype=dtype, device=device)

@@ -50,8 +50,15 @@ def pair_statistics(
     ``s_ij = sqrt(|x_i - x_j|^2 + softening^2)`` over pairs ``i != j`` (the plain
     distances when ``softening == 0``), and the minimum pairwise free-fall time
     ``sqrt(s_ij^3 / (G (m_i + m_j)))`` (NaN unless ``freefall``). With fewer than two bodies the distances are 0 and the time inf.
-    One O(N^2) pass over pairs i < j with O(N) memory; CPU only, not differentiable.
+    One O(N^2) pass over pairs i < j with O(N) memory; CPU only, not differentiable:
+    inputs that require grad (with grad mode on) are refused rather than silently
+    given no gradient.
     """
+    if torch.is_grad_enabled() and (_requires_grad(pos) or _requires_grad(mass)):
+        raise ValueError(
+            "aits.pair_statistics is not differentiable, but pos or mass requires grad; pass "
+            "pos.detach() and mass.detach() (or call it under torch.no_grad())."
+        )
     return _ops.pair_statistics(pos, mass, float(softening), float(G), bool(freefall))
 
 
@@ -104,36 +111,60 @@ def _as_dt(pos: Tensor, dt) -> Tensor:
     return dt
 
 
+def _requires_grad(t) -> bool:
+    return isinstance(t, Tensor) and t.requires_grad
+
+
 # --------------------------------------------------------------------------- fake kernels
+
+
+def _check_meta_mix(pos: Tensor, **others: Tensor | None) -> None:
+    """The fake kernels also serve the ``meta`` device; a call mixing ``meta`` with a
+    real device lands there too and must not return an uninitialised tensor."""
+    devices = {pos.device} | {t.device for t in others.values() if isinstance(t, Tensor)}
+    if len(devices) > 1 and any(d.type == "meta" for d in devices):
+        for name, t in others.items():
+            if isinstance(t, Tensor) and t.device != pos.device:
+                raise ValueError(
+                    f"{name} is on {t.device} but pos is on {pos.device}; move it with "
+                    ".to(pos.device). (aits ops compute on one device; meta tensors only "
+                    "with other meta tensors.)"
+                )
 
 
 @torch.library.register_fake("aits::accelerations")
 def _accelerations_fake(pos, mass, softening=0.0, G=1.0):
+    _check_meta_mix(pos, mass=mass)
     return torch.empty_like(pos)
 
 
 @torch.library.register_fake("aits::accelerations_backward")
 def _accelerations_backward_fake(grad_acc, pos, mass, softening, G):
+    _check_meta_mix(pos, mass=mass, grad_acc=grad_acc)
     return torch.empty_like(pos), torch.empty_like(mass)
 
 
 @torch.library.register_fake("aits::potential_energy")
 def _potential_energy_fake(pos, mass, softening=0.0, G=1.0):
+    _check_meta_mix(pos, mass=mass)
     return pos.new_empty(pos.shape[:-2])
 
 
 @torch.library.register_fake("aits::potential_energy_backward")
 def _potential_energy_backward_fake(grad_energy, pos, mass, softening, G):
+    _check_meta_mix(pos, mass=mass, grad_energy=grad_energy)
     return torch.empty_like(pos), torch.empty_like(mass)
 
 
 @torch.library.register_fake("aits::pair_statistics")
 def _pair_statistics_fake(pos, mass, softening=0.0, G=1.0, freefall=True):
+    _check_meta_mix(pos, mass=mass)
     return pos.new_empty(pos.shape[:-2] + (4,))
 
 
 @torch.library.register_fake("aits::leapfrog_step")
 def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, statistics=False):
+    _check_meta_mix(pos, vel=vel, mass=mass, dt=dt, acc=acc)
     stats = pos.new_empty(pos.shape[:-2] + (4,)) if statistics else pos.new_empty(0)
     return torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos), stats
 
@@ -142,6 +173,8 @@ def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, stat
 def _leapfrog_step_backward_fake(
     grad_pos1, grad_vel1, grad_acc1, pos, vel, mass, dt, pos1, acc1, acc, softening, G
 ):
+    _check_meta_mix(pos, vel=vel, mass=mass, dt=dt, pos1=pos1, acc1=acc1, acc=acc,
+                    grad_pos1=grad_pos1, grad_vel1=grad_vel1, grad_acc1=grad_acc1)
     return (
         torch.empty_like(pos),
         torch.empty_like(pos),

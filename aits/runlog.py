@@ -9,56 +9,177 @@ Layout of ``<run_dir>/<run_name>/``::
     summary.json, summary.txt   totals, the closing rollout check, the final checkpoint
     plot.png               accepted dt and per-step energy error over the run
 
+A run directory belongs to one process: a new one is made with an atomic ``mkdir``
+(a taken name gets ``-1``, ``-2``, ... appended), and every process that opens one,
+new or resumed, holds an exclusive lock on ``run.lock`` (``flock``) until it ends, so
+a second process on the same directory is refused (:class:`RunDirBusyError`).
+Opening a directory removes the ``.*.tmp`` files that interrupted writes left.
+A file that cannot be written (a full disk) raises
+:class:`~aits.checkpoint.RunWriteError` naming it; appends are rolled back to
+whole lines.
+
 Optional external loggers (Weights & Biases, TensorBoard) are checked for before
 any work starts (:func:`require_loggers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
+import gc
 import importlib.util
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aits.checkpoint import checkpoint_epoch
+from aits.checkpoint import RunWriteError, checkpoint_epoch
 from aits.config import ConfigError, TrainConfig, dump_toml
 
 STEP_COLUMNS = ("epoch", "round", "system", "time", "dt", "rel_dE")
 
 
+LOCK_NAME = "run.lock"
+
+
+class RunDirBusyError(ConfigError):
+    """Another process holds the run directory (a run or a resume of it is going on)."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` into a :class:`RunWriteError` naming it."""
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except OSError as e:
+        raise RunWriteError.of(path, e) from None
+
+
+@contextlib.contextmanager
+def _appending(path: Path) -> Iterator[Any]:
+    """``path`` opened for appending; on a failed write it is cut back to its old size,
+    so a full disk never leaves half a line."""
+    with _writing(path):
+        size = path.stat().st_size if path.exists() else None
+        try:
+            with path.open("a", newline="") as f:
+                yield f
+        except OSError:
+            with contextlib.suppress(OSError):
+                if size is None:
+                    path.unlink()
+                else:
+                    os.truncate(path, size)
+            raise
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` through a temporary file and ``os.replace``: a
-    crash leaves the old file or the new one, never half of either."""
+    crash leaves the old file or the new one, never half of either.
+
+    Raises:
+        RunWriteError: the file could not be written (the old one is intact).
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with _writing(path):
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _lock(path: Path) -> int:
+    """An exclusive ``flock`` on ``path / run.lock``; returns its file descriptor."""
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(2):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if attempt == 0:  # the holder may be an unreachable RunDir of this process
+                gc.collect()
+    os.close(fd)
+    raise RunDirBusyError(
+        f"run directory {str(path)!r} is in use by another process (a run or a resume "
+        f"of it holds {LOCK_NAME}); wait for it to end or choose another --run-name"
+    )
 
 
 class RunDir:
-    """Files of one run (created on construction; reused when it exists, for resume)."""
+    """Files of one run, owned by this process while the object lives.
 
-    def __init__(self, path: str | Path) -> None:
+    Args:
+        path: the run directory; it must exist unless ``create``.
+        create: make it with an atomic ``mkdir`` (``FileExistsError`` if it exists).
+    Raises:
+        RunDirBusyError: another process holds the directory's lock.
+        ConfigError: ``path`` is not a directory (and not ``create``).
+        RunWriteError: the directory cannot be created or written.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
         self.path = Path(path)
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with _writing(self.path):
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.mkdir()
+            elif not self.path.is_dir():
+                raise ConfigError(f"run directory {str(self.path)!r} does not exist or is not "
+                                  "a directory")
+            fd = _lock(self.path)
+        self._release = weakref.finalize(self, os.close, fd)
+        with _writing(self.path / "checkpoints"):
+            (self.path / "checkpoints").mkdir(exist_ok=True)
+        self.removed_tmp = self._remove_stale_tmp()
+
+    def close(self) -> None:
+        """Release the directory's lock (also done when the object is collected)."""
+        self._release()
+
+    def _remove_stale_tmp(self) -> list[Path]:
+        """Delete ``.*.tmp`` files of interrupted writes (safe: the lock is ours)."""
+        stale = [*self.path.glob(".*.tmp"), *(self.path / "checkpoints").glob(".*.tmp")]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     @classmethod
     def new(cls, cfg: TrainConfig) -> RunDir:
         """A fresh directory ``cfg.run_dir / name``; ``name`` is ``cfg.run_name`` or the
-        system and a time stamp, with ``-1``, ``-2``, ... appended if taken."""
+        system and a time stamp, with ``-1``, ``-2``, ... appended if taken (also when
+        another process takes it at the same instant: the ``mkdir`` decides).
+
+        Raises:
+            ConfigError: ``run_dir`` or the named run is an existing file.
+        """
         root = Path(cfg.run_dir)
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"setting 'run_dir' is {cfg.run_dir!r}, a file; give a directory")
         name = cfg.run_name or f"{system_label(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if cfg.run_name and (root / name).exists() and not (root / name).is_dir():
+            raise ConfigError(f"setting 'run_name' is {name!r}, but {str(root / name)!r} is a "
+                              "file; choose another --run-name or --run-dir")
         path, k = root / name, 0
-        while path.exists():
+        while True:
+            try:
+                return cls(path, create=True)
+            except RunWriteError as e:
+                if e.errno != errno.EEXIST:
+                    raise
             k += 1
             path = root / f"{name}-{k}"
-        return cls(path)
 
     def checkpoint_path(self, epoch: int) -> Path:
         return self.path / "checkpoints" / f"epoch_{epoch:04d}.pt"
@@ -67,7 +188,7 @@ class RunDir:
         write_atomic(self.path / "config.toml", dump_toml(cfg))
 
     def append_metrics(self, metrics: Mapping[str, Any]) -> None:
-        with (self.path / "metrics.jsonl").open("a") as f:
+        with _appending(self.path / "metrics.jsonl") as f:
             f.write(json.dumps(_jsonable(metrics)) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -79,7 +200,7 @@ class RunDir:
         p = self.path / "steps.csv"
         new = not p.exists()
         t, dt, rel = (steps[k].detach().cpu().double() for k in ("time", "dt", "rel_dE"))
-        with p.open("a", newline="") as f:
+        with _appending(p) as f:
             w = csv.writer(f)
             if new:
                 w.writerow(STEP_COLUMNS)
@@ -146,8 +267,11 @@ class RunDir:
         ax2.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         out = self.path / "plot.png"
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
+        try:
+            with _writing(out):
+                fig.savefig(out, dpi=110)
+        finally:
+            plt.close(fig)
         return out
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from aits.checkpoint import CheckpointError, restore_model
+from aits.checkpoint import CheckpointError, restore_model, validate_checkpoint
 from aits.config import ConfigError, TrainConfig, resolve_device, resolve_dtype
 from aits.distributed import Group, shard_range
 from aits.features import FeatureScales, FeatureSpec
@@ -477,18 +477,35 @@ class Trainer:
         }
 
     def load_state_dict(self, d: dict) -> None:
-        """Restore a :meth:`state_dict` (config already applied by the caller)."""
+        """Restore a :meth:`state_dict` (config already applied by the caller).
+
+        Raises:
+            CheckpointError: ``d`` is not a well-formed state (see
+                :func:`aits.checkpoint.validate_checkpoint`) or does not fit this trainer.
+        """
+        try:
+            validate_checkpoint(d)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint state is malformed: {e}") from None
         restore_model(self.model, d["model"])
-        self.optimizer.load_state_dict(d["optimizer"])
-        self.epoch, self.rounds = int(d["epoch"]), int(d["rounds"])
-        live = state_from_dict(d["live"], self.device)
+        try:
+            self.optimizer.load_state_dict(d["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint optimizer state does not fit this optimizer: "
+                                  f"{e}") from None
+        try:
+            live = state_from_dict(d["live"], self.device)
+            history = [state_from_dict(s, self.device) for s in d["history"]]
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint holds an unusable system state: {e}") from None
         if live.batch_size != self.initial.batch_size:
             raise CheckpointError(f"checkpoint live system has {live.batch_size} systems, the "
                                   f"config builds {self.initial.batch_size}")
+        self.epoch, self.rounds = int(d["epoch"]), int(d["rounds"])
         self.live = self._local(live)
         self.history.reset()
-        for s in d["history"]:
-            self.history.push(self._local(state_from_dict(s, self.device)))
+        for s in history:
+            self.history.push(self._local(s))
         rng = d["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["device"] != self.device.type:  # other generators: not transferable
@@ -496,9 +513,12 @@ class Trainer:
                         "is re-seeded, so the run is not bit-identical to an uninterrupted one",
                         rng["device"], self.device.type)
             return
-        self.sampler.set_state(rng["sampler"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        try:
+            self.sampler.set_state(rng["sampler"])
+            if self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint RNG state is unusable: {e}") from None
 
 
 class _Forward(torch.nn.Module):

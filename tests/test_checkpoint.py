@@ -25,7 +25,7 @@ TINY = dict(hidden=[16, 16], steps_per_epoch=12, rollout_steps=0, replay_steps=4
 
 def test_round_trip_plain_values(tmp_path):
     p = save_checkpoint(tmp_path / "c.pt", {"x": torch.arange(3), "n": [1, 2.5, None, "s"]})
-    d = load_checkpoint(p)
+    d = load_checkpoint(p, training=False)
     assert torch.equal(d["x"], torch.arange(3)) and d["n"] == [1, 2.5, None, "s"]
     assert list(tmp_path.iterdir()) == [p]
 
@@ -133,7 +133,7 @@ def test_resume_from_an_earlier_checkpoint_drops_the_abandoned_branch(tmp_path):
     from aits.policies import resolve_checkpoint
     from aits.runlog import RunDir
 
-    run = RunDir(tmp_path / "run")
+    run = RunDir(tmp_path / "run", create=True)
     for epoch in (1, 2, 3, 10000):
         run.checkpoint_path(epoch).write_bytes(b"x")
         run.append_metrics({"epoch": epoch})
@@ -145,3 +145,113 @@ def test_resume_from_an_earlier_checkpoint_drops_the_abandoned_branch(tmp_path):
     lines = (run.path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert not list(run.path.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------ malformed checkpoints
+
+
+@pytest.fixture(scope="module")
+def good_state():
+    """A real training checkpoint payload (one epoch of a tiny run)."""
+    tr = Trainer(from_mapping(TINY))
+    tr.run_epoch()
+    return tr.state_dict()
+
+
+def _set(d, key, value):
+    d[key] = value
+
+
+def _weight(d, fn):
+    name = next(iter(d["model"]))
+    d["model"][name] = fn(d["model"][name])
+
+
+MALFORMED = {
+    "no model": (lambda d: d.pop("model"), "no 'model' entry"),
+    "no optimizer": (lambda d: d.pop("optimizer"), "no 'optimizer' entry"),
+    "model is a list": (lambda d: _set(d, "model", [1, 2]), "'model' entry is a list"),
+    "model is an int": (lambda d: _set(d, "model", 3), "'model' entry is a int"),
+    "model is empty": (lambda d: _set(d, "model", {}), "holds no weights"),
+    "NaN weights": (lambda d: _weight(d, lambda t: torch.full_like(t, float("nan"))),
+                    "contains NaN or inf"),
+    "int64 weights": (lambda d: _weight(d, lambda t: t.to(torch.int64)), "has dtype torch.int64"),
+    "negative epoch": (lambda d: _set(d, "epoch", -5), "'epoch' is -5; it must be >= 0"),
+    "bad RNG state": (lambda d: _set(d, "rng", {**d["rng"],
+                                                "torch": torch.zeros(7, dtype=torch.uint8)}),
+                      "RNG state 'torch' is invalid"),
+    "RNG state not bytes": (lambda d: _set(d, "rng", {**d["rng"], "torch": torch.zeros(3)}),
+                            "not a uint8 tensor"),
+    "huge layers": (lambda d: (d["model_config"].update(hidden=[10**9, 10**9]),
+                               d["config"].update(hidden=[10**9, 10**9])),
+                    "model_config does not fit its weights"),
+    "config disagrees with model config": (lambda d: d["config"].update(hidden=[10**9]),
+                                           "setting 'hidden' is"),
+    "optimizer without state": (lambda d: _set(d, "optimizer", {"x": 1}),
+                                "lacks the 'state' and 'param_groups'"),
+}
+
+
+#: The kinds a model-only reader (load_model) must refuse too.
+MODEL_KINDS = {"no model", "model is a list", "model is an int", "model is empty", "NaN weights",
+               "int64 weights", "huge layers", "config disagrees with model config"}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_malformed_checkpoints_are_refused_naming_the_file(tmp_path, good_state, kind):
+    import copy
+
+    spoil, match = MALFORMED[kind]
+    d = copy.deepcopy(good_state)
+    spoil(d)
+    p = save_checkpoint(tmp_path / "bad.pt", d)
+    readers = (load_checkpoint, load_model) if kind in MODEL_KINDS else (load_checkpoint,)
+    for reader in readers:
+        with pytest.raises(CheckpointError, match="bad.pt") as info:
+            reader(p)
+        assert match in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CheckpointError, match="checkpoint state is malformed"):
+        Trainer(from_mapping(TINY)).load_state_dict(d)  # resume checks the same
+
+
+def test_model_only_checkpoint_loads_and_is_checked(tmp_path):
+    net = TimeStepNet("basic", hidden=[8]).double()
+    p = save_checkpoint(tmp_path / "m.pt", {"model_config": net.config(),
+                                            "model": net.state_dict()})
+    assert isinstance(load_model(p), TimeStepNet)
+    with pytest.raises(CheckpointError, match="no 'config' entry"):
+        load_checkpoint(p)  # not a training checkpoint: cannot be resumed
+    save_checkpoint(p, {"model_config": {**net.config(), "hidden": [10**9]},
+                        "model": net.state_dict()})
+    with pytest.raises(CheckpointError, match="m.pt' is malformed: its model_config does not fit"):
+        load_model(p)
+
+
+def test_good_checkpoint_passes_validation(tmp_path, good_state):
+    p = save_checkpoint(tmp_path / "good.pt", good_state)
+    assert load_checkpoint(p)["epoch"] == 1
+    assert isinstance(load_model(p), TimeStepNet)
+
+
+class RunsACommand:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("wrap", [lambda obj: obj, lambda obj: {"format": "aits-train-checkpoint",
+                                                                "version": 1, "model": obj}])
+def test_crafted_pickle_is_refused_without_running(tmp_path, wrap):
+    target = tmp_path / "ran"
+    p = tmp_path / "evil.pt"
+    torch.save(wrap(RunsACommand(target)), p)
+    with pytest.raises(CheckpointError, match="pickled object") as info:
+        load_model(p)
+    assert "evil.pt" in str(info.value) and "\n" not in str(info.value)
+    assert not target.exists()
+    torch.load(p, weights_only=False)  # positive control: an unrestricted unpickler runs it
+    assert target.exists()

@@ -229,3 +229,49 @@ def test_unreadable_files(tmp_path):
     p.write_bytes(b"not numpy")
     with pytest.raises(InitialConditionsError, match=r"junk\.npy: cannot read as \.npy"):
         load_state(p)
+
+
+# ------------------------------------------------------------- unrepresentable values
+
+
+def _write(tmp_path, rows, name="ic.txt"):
+    p = tmp_path / name
+    p.write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
+    return p
+
+
+@pytest.mark.parametrize("rows,line,match", [
+    ([[1, 1e300, 0, 0, 0.1], [1, -1e300, 0, 0, -0.1]], 1, "position too large"),
+    ([[1, 0, 0, 0, 0.1], [1, 1, 0, 1e200, -0.1]], 2, "velocity too large"),
+    ([[1e200, 0, 0, 0, 0.1], [1e200, 1e-100, 0, 0, -0.1]], 1, "the potential energy overflows"),
+])
+def test_unrepresentable_energies_are_refused_with_the_line(tmp_path, rows, line, match):
+    p = _write(tmp_path, [["m", "x", "y", "vx", "vy"], *rows])
+    with pytest.raises(InitialConditionsError, match=rf"ic.txt:{line + 1}: {match}"):
+        load_state(p)
+
+
+def test_range_follows_the_dtype(tmp_path):
+    p = _write(tmp_path, [[1, 1e20, 0, 0, 0.1], [1, -1e20, 0, 0, -0.1]])
+    assert load_state(p).pos.dtype == torch.float64  # fine in float64 ...
+    with pytest.raises(InitialConditionsError, match="position too large for torch.float32"):
+        load_state(p, dtype=torch.float32)  # ... r^2 = 4e40 overflows float32
+
+
+def test_coincident_bodies_need_softening(tmp_path):
+    p = _write(tmp_path, [[1, 0.5, 0, 0, 0.1], [1, -0.5, 0, 0, 0.2], [1, 0.5, 0, 0, -0.3]])
+    with pytest.raises(InitialConditionsError,
+                       match=r"ic.txt:3: body at the position of the one at line 1 .* set a "
+                             r"softening > 0"):
+        load_state(p)
+    assert load_state(p, softening=0.1).pos.shape == (3, 2)
+
+
+def test_coincident_bodies_in_a_batch_name_system_and_row(tmp_path):
+    table = np.zeros((2, 2, 5))
+    table[..., 0] = 1.0
+    table[0, 1, 1] = 1.0  # system 0 fine; system 1 has both bodies at the origin
+    np.save(tmp_path / "b.npy", table)
+    with pytest.raises(InitialConditionsError, match="b.npy:system 1 row 1: body at the position "
+                                                      "of the one at system 1 row 0"):
+        load_state(tmp_path / "b.npy")

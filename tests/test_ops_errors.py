@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import aits
+from aits.ops import pair_statistics
 
 F64 = torch.float64
 
@@ -141,3 +142,40 @@ def test_errors_name_the_op():
     pos, vel, mass, dt = system()
     with pytest.raises(ValueError, match=r"^aits\.potential_energy: "):
         aits.potential_energy(pos, -mass)
+
+
+def _meta_mixes():
+    pos, vel, mass, dt = system()
+    M = "meta"
+    yield "mass", lambda: aits.accelerations(pos, mass.to(M))
+    yield "pos", lambda: aits.accelerations(pos.to(M), mass)  # message names the other one
+    yield "mass", lambda: aits.potential_energy(pos, mass.to(M))
+    yield "mass", lambda: pair_statistics(pos, mass.to(M))
+    yield "vel", lambda: aits.leapfrog_step(pos, vel.to(M), mass, dt)
+    yield "dt", lambda: aits.leapfrog_step(pos, vel, mass, dt.to(M))
+    yield "acc", lambda: aits.leapfrog_step(pos, vel, mass, dt, acc=pos.to(M))
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_a_mix_with_meta_is_refused(case):
+    name, call = list(_meta_mixes())[case]
+    pattern = ("mass is on cpu but pos is on meta" if name == "pos"
+               else f"{name} is on meta but pos is on cpu")
+    with pytest.raises(ValueError, match=pattern + r"; move it with .to\(pos.device\)"):
+        call()
+
+
+def test_all_meta_still_gives_shapes():
+    pos, vel, mass, dt = (t.to("meta") for t in system())
+    assert aits.accelerations(pos, mass).shape == pos.shape
+    assert aits.leapfrog_step(pos, vel, mass, dt, acc=torch.empty_like(pos))[0].device.type == "meta"
+
+
+def test_pair_statistics_refuses_inputs_that_require_grad():
+    pos, vel, mass, dt = system()
+    with pytest.raises(ValueError, match=r"pair_statistics is not differentiable.*pos.detach\(\)"):
+        pair_statistics(pos.clone().requires_grad_(), mass)
+    with pytest.raises(ValueError, match="not differentiable"):
+        pair_statistics(pos, mass.clone().requires_grad_())
+    with torch.no_grad():  # no graph wanted: fine
+        assert pair_statistics(pos.clone().requires_grad_(), mass).shape == (2, 4)

@@ -169,3 +169,153 @@ def test_rollout_check_stops_when_the_model_loses_the_system():
     assert net.training  # the check restores the training mode
     assert out["steps"] == 3 and out["pass_fraction"] == pytest.approx(0.3)
     assert out["mean_dt"] == pytest.approx(0.01)
+
+
+# ------------------------------------------------------------- run directory ownership
+
+FAST = ["--hidden", "8", "--steps-per-epoch", "5", "--rollout-steps", "0", "--epochs", "1",
+        "--quiet", "--no-plot"]
+
+
+def test_two_runs_started_at_one_instant_get_their_own_directories(tmp_path):
+    import subprocess
+    import sys
+
+    # both processes wait at a barrier (a file) after importing, then start together
+    go = tmp_path / "go"
+    code = ("import sys, time, pathlib; from aits.train import main\n"
+            f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)\n"
+            "sys.exit(main(sys.argv[1:]))")
+    argv = [sys.executable, "-c", code, *FAST, "--run-dir", str(tmp_path), "--run-name", "same"]
+    procs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+             for _ in range(2)]
+    import time
+
+    time.sleep(3)  # both imported and waiting
+    go.touch()
+    for p in procs:
+        err = p.communicate(timeout=120)[1]
+        assert p.returncode == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["same", "same-1"]
+    for run in ("same", "same-1"):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["epoch"] for x in lines] == [1]  # not interleaved
+
+
+def test_run_dir_new_is_atomic_under_a_barrier(tmp_path):
+    import threading
+
+    from aits.config import from_mapping
+    from aits.runlog import RunDir
+
+    cfg = from_mapping({"run_dir": str(tmp_path), "run_name": "x"})
+    barrier, made, lock = threading.Barrier(6), [], threading.Lock()
+
+    def start():
+        barrier.wait()
+        run = RunDir.new(cfg)
+        with lock:
+            made.append(run)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.path.name for r in made) == ["x", "x-1", "x-2", "x-3", "x-4", "x-5"]
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path, capsys):
+    from aits.runlog import RunDir, RunDirBusyError
+
+    run = _train(tmp_path, "r", *FAST[:-1])
+    holder = RunDir(run)  # as if another process were resuming it now
+    with pytest.raises(RunDirBusyError, match=f"run directory '{run}' is in use"):
+        RunDir(run)
+    with pytest.raises(SystemExit) as info:
+        main(["--resume", str(run / "checkpoints" / "epoch_0001.pt"), "--epochs", "2", "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is in use by another process" in err and str(run) in err
+    holder.close()
+    assert main(["--resume", str(run / "checkpoints" / "epoch_0001.pt"), "--epochs", "2",
+                 "--quiet"]) == 0
+
+
+def test_run_name_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "taken").write_text("not a run")
+    with pytest.raises(SystemExit) as info:
+        main([*FAST, "--run-dir", str(tmp_path), "--run-name", "taken"])
+    assert info.value.code == 2
+    assert "is a file; choose another --run-name" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "not a run"
+
+
+def test_stale_tmp_files_are_removed_when_a_run_is_opened(tmp_path):
+    run = _train(tmp_path, "r", *FAST)
+    stale = [run / "checkpoints" / ".epoch_0002.pt.abc123.tmp", run / ".metrics.jsonl.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    assert main(["--resume", str(run / "checkpoints" / "epoch_0001.pt"), "--epochs", "2",
+                 "--quiet"]) == 0
+    assert not any(p.exists() for p in stale)
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_a_full_disk_names_the_file_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
+    import errno
+
+    from aits import checkpoint
+    from aits.checkpoint import RunWriteError
+
+    real_fsync, calls = checkpoint.os.fsync, []
+
+    def fsync(fd):  # the second checkpoint meets a full disk
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    with pytest.raises(RunWriteError, match=r"cannot write '.*epoch_0002.pt': No space left on "
+                                            r"device; [\d,]+ bytes free on its disk"):
+        main([*FAST, "--epochs", "2", "--checkpoint-interval", "1", "--run-dir", str(tmp_path),
+              "--run-name", "r"])
+    ckpts = tmp_path / "r" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_0001.pt"]  # no .tmp left
+    assert load_checkpoint(ckpts / "epoch_0001.pt")["epoch"] == 1
+
+
+def test_a_failed_append_leaves_whole_lines(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    from aits.checkpoint import RunWriteError
+    from aits.runlog import RunDir
+
+    run = RunDir(tmp_path / "r", create=True)
+    run.append_metrics({"epoch": 1})
+    real_open = pathlib.Path.open
+
+    class FullDisk:  # half of each write reaches the disk, then it is full
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, text):
+            self.f.write(text[: len(text) // 2])
+            self.f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(pathlib.Path, "open",
+                        lambda self, *a, **k: FullDisk(real_open(self, *a, **k)))
+    with pytest.raises(RunWriteError, match="metrics.jsonl': No space left on device"):
+        run.append_metrics({"epoch": 2, "x": "y" * 100})
+    monkeypatch.undo()
+    assert run.read_metrics() == [{"epoch": 1}]
