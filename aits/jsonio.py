@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["json_safe", "write_json"]
+__all__ = ["check_writable_dir", "json_safe", "write_json"]
 
 
 def json_safe(obj: Any) -> Any:
@@ -48,4 +48,26 @@ def write_json(path: str | Path, obj: Any) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_writable_dir(path: str | Path) -> Path:
+    """Create directory ``path`` (and its parents) if missing and make sure a file can
+    be written in it: the check every tool makes before its work starts.
+
+    Raises:
+        OSError: ``path`` is a file, cannot be created or cannot be written (the
+            message names the path and why).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{str(path)!r} is a file; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".aits-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write to {str(path)!r} ({e.strerror or e}); choose a "
+                               "writable directory") from None
     return path

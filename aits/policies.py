@@ -272,7 +272,7 @@ class ModelPolicy:
         path = resolve_checkpoint(path)
         net = load_model(path, device=device)
         policy = cls(net if dtype is None else net.to(dtype), dt_scale=dt_scale)
-        config = load_checkpoint(path).get("config")
+        config = load_checkpoint(path, training=False).get("config")
         policy.train_config = config if isinstance(config, dict) else None
         return policy
 

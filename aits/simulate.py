@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state
 from aits.integrators import INTEGRATORS, Integrator, make_integrator
-from aits.jsonio import write_json
+from aits.jsonio import check_writable_dir, write_json
 from aits._optional import require
 from aits.trajectory_io import trajectory_arrays, write_hdf5
 from aits.units import UNIT_SYSTEMS, get_units
@@ -158,16 +157,10 @@ def check_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 def check_output_dir(parser: argparse.ArgumentParser, out: Path) -> None:
     """Create ``--out`` and make sure a file can be written in it, before any work."""
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out: {str(out)!r} is a file; give a directory (it is created if missing)")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".aits-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        check_writable_dir(out)
     except OSError as e:
-        parser.error(f"--out: cannot write to {str(out)!r} ({e.strerror or e}); choose a "
-                     "writable directory")
+        parser.error(f"--out: {e.strerror if isinstance(e.strerror, str) else e}")
 
 
 def gate_settings(args: argparse.Namespace, checkpoint_config: dict | None) -> GateConfig:

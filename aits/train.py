@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from aits.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from aits.checkpoint import CheckpointError, RunWriteError, load_checkpoint, save_checkpoint
 from aits.config import ConfigError, TrainConfig, add_arguments, from_mapping, resolve
 from aits.distributed import env_world_size, exit_now, init_from_env, is_initialized, shutdown
 from aits.ics import InitialConditionsError, kepler_orbit
 from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
 from aits.config import resolve_device
+from aits.jsonio import check_writable_dir
 from aits.training import RetrainLimitError, Trainer, rollout_check
 
 __all__ = ["build_parser", "main", "run"]
@@ -268,8 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = resolve(config_file, args)
         require_loggers(cfg)
         device = resolve_device(cfg.device)
-        if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
-            raise ConfigError(f"setting 'run_dir' is {cfg.run_dir!r}, a file; give a directory")
+        if not resume:
+            try:
+                check_writable_dir(cfg.run_dir)
+            except OSError as e:
+                raise ConfigError(f"setting 'run_dir': {e.strerror or e}") from None
     except (ConfigError, CheckpointError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     own_group = not is_initialized()  # a group the caller made is the caller's to end
@@ -280,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     except RetrainLimitError as e:
         print(f"{parser.prog}: training failed: {e}", file=sys.stderr)
+        return 1
+    except RunWriteError as e:
+        print(f"{parser.prog}: run failed: {e}", file=sys.stderr)
         return 1
     finally:
         if own_group:

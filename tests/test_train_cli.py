@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
@@ -263,11 +264,10 @@ def test_stale_tmp_files_are_removed_when_a_run_is_opened(tmp_path):
     assert not list(run.rglob("*.tmp"))
 
 
-def test_a_full_disk_names_the_file_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
+def test_a_full_disk_names_the_file_and_keeps_earlier_checkpoints(tmp_path, monkeypatch, capsys):
     import errno
 
     from aits import checkpoint
-    from aits.checkpoint import RunWriteError
 
     real_fsync, calls = checkpoint.os.fsync, []
 
@@ -278,10 +278,11 @@ def test_a_full_disk_names_the_file_and_keeps_earlier_checkpoints(tmp_path, monk
         real_fsync(fd)
 
     monkeypatch.setattr(checkpoint.os, "fsync", fsync)
-    with pytest.raises(RunWriteError, match=r"cannot write '.*epoch_0002.pt': No space left on "
-                                            r"device; [\d,]+ bytes free on its disk"):
-        main([*FAST, "--epochs", "2", "--checkpoint-interval", "1", "--run-dir", str(tmp_path),
-              "--run-name", "r"])
+    code = main([*FAST, "--epochs", "2", "--checkpoint-interval", "1", "--run-dir", str(tmp_path),
+                 "--run-name", "r"])
+    err = capsys.readouterr().err
+    assert code == 1 and re.search(r"run failed: cannot write '.*epoch_0002.pt': No space left "
+                                   r"on device; [\d,]+ bytes free on its disk", err)
     ckpts = tmp_path / "r" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_0001.pt"]  # no .tmp left
     assert load_checkpoint(ckpts / "epoch_0001.pt")["epoch"] == 1
