@@ -10,9 +10,12 @@ Throughput is counted in pair interactions per second: N^2 per call.
 from __future__ import annotations
 
 import ctypes
+import decimal
+import math
 import functools
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Callable
 
 import torch
@@ -138,3 +141,34 @@ def check_agreement(op: str, n: int, dtype: torch.dtype, device: str = "cpu") ->
     got = got if isinstance(got, (tuple, list)) else (got,)
     want = want if isinstance(want, (tuple, list)) else (want,)
     return max(((g - w).abs().max() / w.abs().max()).item() for g, w in zip(got, want))
+
+
+def separation_errors(r: float, dtype: torch.dtype) -> dict[str, float]:
+    """Two unit masses at 0 and (r, 0, 0): relative errors of the acceleration
+    (exact 1/r^2, in 50-digit decimal arithmetic), the potential energy (-1/r) and the free-fall time of
+    pair_statistics (sqrt(r^3 / 2)) in ``dtype``, for the current pair kernel.
+    inf where the result is non-finite or zero."""
+    pos = torch.tensor([[0.0, 0.0, 0.0], [r, 0.0, 0.0]], dtype=dtype)
+    mass = torch.ones(2, dtype=dtype)
+    got = {
+        "acc": aits.accelerations(pos, mass)[0, 0].item(),
+        "potential": -aits.potential_energy(pos, mass).item(),
+        "freefall": aits.ops.pair_statistics(pos, mass)[3].item(),
+    }
+    decimal.getcontext().prec = 50
+    exact_r = Decimal(r)
+    exact = {"acc": float(exact_r**-2), "potential": float(1 / exact_r),
+             "freefall": float((exact_r**3 / 2).sqrt())}
+    return {k: abs(got[k] - exact[k]) / exact[k] if math.isfinite(got[k]) and got[k] != 0
+            else math.inf for k in got}
+
+
+def representable_range(dtype: torch.dtype, tol: float, quantity: str) -> tuple[float, float]:
+    """The decades 10^k, k integer, around r = 1 over which ``quantity``
+    (a key of separation_errors) stays within ``tol`` of the exact value: (r_min, r_max)."""
+    lo = hi = 0
+    while lo > -400 and separation_errors(10.0 ** (lo - 1), dtype)[quantity] <= tol:
+        lo -= 1
+    while hi < 400 and separation_errors(10.0 ** (hi + 1), dtype)[quantity] <= tol:
+        hi += 1
+    return 10.0**lo, 10.0**hi

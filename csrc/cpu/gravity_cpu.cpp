@@ -168,12 +168,22 @@ AITS_HD A freefall_weight(T M, T inv) {
   return static_cast<A>(M * inv * inv) * static_cast<A>(inv);
 }
 
-// The minimum free-fall time sqrt(1 / (G max q)) in T; never 0 while max q is
-// finite (distinct bodies), even where it is below T's smallest normal.
+// The minimum free-fall time sqrt(1 / (G max q)) in T. 0 only when two bodies
+// coincide (min_s == 0): where q overflows or the time underflows for distinct
+// bodies (float64: s below ~1e-102), T's smallest positive value, a lower bound.
 template <typename T, typename A>
-T freefall_time(A G, A max_q) {
+T freefall_time(A G, A max_q, A min_s) {
   const T t = static_cast<T>(std::sqrt(A(1) / (G * max_q)));
-  return (t == T(0) && std::isfinite(max_q)) ? std::numeric_limits<T>::denorm_min() : t;
+  return (t == T(0) && min_s > A(0)) ? std::numeric_limits<T>::denorm_min() : t;
+}
+
+// s^2 of a pair for the statistics: distinct bodies whose s^2 underflows to 0
+// (float32: separations below ~3e-23) count as the smallest positive s^2, so
+// that only coincident bodies give s = 0 and a free-fall time of 0.
+template <typename T>
+AITS_HD T distinct_s2(T s2, const Vec3<T>& d) {
+  const T l1 = std::abs(d.x) + std::abs(d.y) + std::abs(d.z);
+  return (s2 == T(0) && l1 > T(0)) ? std::numeric_limits<T>::denorm_min() : s2;
 }
 
 template <typename T, int D>
@@ -197,7 +207,7 @@ void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, 
           i, N,
           [&](int64_t j) {
             const Vec3<T> d = minus(xb.at(j), xi);
-            const T s2 = eps2 + dot(d, d);
+            const T s2 = distinct_s2(eps2 + dot(d, d), d);
             T inv, pot;
             const T w = pull_scale(s2, mb[j], inv, pot);
             Sums<A, K> t;
@@ -224,7 +234,7 @@ void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, 
     o[0] = N > 1 ? static_cast<T>(std::sqrt(total.v[D])) : T(0);
     o[1] = N > 1 ? static_cast<T>(total.v[D + 1] / (A(N) * A(N - 1))) : T(0);
     o[2] = static_cast<T>(std::sqrt(total.v[D + 2]));
-    o[3] = freefall_time<T>(A(G), total.v[D + 3]);
+    o[3] = freefall_time<T>(A(G), total.v[D + 3], total.v[D]);
   }
 }
 
@@ -328,7 +338,7 @@ void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T e
         i + 1, N,
         [&](int64_t j) {
           const Vec3<T> d = minus(xb.at(j), xi);
-          const T s = std::sqrt(eps2 + dot(d, d));
+          const T s = std::sqrt(distinct_s2(eps2 + dot(d, d), d));
           A q = A(0);
           if constexpr (kFreefall) q = freefall_weight<A>(mi + mb[j], T(1) / s);
           return Sums<A, 4>{{A(s), A(s), A(s), q}};
@@ -346,7 +356,7 @@ void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T e
     o[0] = N > 1 ? static_cast<T>(total.v[0]) : T(0);
     o[1] = N > 1 ? static_cast<T>(total.v[1] / pairs) : T(0);
     o[2] = static_cast<T>(total.v[2]);
-    o[3] = kFreefall ? freefall_time<T>(A(G), total.v[3]) : std::numeric_limits<T>::quiet_NaN();
+    o[3] = kFreefall ? freefall_time<T>(A(G), total.v[3], total.v[0]) : std::numeric_limits<T>::quiet_NaN();
   }
 }
 
