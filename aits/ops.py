@@ -246,9 +246,10 @@ PAIR_KERNELS = ("rsqrt", "divide")
 
 
 def set_pair_kernel(name: str) -> None:
-    """Selects the CPU pair kernel for the whole process: ``"rsqrt"`` (default;
-    reciprocal-square-root estimate refined by Newton iterations) or ``"divide"``
-    (one square root and one division per pair). Both agree with
+    """Selects the CPU pair kernel for the whole process: ``"rsqrt"``
+    (reciprocal-square-root estimate refined by Newton iterations; the default
+    in AVX-512 builds) or ``"divide"`` (one square root and one division per
+    pair; the default otherwise). Both agree with
     :mod:`aits.reference` to ~1e-12 in float64. Raises ValueError for other names."""
     torch.ops.aits.set_pair_kernel(name)
 

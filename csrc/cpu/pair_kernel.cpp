@@ -1,6 +1,7 @@
 #include "pair_kernel.h"
 
 #include <atomic>
+#include <string_view>
 
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -10,7 +11,14 @@
 namespace aits {
 namespace {
 
-std::atomic<PairKernel> selected{PairKernel::kRsqrt};
+// The default is the kernel measured faster for the build's instruction set:
+// with AVX-512 "rsqrt" (2.0x "divide", float64 forward, docs/benchmarks.md);
+// the AVX2 and portable builds ran "rsqrt" at 0.7-0.8x "divide" on the same
+// Xeon, so they keep "divide" unless asked.
+constexpr PairKernel kDefault =
+    std::string_view(simd::instruction_set()) == "avx512f" ? PairKernel::kRsqrt : PairKernel::kDivide;
+
+std::atomic<PairKernel> selected{kDefault};
 
 }  // namespace
 
@@ -24,7 +32,7 @@ void set_pair_kernel(c10::string_view name) {
     selected.store(PairKernel::kDivide);
   } else {
     TORCH_CHECK_VALUE(false, "aits.ops.set_pair_kernel: unknown pair kernel '", n,
-                      "'; valid names are 'rsqrt' (default) and 'divide'.");
+                      "'; valid names are 'rsqrt' and 'divide'.");
   }
 }
 

@@ -1,7 +1,8 @@
 // Which CPU pair kernel the ops use, chosen at run time so that one process
-// can compare them: "rsqrt" (default; reciprocal-square-root estimate refined
-// by Newton iterations, simd.h) or "divide" (one square root and one division
-// per pair, the original kernels). Process-wide, not per thread.
+// can compare them: "rsqrt" (reciprocal-square-root estimate refined by Newton
+// iterations, simd.h; the default in AVX-512 builds) or "divide" (one square
+// root and one division per pair, the original kernels; the default
+// otherwise). Process-wide, not per thread.
 #pragma once
 
 #include <string>

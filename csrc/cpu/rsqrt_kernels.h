@@ -36,7 +36,7 @@ struct Rows {
 // at j: full groups (n = W, tail false), then one partial group (n < W, tail
 // true) whose lanes at or past n hold padding that the block must drop.
 template <typename T, typename Block>
-inline void for_partner_blocks(int64_t j0, int64_t j1, const Block& block) {
+AITS_SIMD void for_partner_blocks(int64_t j0, int64_t j1, const Block& block) {
   constexpr int W = simd::Traits<T>::W;
   int64_t j = j0;
   for (; j + W <= j1; j += W) block(j, W, std::false_type{});
@@ -45,7 +45,7 @@ inline void for_partner_blocks(int64_t j0, int64_t j1, const Block& block) {
 
 // W values from p (tail: the first n, then zeros).
 template <typename T, bool kTail>
-inline Vec<T> load_lanes(const T* p, int n) {
+AITS_SIMD Vec<T> load_lanes(const T* p, int n) {
   if constexpr (kTail) {
     return load_partial(p, n, T(0));
   } else {
@@ -55,7 +55,7 @@ inline Vec<T> load_lanes(const T* p, int n) {
 
 // v in the lanes below n (tail), everywhere otherwise; 0 elsewhere.
 template <typename T, bool kTail>
-inline Vec<T> keep(const Vec<T>& v, int n) {
+AITS_SIMD Vec<T> keep(const Vec<T>& v, int n) {
   if constexpr (kTail) {
     return simd::lanes_below<T>(n) ? v : Vec<T>{};
   } else {
@@ -64,7 +64,7 @@ inline Vec<T> keep(const Vec<T>& v, int n) {
 }
 
 template <typename T>
-inline int64_t grain(int64_t n) {
+AITS_SIMD int64_t grain(int64_t n) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
 }
 
@@ -77,7 +77,7 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
       const T* mb = mass + b * N;
       const T xi = r.x[i], yi = r.y[i], zi = D == 3 ? r.z[i] : T(0);
       Vec<T> ax{}, ay{}, az{}, ph{};
-      const auto block = [&](int64_t j, int n, auto tail) {
+      const auto block = [&](int64_t j, int n, auto tail) __attribute__((always_inline)) {
         constexpr bool kTail = decltype(tail)::value;
         const Vec<T> dx = load_lanes<T, kTail>(r.x + j, n) - xi;
         const Vec<T> dy = load_lanes<T, kTail>(r.y + j, n) - yi;
@@ -122,7 +122,7 @@ void backward(const T* x, const T* mass, const T* g, int64_t B, int64_t N, T eps
       const T xk = r.x[k], yk = r.y[k], zk = D == 3 ? r.z[k] : T(0);
       const T gkx = gr.x[k], gky = gr.y[k], gkz = D == 3 ? gr.z[k] : T(0);
       Vec<T> sx{}, sy{}, sz{}, sm{};
-      const auto block = [&](int64_t j, int n, auto tail) {
+      const auto block = [&](int64_t j, int n, auto tail) __attribute__((always_inline)) {
         constexpr bool kTail = decltype(tail)::value;
         const Vec<T> dx = load_lanes<T, kTail>(r.x + j, n) - xk;
         const Vec<T> dy = load_lanes<T, kTail>(r.y + j, n) - yk;
