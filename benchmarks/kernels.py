@@ -24,6 +24,13 @@ import aits
 from aits import reference
 
 OPS = ("forward", "forward+backward", "leapfrog")
+# aits CPU pair kernels compared in one run (aits.ops.set_pair_kernel).
+PAIR_KERNELS = ("rsqrt", "divide")
+# Floating-point operations counted per pair interaction, for the fraction of
+# the FMA peak: the usual 20 for the softened forward pair (reciprocal square
+# root counted as 4), 64 for forward+backward (the backward's 44: separation 3,
+# r^2 5, rsqrt 4, powers 3, unit vector 3, u 9, e.u and e.g 10, K u 6, sums 1).
+FLOPS_PER_PAIR = {"forward": 20, "forward+backward": 64, "leapfrog": 20}
 # The reference materialises several (N, N, D) tensors: skip it above this.
 REFERENCE_MEMORY_LIMIT = 3 * 2**30
 
@@ -35,10 +42,12 @@ class Case:
     dtype: torch.dtype
     impl: str  # "aits" or "reference"
     device: str = "cpu"
+    kernel: str | None = None  # aits CPU pair kernel; None: the current one
 
     @property
     def label(self) -> str:
-        return f"{self.op}-{self.impl}-{str(self.dtype).removeprefix('torch.')}-N{self.n}"
+        impl = self.impl if self.kernel is None else f"{self.impl}[{self.kernel}]"
+        return f"{self.op}-{impl}-{str(self.dtype).removeprefix('torch.')}-N{self.n}"
 
 
 def reference_memory(n: int, dtype: torch.dtype) -> int:
@@ -47,7 +56,20 @@ def reference_memory(n: int, dtype: torch.dtype) -> int:
 
 
 def make_call(case: Case, seed: int = 0) -> Callable[[], object]:
-    """Inputs for the case, and a function running it once."""
+    """Inputs for the case, and a function running it once (with the case's
+    pair kernel selected for the duration of each call)."""
+    call = _make_call(case, seed)
+    if case.kernel is None:
+        return call
+
+    def with_kernel():
+        with aits.ops.using_pair_kernel(case.kernel):
+            return call()
+
+    return with_kernel
+
+
+def _make_call(case: Case, seed: int) -> Callable[[], object]:
     gen = torch.Generator().manual_seed(seed)
     pos = torch.randn(case.n, 3, generator=gen, dtype=case.dtype).to(case.device)
     vel = torch.randn(case.n, 3, generator=gen, dtype=case.dtype).to(case.device) * 0.1
@@ -134,9 +156,28 @@ def peak_extra_memory(call: Callable[[], object], device: str = "cpu") -> float:
         return float("nan")
 
 
-def check_agreement(op: str, n: int, dtype: torch.dtype, device: str = "cpu") -> float:
+def fma_peak(threads: int, dtype: torch.dtype) -> tuple[float, str]:
+    """Estimated FMA peak in flop/s of ``threads`` cores, and how it was estimated:
+    cores x GHz x FMA units x lanes x 2. GHz is /proc/cpuinfo's "cpu MHz" (the
+    nominal clock; turbo is not counted), 2 FMA units per core (Intel Xeon
+    Scalable, AMD Zen), lanes from the instruction set the kernels were built for."""
+    isa = aits.ops.simd_instruction_set()
+    mhz = 0.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = next(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    width = {"avx512f": 64, "avx2": 32}.get(isa, 16)
+    lanes = width // torch.empty((), dtype=dtype).element_size()
+    peak = threads * mhz * 1e6 * 2 * lanes * 2
+    return peak, f"{threads} cores x {mhz / 1e3:.2f} GHz x 2 FMA units x {lanes} lanes ({isa}) x 2"
+
+
+def check_agreement(op: str, n: int, dtype: torch.dtype, device: str = "cpu",
+                    kernel: str | None = None) -> float:
     """Max relative difference of aits against the reference for one case (small N)."""
-    got = make_call(Case(op, n, dtype, "aits", device))()
+    got = make_call(Case(op, n, dtype, "aits", device, kernel))()
     want = make_call(Case(op, n, dtype, "reference", device))()
     got = got if isinstance(got, (tuple, list)) else (got,)
     want = want if isinstance(want, (tuple, list)) else (want,)
