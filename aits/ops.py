@@ -268,3 +268,43 @@ for _name in ("accelerations_backward", "potential_energy_backward", "leapfrog_s
     torch.library.register_autograd(
         f"aits::{_name}", _no_double_backward(_name), setup_context=_setup_nothing
     )
+
+
+# --- CPU pair-kernel selection -------------------------------------------------
+
+import contextlib  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+PAIR_KERNELS = ("rsqrt", "divide")
+
+
+def set_pair_kernel(name: str) -> None:
+    """Selects the CPU pair kernel for the whole process: ``"rsqrt"``
+    (reciprocal-square-root estimate refined by Newton iterations; the default
+    in AVX-512 builds) or ``"divide"`` (one square root and one division per
+    pair; the default otherwise). Both agree with
+    :mod:`aits.reference` to ~1e-12 in float64. Raises ValueError for other names."""
+    torch.ops.aits.set_pair_kernel(name)
+
+
+def pair_kernel() -> str:
+    """The name of the CPU pair kernel in use (see :func:`set_pair_kernel`)."""
+    return torch.ops.aits.pair_kernel()
+
+
+def simd_instruction_set() -> str:
+    """The instruction set the ``"rsqrt"`` kernel was built for: ``"avx512f"``,
+    ``"avx2"`` or ``"none"`` (portable vectors)."""
+    return torch.ops.aits.simd_instruction_set()
+
+
+@contextlib.contextmanager
+def using_pair_kernel(name: str) -> Iterator[None]:
+    """``with using_pair_kernel("divide"): ...`` runs the block with that CPU pair
+    kernel and restores the previous one afterwards (process-wide, not per thread)."""
+    previous = pair_kernel()
+    set_pair_kernel(name)
+    try:
+        yield
+    finally:
+        set_pair_kernel(previous)

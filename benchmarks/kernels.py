@@ -10,9 +10,12 @@ Throughput is counted in pair interactions per second: N^2 per call.
 from __future__ import annotations
 
 import ctypes
+import decimal
+import math
 import functools
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Callable
 
 import torch
@@ -21,6 +24,13 @@ import aits
 from aits import reference
 
 OPS = ("forward", "forward+backward", "leapfrog")
+# aits CPU pair kernels compared in one run (aits.ops.set_pair_kernel).
+PAIR_KERNELS = ("rsqrt", "divide")
+# Floating-point operations counted per pair interaction, for the fraction of
+# the FMA peak: the usual 20 for the softened forward pair (reciprocal square
+# root counted as 4), 64 for forward+backward (the backward's 44: separation 3,
+# r^2 5, rsqrt 4, powers 3, unit vector 3, u 9, e.u and e.g 10, K u 6, sums 1).
+FLOPS_PER_PAIR = {"forward": 20, "forward+backward": 64, "leapfrog": 20}
 # The reference materialises several (N, N, D) tensors: skip it above this.
 REFERENCE_MEMORY_LIMIT = 3 * 2**30
 
@@ -32,10 +42,12 @@ class Case:
     dtype: torch.dtype
     impl: str  # "aits" or "reference"
     device: str = "cpu"
+    kernel: str | None = None  # aits CPU pair kernel; None: the current one
 
     @property
     def label(self) -> str:
-        return f"{self.op}-{self.impl}-{str(self.dtype).removeprefix('torch.')}-N{self.n}"
+        impl = self.impl if self.kernel is None else f"{self.impl}[{self.kernel}]"
+        return f"{self.op}-{impl}-{str(self.dtype).removeprefix('torch.')}-N{self.n}"
 
 
 def reference_memory(n: int, dtype: torch.dtype) -> int:
@@ -44,7 +56,20 @@ def reference_memory(n: int, dtype: torch.dtype) -> int:
 
 
 def make_call(case: Case, seed: int = 0) -> Callable[[], object]:
-    """Inputs for the case, and a function running it once."""
+    """Inputs for the case, and a function running it once (with the case's
+    pair kernel selected for the duration of each call)."""
+    call = _make_call(case, seed)
+    if case.kernel is None:
+        return call
+
+    def with_kernel():
+        with aits.ops.using_pair_kernel(case.kernel):
+            return call()
+
+    return with_kernel
+
+
+def _make_call(case: Case, seed: int) -> Callable[[], object]:
     gen = torch.Generator().manual_seed(seed)
     pos = torch.randn(case.n, 3, generator=gen, dtype=case.dtype).to(case.device)
     vel = torch.randn(case.n, 3, generator=gen, dtype=case.dtype).to(case.device) * 0.1
@@ -131,10 +156,60 @@ def peak_extra_memory(call: Callable[[], object], device: str = "cpu") -> float:
         return float("nan")
 
 
-def check_agreement(op: str, n: int, dtype: torch.dtype, device: str = "cpu") -> float:
+def fma_peak(threads: int, dtype: torch.dtype) -> tuple[float, str]:
+    """Estimated FMA peak in flop/s of ``threads`` cores, and how it was estimated:
+    cores x GHz x FMA units x lanes x 2. GHz is /proc/cpuinfo's "cpu MHz" (the
+    nominal clock; turbo is not counted), 2 FMA units per core (Intel Xeon
+    Scalable, AMD Zen), lanes from the instruction set the kernels were built for."""
+    isa = aits.ops.simd_instruction_set()
+    mhz = 0.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = next(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    width = {"avx512f": 64, "avx2": 32}.get(isa, 16)
+    lanes = width // torch.empty((), dtype=dtype).element_size()
+    peak = threads * mhz * 1e6 * 2 * lanes * 2
+    return peak, f"{threads} cores x {mhz / 1e3:.2f} GHz x 2 FMA units x {lanes} lanes ({isa}) x 2"
+
+
+def check_agreement(op: str, n: int, dtype: torch.dtype, device: str = "cpu",
+                    kernel: str | None = None) -> float:
     """Max relative difference of aits against the reference for one case (small N)."""
-    got = make_call(Case(op, n, dtype, "aits", device))()
+    got = make_call(Case(op, n, dtype, "aits", device, kernel))()
     want = make_call(Case(op, n, dtype, "reference", device))()
     got = got if isinstance(got, (tuple, list)) else (got,)
     want = want if isinstance(want, (tuple, list)) else (want,)
     return max(((g - w).abs().max() / w.abs().max()).item() for g, w in zip(got, want))
+
+
+def separation_errors(r: float, dtype: torch.dtype) -> dict[str, float]:
+    """Two unit masses at 0 and (r, 0, 0): relative errors of the acceleration
+    (exact 1/r^2, in 50-digit decimal arithmetic), the potential energy (-1/r) and the free-fall time of
+    pair_statistics (sqrt(r^3 / 2)) in ``dtype``, for the current pair kernel.
+    inf where the result is non-finite or zero."""
+    pos = torch.tensor([[0.0, 0.0, 0.0], [r, 0.0, 0.0]], dtype=dtype)
+    mass = torch.ones(2, dtype=dtype)
+    got = {
+        "acc": aits.accelerations(pos, mass)[0, 0].item(),
+        "potential": -aits.potential_energy(pos, mass).item(),
+        "freefall": aits.ops.pair_statistics(pos, mass)[3].item(),
+    }
+    decimal.getcontext().prec = 50
+    exact_r = Decimal(r)
+    exact = {"acc": float(exact_r**-2), "potential": float(1 / exact_r),
+             "freefall": float((exact_r**3 / 2).sqrt())}
+    return {k: abs(got[k] - exact[k]) / exact[k] if math.isfinite(got[k]) and got[k] != 0
+            else math.inf for k in got}
+
+
+def representable_range(dtype: torch.dtype, tol: float, quantity: str) -> tuple[float, float]:
+    """The decades 10^k, k integer, around r = 1 over which ``quantity``
+    (a key of separation_errors) stays within ``tol`` of the exact value: (r_min, r_max)."""
+    lo = hi = 0
+    while lo > -400 and separation_errors(10.0 ** (lo - 1), dtype)[quantity] <= tol:
+        lo -= 1
+    while hi < 400 and separation_errors(10.0 ** (hi + 1), dtype)[quantity] <= tol:
+        hi += 1
+    return 10.0**lo, 10.0**hi

@@ -207,6 +207,10 @@ TORCH_LIBRARY(aits, m) {
       "leapfrog_step_backward(Tensor grad_pos1, Tensor grad_vel1, Tensor grad_acc1, Tensor pos,"
       " Tensor vel, Tensor mass, Tensor dt, Tensor pos1, Tensor acc1, Tensor? acc, float softening,"
       " float G) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
+  m.def("set_pair_kernel(str name) -> ()");
+  m.def("pair_kernel() -> str");
+  m.def("simd_instruction_set() -> str");
 }
 
 void register_op_impls(torch::Library& m) {

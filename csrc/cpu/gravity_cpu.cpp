@@ -2,6 +2,7 @@
 // torch's OpenMP pool, so torch.set_num_threads applies), SIMD over partners.
 // Positions and gradients are read in structure-of-arrays form (B, D, N) so that
 // the inner loop over j is unit-stride and vectorises.
+#include <cmath>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -11,6 +12,8 @@
 #include <ATen/Parallel.h>
 
 #include "backend.h"
+#include "cpu/pair_kernel.h"
+#include "cpu/rsqrt_kernels.h"
 #include "gravity.h"
 
 namespace aits {
@@ -113,13 +116,13 @@ void forward_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G
       constexpr int K = (kAcc ? D : 0) + (kPhi ? 1 : 0);
       const Sums<T, K> s = sum_others<T, K>(i, N, [&](int64_t j) {
         const Vec3<T> d = minus(xb.at(j), xi);
-        T pot;
-        const T w = pull_weight(eps2 + dot(d, d), mb[j], pot);
+        T inv, pot;
+        const T w = pull_scale(eps2 + dot(d, d), mb[j], inv, pot);
         Sums<T, K> t;
         if constexpr (kAcc) {
-          t.v[0] = w * d.x;
-          t.v[1] = w * d.y;
-          if constexpr (D == 3) t.v[2] = w * d.z;
+          t.v[0] = w * (d.x * inv);
+          t.v[1] = w * (d.y * inv);
+          if constexpr (D == 3) t.v[2] = w * (d.z * inv);
         }
         if constexpr (kPhi) t.v[K - 1] = pot;
         return t;
@@ -153,15 +156,46 @@ struct AccStatsMerge {
 // pair_statistics_kernel, in one pass over all pairs: s = s^2 / s and the
 // free-fall weight come from the force's own 1/s, about 7 % more work than
 // the force alone.
+// The statistics' accumulator type: double for float32 inputs, so that
+// q = (m_i + m_j) / s^3 (which overflows float32 below s ~ 1e-13) is
+// representable wherever the free-fall time is.
+template <typename T>
+using StatAcc = std::conditional_t<std::is_same_v<T, float>, double, T>;
+
+// q = (m_i + m_j) / s^3 from the pair's 1 / s, as (M / s^2) (1 / s) in A.
+template <typename A, typename T>
+AITS_HD A freefall_weight(T M, T inv) {
+  return static_cast<A>(M * inv * inv) * static_cast<A>(inv);
+}
+
+// The minimum free-fall time sqrt(1 / (G max q)) in T. 0 only when two bodies
+// coincide (min_s == 0): where q overflows or the time underflows for distinct
+// bodies (float64: s below ~1e-102), T's smallest positive value, a lower bound.
+template <typename T, typename A>
+T freefall_time(A G, A max_q, A min_s) {
+  const T t = static_cast<T>(std::sqrt(A(1) / (G * max_q)));
+  return (t == T(0) && min_s > A(0)) ? std::numeric_limits<T>::denorm_min() : t;
+}
+
+// s^2 of a pair for the statistics: distinct bodies whose s^2 underflows to 0
+// (float32: separations below ~3e-23) count as the smallest positive s^2, so
+// that only coincident bodies give s = 0 and a free-fall time of 0.
+template <typename T>
+AITS_HD T distinct_s2(T s2, const Vec3<T>& d) {
+  const T l1 = std::abs(d.x) + std::abs(d.y) + std::abs(d.z);
+  return (s2 == T(0) && l1 > T(0)) ? std::numeric_limits<T>::denorm_min() : s2;
+}
+
 template <typename T, int D>
 void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G,
                                T* acc, T* stats) {
+  using A = StatAcc<T>;
   constexpr int K = D + 4;
-  constexpr T inf = std::numeric_limits<T>::infinity();
-  Sums<T, K> init{};
+  constexpr A inf = std::numeric_limits<A>::infinity();
+  Sums<A, K> init{};
   init.v[D] = inf;
   const AccStatsMerge<D> merge;
-  std::vector<Sums<T, K>> rows(static_cast<size_t>(B * N));
+  std::vector<Sums<A, K>> rows(static_cast<size_t>(B * N));
   at::parallel_for(0, B * N, grain_for(N), [&](int64_t begin, int64_t end) {
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t b = idx / N, i = idx % N;
@@ -169,39 +203,38 @@ void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, 
       const T* __restrict mb = mass + b * N;
       const Vec3<T> xi = xb.at(i);
       const T mi = mb[i];
-      const Sums<T, K> s = reduce_others<T, K>(
+      const Sums<A, K> s = reduce_others<A, K>(
           i, N,
           [&](int64_t j) {
             const Vec3<T> d = minus(xb.at(j), xi);
-            const T s2 = eps2 + dot(d, d);
-            const T inv = inverse_distance(s2);
-            const T inv3 = inv * inv * inv;
-            const T w = mb[j] * inv3;
-            Sums<T, K> t;
-            t.v[0] = w * d.x;
-            t.v[1] = w * d.y;
-            if constexpr (D == 3) t.v[2] = w * d.z;
+            const T s2 = distinct_s2(eps2 + dot(d, d), d);
+            T inv, pot;
+            const T w = pull_scale(s2, mb[j], inv, pot);
+            Sums<A, K> t;
+            t.v[0] = w * (d.x * inv);
+            t.v[1] = w * (d.y * inv);
+            if constexpr (D == 3) t.v[2] = w * (d.z * inv);
             t.v[D] = s2;
             t.v[D + 1] = s2 * inv;
             t.v[D + 2] = s2;
-            t.v[D + 3] = (mi + mb[j]) * inv3;
+            t.v[D + 3] = freefall_weight<A>(mi + mb[j], inv);
             return t;
           },
           init, merge);
-      for (int c = 0; c < D; ++c) acc[idx * D + c] = G * s.v[c];
+      for (int c = 0; c < D; ++c) acc[idx * D + c] = static_cast<T>(G * s.v[c]);
       rows[idx] = s;
     }
   });
   for (int64_t b = 0; b < B; ++b) {
-    Sums<T, K> total = init;
+    Sums<A, K> total = init;
     for (int64_t i = 0; i < N; ++i) {
       for (int k = D; k < K; ++k) merge(k, total.v[k], rows[b * N + i].v[k]);
     }
     T* o = stats + b * 4;
-    o[0] = N > 1 ? std::sqrt(total.v[D]) : T(0);
-    o[1] = N > 1 ? total.v[D + 1] / (T(N) * T(N - 1)) : T(0);
-    o[2] = std::sqrt(total.v[D + 2]);
-    o[3] = std::sqrt(T(1) / (G * total.v[D + 3]));
+    o[0] = N > 1 ? static_cast<T>(std::sqrt(total.v[D])) : T(0);
+    o[1] = N > 1 ? static_cast<T>(total.v[D + 1] / (A(N) * A(N - 1))) : T(0);
+    o[2] = static_cast<T>(std::sqrt(total.v[D + 2]));
+    o[3] = freefall_time<T>(A(G), total.v[D + 3], total.v[D]);
   }
 }
 
@@ -221,7 +254,7 @@ void backward_kernel(const T* x, const T* mass, const T* g, int64_t B, int64_t N
         const Vec3<T> d = minus(xb.at(j), xk);
         Sums<T, D + 1> t;
         t.v[D] = 0;
-        const Vec3<T> gx = pull_backward(d, eps2 + dot(d, d), mk, mb[j], gk, gb.at(j), t.v[D]);
+        const Vec3<T> gx = pull_backward_scaled(d, eps2 + dot(d, d), mk, mb[j], gk, gb.at(j), t.v[D]);
         t.v[0] = gx.x;
         t.v[1] = gx.y;
         if constexpr (D == 3) t.v[2] = gx.z;
@@ -292,40 +325,38 @@ struct StatsMerge {
 template <typename T, int D, bool kFreefall>
 void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G,
                             T* out) {
-  constexpr T inf = std::numeric_limits<T>::infinity();
-  const Sums<T, 4> init{{inf, T(0), T(0), T(0)}};
-  std::vector<Sums<T, 4>> rows(static_cast<size_t>(B * N), init);
+  using A = StatAcc<T>;
+  constexpr A inf = std::numeric_limits<A>::infinity();
+  const Sums<A, 4> init{{inf, A(0), A(0), A(0)}};
+  std::vector<Sums<A, 4>> rows(static_cast<size_t>(B * N), init);
   for_each_upper_row(B, N, [&](int64_t b, int64_t i) {
     const Columns<T, D> xb(x + b * D * N, N);
     const T* __restrict mb = mass + b * N;
     const Vec3<T> xi = xb.at(i);
     const T mi = mb[i];
-    rows[b * N + i] = reduce_partners<T, 4>(
+    rows[b * N + i] = reduce_partners<A, 4>(
         i + 1, N,
         [&](int64_t j) {
           const Vec3<T> d = minus(xb.at(j), xi);
-          const T s = std::sqrt(eps2 + dot(d, d));
-          T q = T(0);
-          if constexpr (kFreefall) {
-            const T inv = T(1) / s;
-            q = (mi + mb[j]) * inv * inv * inv;
-          }
-          return Sums<T, 4>{{s, s, s, q}};
+          const T s = std::sqrt(distinct_s2(eps2 + dot(d, d), d));
+          A q = A(0);
+          if constexpr (kFreefall) q = freefall_weight<A>(mi + mb[j], T(1) / s);
+          return Sums<A, 4>{{A(s), A(s), A(s), q}};
         },
         init, StatsMerge{});
   });
   const StatsMerge merge;
-  const T pairs = T(N) * T(N - 1) / T(2);
+  const A pairs = A(N) * A(N - 1) / A(2);
   for (int64_t b = 0; b < B; ++b) {
-    Sums<T, 4> total = init;
+    Sums<A, 4> total = init;
     for (int64_t i = 0; i < N; ++i) {
       for (int k = 0; k < 4; ++k) merge(k, total.v[k], rows[b * N + i].v[k]);
     }
     T* o = out + b * 4;
-    o[0] = N > 1 ? total.v[0] : T(0);
-    o[1] = N > 1 ? total.v[1] / pairs : T(0);
-    o[2] = total.v[2];
-    o[3] = kFreefall ? std::sqrt(T(1) / (G * total.v[3])) : std::numeric_limits<T>::quiet_NaN();
+    o[0] = N > 1 ? static_cast<T>(total.v[0]) : T(0);
+    o[1] = N > 1 ? static_cast<T>(total.v[1] / pairs) : T(0);
+    o[2] = static_cast<T>(total.v[2]);
+    o[3] = kFreefall ? freefall_time<T>(A(G), total.v[3], total.v[0]) : std::numeric_limits<T>::quiet_NaN();
   }
 }
 
@@ -376,7 +407,15 @@ class CpuBackend final : public GravityBackend {
       constexpr int D = decltype(dim)::value;
       T* a = acc.defined() ? acc.data_ptr<T>() : nullptr;
       T* p = phi.defined() ? phi.data_ptr<T>() : nullptr;
-      if (a && p) {
+      if (current_pair_kernel() == PairKernel::kRsqrt) {
+        if (a && p) {
+          rsqrt_kernels::forward<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+        } else if (a) {
+          rsqrt_kernels::forward<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+        } else if (p) {
+          rsqrt_kernels::forward<T, D, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+        }
+      } else if (a && p) {
         forward_kernel<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
       } else if (a) {
         forward_kernel<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
@@ -402,7 +441,10 @@ class CpuBackend final : public GravityBackend {
     const at::Tensor g = to_soa(grad_acc);
     with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
-      backward_kernel<T, decltype(dim)::value>(s.x, s.mass, g.data_ptr<T>(), s.B, s.N, s.eps2,
+      constexpr int D = decltype(dim)::value;
+      auto run = current_pair_kernel() == PairKernel::kRsqrt ? rsqrt_kernels::backward<T, D>
+                                                              : backward_kernel<T, D>;
+      run(s.x, s.mass, g.data_ptr<T>(), s.B, s.N, s.eps2,
                                                s.G, grad_pos.data_ptr<T>(),
                                                grad_mass.data_ptr<T>());
     });

@@ -1,0 +1,166 @@
+// The "rsqrt" pair kernels: accelerations (and potential) forward and the
+// backward of the accelerations, with the inverse distance from simd::rsqrt
+// (no square root or division per pair). One thread owns each body's row;
+// partners are processed W at a time in vector lanes, the lanes summed in a
+// fixed order: deterministic for any thread count.
+//
+// Range: the pair term is formed as (m / s^2) (d / s), never via 1 / s^3, so
+// it overflows or underflows only where m / s^2 itself does (gravity.h).
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+
+#include <ATen/Parallel.h>
+
+#include "cpu/simd.h"
+
+namespace aits {
+namespace rsqrt_kernels {
+
+using simd::broadcast;
+using simd::load;
+using simd::load_partial;
+using simd::Vec;
+
+// Coordinate rows of one system in (D, N) layout; z unused in 2-D.
+template <typename T, int D>
+struct Rows {
+  const T* x;
+  const T* y;
+  const T* z;
+  Rows(const T* base, int64_t N) : x(base), y(base + N), z(D == 3 ? base + 2 * N : nullptr) {}
+};
+
+// Calls block(j, n, tail) for the partners [j0, j1) in groups of W starting
+// at j: full groups (n = W, tail false), then one partial group (n < W, tail
+// true) whose lanes at or past n hold padding that the block must drop.
+template <typename T, typename Block>
+AITS_SIMD void for_partner_blocks(int64_t j0, int64_t j1, const Block& block) {
+  constexpr int W = simd::Traits<T>::W;
+  int64_t j = j0;
+  for (; j + W <= j1; j += W) block(j, W, std::false_type{});
+  if (j < j1) block(j, static_cast<int>(j1 - j), std::true_type{});
+}
+
+// W values from p (tail: the first n, then zeros).
+template <typename T, bool kTail>
+AITS_SIMD Vec<T> load_lanes(const T* p, int n) {
+  if constexpr (kTail) {
+    return load_partial(p, n, T(0));
+  } else {
+    return load(p);
+  }
+}
+
+// v in the lanes below n (tail), everywhere otherwise; 0 elsewhere.
+template <typename T, bool kTail>
+AITS_SIMD Vec<T> keep(const Vec<T>& v, int n) {
+  if constexpr (kTail) {
+    return simd::lanes_below<T>(n) ? v : Vec<T>{};
+  } else {
+    return v;
+  }
+}
+
+template <typename T>
+AITS_SIMD int64_t grain(int64_t n) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+}
+
+template <typename T, int D, bool kAcc, bool kPhi>
+void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* acc, T* phi) {
+  at::parallel_for(0, B * N, grain<T>(N), [&](int64_t begin, int64_t end) {
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t b = idx / N, i = idx % N;
+      const Rows<T, D> r(x + b * D * N, N);
+      const T* mb = mass + b * N;
+      const T xi = r.x[i], yi = r.y[i], zi = D == 3 ? r.z[i] : T(0);
+      Vec<T> ax{}, ay{}, az{}, ph{};
+      const auto block = [&](int64_t j, int n, auto tail) __attribute__((always_inline)) {
+        constexpr bool kTail = decltype(tail)::value;
+        const Vec<T> dx = load_lanes<T, kTail>(r.x + j, n) - xi;
+        const Vec<T> dy = load_lanes<T, kTail>(r.y + j, n) - yi;
+        const Vec<T> dz = D == 3 ? load_lanes<T, kTail>(r.z + j, n) - zi : Vec<T>{};
+        const Vec<T> mj = load_lanes<T, kTail>(mb + j, n);
+        Vec<T> r2 = eps2 + dx * dx + dy * dy;
+        if constexpr (D == 3) r2 += dz * dz;
+        const Vec<T> inv = simd::rsqrt(r2);
+        const Vec<T> pot = mj * inv;  // m / s
+        if constexpr (kAcc) {
+          const Vec<T> w = pot * inv;  // m / s^2
+          ax += keep<T, kTail>(w * (dx * inv), n);
+          ay += keep<T, kTail>(w * (dy * inv), n);
+          if constexpr (D == 3) az += keep<T, kTail>(w * (dz * inv), n);
+        }
+        if constexpr (kPhi) ph += keep<T, kTail>(pot, n);
+      };
+      for_partner_blocks<T>(0, i, block);
+      for_partner_blocks<T>(i + 1, N, block);
+      if constexpr (kAcc) {
+        acc[idx * D + 0] = G * simd::sum_lanes<T>(ax);
+        acc[idx * D + 1] = G * simd::sum_lanes<T>(ay);
+        if constexpr (D == 3) acc[idx * D + 2] = G * simd::sum_lanes<T>(az);
+      }
+      if constexpr (kPhi) phi[idx] = -G * simd::sum_lanes<T>(ph);
+    }
+  });
+}
+
+// dL/dx_k = G sum_j K_kj (m_k g_j - m_j g_k) and dL/dm_k = -G sum_j g_j . d_kj / s^3
+// (gravity.h), with K u = (1/s^3) (u - 3 e (e . u)) and e = d / s.
+template <typename T, int D>
+void backward(const T* x, const T* mass, const T* g, int64_t B, int64_t N, T eps2, T G,
+              T* grad_pos, T* grad_mass) {
+  at::parallel_for(0, B * N, grain<T>(N), [&](int64_t begin, int64_t end) {
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t b = idx / N, k = idx % N;
+      const Rows<T, D> r(x + b * D * N, N);
+      const Rows<T, D> gr(g + b * D * N, N);
+      const T* mb = mass + b * N;
+      const T mk = mb[k];
+      const T xk = r.x[k], yk = r.y[k], zk = D == 3 ? r.z[k] : T(0);
+      const T gkx = gr.x[k], gky = gr.y[k], gkz = D == 3 ? gr.z[k] : T(0);
+      Vec<T> sx{}, sy{}, sz{}, sm{};
+      const auto block = [&](int64_t j, int n, auto tail) __attribute__((always_inline)) {
+        constexpr bool kTail = decltype(tail)::value;
+        const Vec<T> dx = load_lanes<T, kTail>(r.x + j, n) - xk;
+        const Vec<T> dy = load_lanes<T, kTail>(r.y + j, n) - yk;
+        const Vec<T> dz = D == 3 ? load_lanes<T, kTail>(r.z + j, n) - zk : Vec<T>{};
+        const Vec<T> mj = load_lanes<T, kTail>(mb + j, n);
+        const Vec<T> gx = load_lanes<T, kTail>(gr.x + j, n);
+        const Vec<T> gy = load_lanes<T, kTail>(gr.y + j, n);
+        const Vec<T> gz = D == 3 ? load_lanes<T, kTail>(gr.z + j, n) : Vec<T>{};
+        Vec<T> r2 = eps2 + dx * dx + dy * dy;
+        if constexpr (D == 3) r2 += dz * dz;
+        const Vec<T> inv = simd::rsqrt(r2);
+        const Vec<T> inv2 = inv * inv;
+        const Vec<T> inv3 = inv2 * inv;
+        const Vec<T> ex = dx * inv, ey = dy * inv;
+        const Vec<T> ez = D == 3 ? dz * inv : Vec<T>{};
+        const Vec<T> ux = mk * gx - mj * gkx, uy = mk * gy - mj * gky;
+        const Vec<T> uz = D == 3 ? mk * gz - mj * gkz : Vec<T>{};
+        Vec<T> eu = ex * ux + ey * uy;
+        Vec<T> eg = ex * gx + ey * gy;
+        if constexpr (D == 3) {
+          eu += ez * uz;
+          eg += ez * gz;
+        }
+        const Vec<T> t3 = T(3) * eu;
+        sx += keep<T, kTail>(inv3 * (ux - ex * t3), n);
+        sy += keep<T, kTail>(inv3 * (uy - ey * t3), n);
+        if constexpr (D == 3) sz += keep<T, kTail>(inv3 * (uz - ez * t3), n);
+        sm -= keep<T, kTail>(inv2 * eg, n);
+      };
+      for_partner_blocks<T>(0, k, block);
+      for_partner_blocks<T>(k + 1, N, block);
+      grad_pos[idx * D + 0] = G * simd::sum_lanes<T>(sx);
+      grad_pos[idx * D + 1] = G * simd::sum_lanes<T>(sy);
+      if constexpr (D == 3) grad_pos[idx * D + 2] = G * simd::sum_lanes<T>(sz);
+      grad_mass[idx] = G * simd::sum_lanes<T>(sm);
+    }
+  });
+}
+
+}  // namespace rsqrt_kernels
+}  // namespace aits
