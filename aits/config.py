@@ -140,6 +140,8 @@ class TrainConfig:
                                  "> 0 replaces the scenario's own")
     G: float = _opt(1.0, "gravitational constant > 0; a named scenario is built in those units "
                          "(same orbits, velocities times sqrt(G))")
+    units: str = _opt("nbody", "unit system setting G: nbody (G = 1), au-yr-msun, pc-myr-msun "
+                               "or si (not together with a G other than 1)")
 
     # --- the energy gate -----------------------------------------------------------
     energy_threshold: float = _opt(2e-4, "a step passes when rel_dE < this (> 0)")
@@ -204,8 +206,12 @@ class TrainConfig:
 
     @property
     def physics(self) -> PhysicsConfig:
-        """The shared physics settings of this run."""
-        return PhysicsConfig(G=self.G, softening=self.softening)
+        """The shared physics settings of this run (G from ``units`` when those are set)."""
+        if self.units == "nbody":
+            return PhysicsConfig(G=self.G, softening=self.softening)
+        from aits.units import get_units
+
+        return PhysicsConfig(G=get_units(self.units).G, softening=self.softening)
 
     @property
     def gate(self) -> GateConfig:
@@ -316,6 +322,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _in("optimizer", cfg.optimizer, OPTIMIZERS)
     _in("device", cfg.device, DEVICES)
     _in("dtype", cfg.dtype, DTYPES)
+    from aits.units import UNIT_SYSTEMS
+
+    _in("units", cfg.units, tuple(UNIT_SYSTEMS))
+    if cfg.units != "nbody" and cfg.G != 1.0:
+        raise ConfigError(f"settings 'G' ({cfg.G!r}) and 'units' ({cfg.units!r}) both set G; "
+                          "give one of them")
     if cfg.history_type != "none" and cfg.history_len == 0:
         raise ConfigError(
             f"setting 'history_len' must be >= 1 with history_type={cfg.history_type!r}, got 0"

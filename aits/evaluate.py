@@ -60,6 +60,7 @@ from aits.simulate import (
     build_policy,
     check_common,
     gate_settings,
+    gravitational_constant,
     parse_arguments,
     run_failed,
     run_length,
@@ -384,15 +385,16 @@ def _systems(parser: argparse.ArgumentParser, args: argparse.Namespace, device: 
              dtype: torch.dtype) -> dict[str, tuple[SystemState, str | None]]:
     """Name -> (start state, scenario name or None) of every system to evaluate."""
     systems: dict[str, tuple[SystemState, str | None]] = {}
+    G = gravitational_constant(parser, args)
     try:
         for name in args.scenarios:
             systems[name] = (make_scenario(name, dtype=dtype, device=device, seed=args.seed,
-                                           softening=args.softening, G=args.G), name)
+                                           softening=args.softening, G=G), name)
         for path in args.ic:
             if not path.is_file():
                 parser.error(f"--ic: {str(path)!r} does not exist or is not a file")
             state = load_state(path, softening=args.softening or 0.0,
-                               G=1.0 if args.G is None else args.G, dtype=dtype, device=device)
+                               G=1.0 if G is None else G, dtype=dtype, device=device)
             if state.is_batched:
                 parser.error(f"--ic: {str(path)!r} holds a batch of {state.batch_size} systems; "
                              "evaluate takes one system per file")
@@ -435,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report: dict = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
                     "tolerance": args.tolerance, "target": args.target,
-                    "integrators": list(args.integrator),
+                    "integrators": list(args.integrator), "units": args.units,
                     "energy_threshold": gate_cfg.energy_threshold,
                     "device": str(device), "dtype": args.dtype, "scenarios": {}}
     sections, all_runs, targets = [], {}, {}

@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from aits.simulation import SimulationResult
+from aits.units import UnitSystem, axis_label
 
 __all__ = ["animate", "plot_comparison", "plot_energy_dt", "plot_orbits"]
 
@@ -35,7 +36,8 @@ def _positive(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x) & (x > 0), x, np.nan)
 
 
-def plot_orbits(result: SimulationResult, path: str | Path, title: str = "") -> Path:
+def plot_orbits(result: SimulationResult, path: str | Path, title: str = "",
+                units: str | UnitSystem | None = None) -> Path:
     """Paths of every body in the x-y plane; returns ``path``."""
     fig = _figure(figsize=(5, 5))
     ax = fig.add_subplot()
@@ -44,15 +46,16 @@ def plot_orbits(result: SimulationResult, path: str | Path, title: str = "") -> 
         ax.plot(pos[:, i, 0], pos[:, i, 1], lw=0.8)
     ax.plot(pos[-1, :, 0], pos[-1, :, 1], "k.", ms=4)
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.set_xlabel(axis_label("x", "length", units))
+    ax.set_ylabel(axis_label("y", "length", units))
     ax.set_title(title or f"orbits ({result.policy}, {result.steps} steps)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return Path(path)
 
 
-def plot_energy_dt(result: SimulationResult, path: str | Path, title: str = "") -> Path:
+def plot_energy_dt(result: SimulationResult, path: str | Path, title: str = "",
+                   units: str | UnitSystem | None = None) -> Path:
     """Two panels against time: whole-run ``|dE/E|`` and per-step ``rel_dE`` (with
     the gate threshold), and the accepted ``dt``; log y axes. Returns ``path``."""
     fig = _figure(figsize=(7, 6))
@@ -65,8 +68,8 @@ def plot_energy_dt(result: SimulationResult, path: str | Path, title: str = "") 
     ax_e.legend(fontsize=8)
     ax_dt.plot(result.t[1:], _positive(result.dt), lw=0.9)
     ax_dt.set_yscale("log")
-    ax_dt.set_ylabel("dt")
-    ax_dt.set_xlabel("t")
+    ax_dt.set_ylabel(axis_label("dt", "time", units))
+    ax_dt.set_xlabel(axis_label("t", "time", units))
     ax_e.set_title(title or f"{result.policy}: {result.steps} steps, "
                             f"{result.force_evaluations} force evaluations")
     fig.tight_layout()

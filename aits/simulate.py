@@ -86,6 +86,9 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--G", type=float, default=None,
                         help="gravitational constant (default 1; a named scenario is built in "
                              "those units, velocities times sqrt(G))")
+    parser.add_argument("--units", default="nbody", choices=tuple(UNIT_SYSTEMS),
+                        help="unit system: sets G and labels results and plots (default "
+                             "nbody, G = 1)")
     parser.add_argument("--integrator", default="kdk", choices=tuple(INTEGRATORS),
                         help="kdk (leapfrog), symmetric (time-symmetric adaptive KDK) or ttl "
                              "(logarithmic-Hamiltonian leapfrog) (default: kdk)")
@@ -215,8 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "--snapshot K); needs the aits[rebound] extra")
     p.add_argument("--snapshot", type=int, default=-1,
                    help="snapshot of --rebound-bin (default -1, the last)")
-    p.add_argument("--units", default="nbody", choices=tuple(UNIT_SYSTEMS),
-                   help="unit system: sets G and labels results and plots (default nbody, G = 1)")
+
     p.add_argument("--policy", default="model", choices=POLICIES,
                    help="time-step policy (default: model, which needs --checkpoint)")
     p.add_argument("--checkpoint", type=Path,
@@ -256,11 +258,7 @@ def load_system(
 ) -> SystemState:
     """The start state of ``--scenario`` or ``--ic`` (several files or a batched ``.npy``
     give a batch); bad names/files end in ``parser.error``."""
-    G = args.G
-    if args.units != "nbody":
-        if args.G is not None:
-            parser.error(f"--G and --units {args.units} both set G; give one of them")
-        G = get_units(args.units).G
+    G = gravitational_constant(parser, args)
     try:
         if args.rebound_bin is not None:
             from aits.interop import load_rebound_archive
@@ -283,6 +281,16 @@ def load_system(
     except (InitialConditionsError, ValueError, TypeError, IndexError, FileNotFoundError,
             ImportError) as e:
         parser.error(str(e))
+
+
+def gravitational_constant(parser: argparse.ArgumentParser,
+                           args: argparse.Namespace) -> float | None:
+    """``--G``, or the G of ``--units`` (both at once is refused); None when neither is set."""
+    if args.units == "nbody":
+        return args.G
+    if args.G is not None:
+        parser.error(f"--G and --units {args.units} both set G; give one of them")
+    return get_units(args.units).G
 
 
 def build_policy(
@@ -371,8 +379,8 @@ def write_outputs(result: SimulationResult, args: argparse.Namespace, report: di
         from aits import plots
 
         if args.plots:
-            written.append(plots.plot_orbits(result, out / "orbits.png"))
-            written.append(plots.plot_energy_dt(result, out / "energy_dt.png"))
+            written.append(plots.plot_orbits(result, out / "orbits.png", units=args.units))
+            written.append(plots.plot_energy_dt(result, out / "energy_dt.png", units=args.units))
         if args.animate:
             if result.state.dim == 2:
                 written.append(plots.animate(result, out / "animation"))

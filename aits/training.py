@@ -86,17 +86,18 @@ class RetrainLimitError(RuntimeError):
 
 def build_system(cfg: TrainConfig, dtype: torch.dtype, device: torch.device) -> SystemState:
     """The training system as a batch ``(B, N, D)`` with its acceleration cached."""
+    G = cfg.physics.G
     if cfg.num_orbits > 1:
-        state = kepler_batch(cfg.num_orbits, cfg.e_range, cfg.a_range, seed=cfg.seed, G=cfg.G,
+        state = kepler_batch(cfg.num_orbits, cfg.e_range, cfg.a_range, seed=cfg.seed, G=G,
                              softening=cfg.softening, dtype=dtype, device=device)
     elif cfg.ic_file:
-        state = load_state(cfg.ic_file, softening=cfg.softening, G=cfg.G, dtype=dtype,
+        state = load_state(cfg.ic_file, softening=cfg.softening, G=G, dtype=dtype,
                            device=device)
     else:
         # a non-default softening or G replaces the scenario's own (G keeps the orbits' shapes)
         state = make_scenario(cfg.scenario, dtype=dtype, device=device, seed=cfg.seed,
                               softening=cfg.softening or None,
-                              G=None if cfg.G == 1.0 else cfg.G)
+                              G=None if G == 1.0 else G)
     return state.as_batch().with_acceleration()
 
 

@@ -60,17 +60,8 @@ AITS_HD T dot(const Vec3<T>& a, const Vec3<T>& b) {
   return a.x * b.x + a.y * b.y + a.z * b.z;
 }
 
-// Body j's pull on body i at squared softened distance r2 = |d_ij|^2 + eps^2:
-// returns m_j / s^3 (multiply by d_ij for the acceleration) and sets
-// m_j / s in `pot` (the potential term, -G applied by the caller).
-template <typename T>
-AITS_HD T pull_weight(T r2, T mj, T& pot) {
-  const T inv = inverse_distance(r2);
-  pot = mj * inv;
-  return pot * inv * inv;
-}
-
-// The same pull in the range-safe form the CPU kernels use: returns m_j / s^2
+// Body j's pull on body i at squared softened distance r2 = |d_ij|^2 + eps^2, in
+// the range-safe form every kernel (CPU and CUDA) uses: returns m_j / s^2
 // and sets inv = 1 / s and pot = m_j / s; the acceleration term is
 // (m_j / s^2) (d_ij inv). No 1 / s^3 is formed, so the term overflows or
 // underflows only where m_j / s^2 does (float32: 1 / s^3 overflows below
@@ -82,7 +73,9 @@ AITS_HD T pull_scale(T r2, T mj, T& inv, T& pot) {
   return pot * inv;
 }
 
-// pull_backward in the range-safe form: with e = d / s,
+// Pair (k, j)'s share of dL/dx_k (returned) and dL/dm_k (added to gm), G
+// applied by the caller; d = x_j - x_k; gk, gj: upstream dL/da of k and j. In the
+// range-safe form: with e = d / s,
 // K u = (u - 3 e (e.u)) / s^3 and g_j.d / s^3 = (g_j.e) / s^2.
 template <typename T>
 AITS_HD Vec3<T> pull_backward_scaled(const Vec3<T>& d, T r2, T mk, T mj, const Vec3<T>& gk,
@@ -95,20 +88,6 @@ AITS_HD Vec3<T> pull_backward_scaled(const Vec3<T>& d, T r2, T mk, T mj, const V
   const T t3 = T(3) * dot(e, u);
   gm -= dot(e, gj) * inv2;
   return {inv3 * (u.x - e.x * t3), inv3 * (u.y - e.y * t3), inv3 * (u.z - e.z * t3)};
-}
-
-// Pair (k, j)'s share of dL/dx_k (returned) and dL/dm_k (added to gm), G
-// applied by the caller. d = x_j - x_k; gk, gj: upstream dL/da of k and j.
-template <typename T>
-AITS_HD Vec3<T> pull_backward(const Vec3<T>& d, T r2, T mk, T mj, const Vec3<T>& gk,
-                              const Vec3<T>& gj, T& gm) {
-  const T inv = inverse_distance(r2);
-  const T inv2 = inv * inv;
-  const T inv3 = inv2 * inv;
-  const Vec3<T> u{mk * gj.x - mj * gk.x, mk * gj.y - mj * gk.y, mk * gj.z - mj * gk.z};
-  const T s = T(3) * dot(d, u) * inv3 * inv2;
-  gm -= dot(d, gj) * inv3;
-  return {u.x * inv3 - d.x * s, u.y * inv3 - d.y * s, u.z * inv3 - d.z * s};
 }
 
 }  // namespace aits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from aits.config import (
     FIELDS,
@@ -136,3 +137,30 @@ def test_cli_refuses_invalid_value_before_any_work(capsys, tmp_path):
     assert e.value.code == 2
     assert "'epochs' must be an integer >= 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_units_set_G_and_refuse_a_second_G():
+    from aits.config import ConfigError, TrainConfig, validate
+    from aits.training import build_system
+
+    cfg = validate(TrainConfig(units="au-yr-msun"))
+    assert cfg.physics.G == pytest.approx(39.4769, rel=1e-4)
+    state = build_system(cfg, torch.float64, torch.device("cpu"))
+    assert state.G == cfg.physics.G
+    with pytest.raises(ConfigError, match="both set G"):
+        validate(TrainConfig(units="si", G=2.0))
+    with pytest.raises(ConfigError, match="setting 'units' must be one of"):
+        validate(TrainConfig(units="furlongs"))
+
+
+def test_unknown_toml_tables_and_non_utf8_files_are_refused(tmp_path):
+    from aits.config import ConfigError, load_toml
+
+    bad = tmp_path / "a.toml"
+    bad.write_text("[trian]\nepochs = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown table \[trian\]; valid tables: \[train\]"):
+        load_toml(bad)
+    latin = tmp_path / "b.toml"
+    latin.write_bytes("epochs = 3 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_toml(latin)

@@ -121,3 +121,14 @@ def test_evaluate_ic_files_several_integrators_and_position_target(tmp_path):
     for r in rows:
         assert 0 < r["position_error"] <= 1e-3
     assert report["target"] == "position" and report["integrators"] == ["kdk", "symmetric", "ttl"]
+
+
+def test_evaluate_units_set_G(tmp_path):
+    out = tmp_path / "eval"
+    assert evaluate.main(["--scenarios", "binary-e0.5", "--units", "au-yr-msun", "--tolerance",
+                          "1e-3", "--policies", "freefall", "--orbits", "1", "--no-rebound",
+                          "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    sc = report["scenarios"]["binary-e0.5"]
+    assert report["units"] == "au-yr-msun"
+    assert sc["t_end"] == pytest.approx(2 * math.pi / math.sqrt(39.476926), rel=1e-6)

@@ -103,7 +103,8 @@ __device__ __forceinline__ bool skipped(int k, int t) {
   return (kSkip == Skip::kSelf && k == t) || (kSkip == Skip::kUpTo && k <= t);
 }
 
-// Adds the pull of tile slots [0, count) on body xi: a += m_j d / s^3, p += m_j / s.
+// Adds the pull of tile slots [0, count) on body xi: a += (m_j / s^2)(d / s), p += m_j / s
+// (the range-safe form of gravity.h, as on the CPU).
 template <typename T, int D, Skip kSkip>
 __device__ __forceinline__ void pull_tile(const Packed<T>* tile, int count, const Packed<T>& xi,
                                           T eps2, T (&a)[D], T& p) {
@@ -114,11 +115,11 @@ __device__ __forceinline__ void pull_tile(const Packed<T>* tile, int count, cons
     const Vec3<T> d = separation<T, D>(xi, xj);
     T r2 = eps2 + dot(d, d);
     if (skipped<kSkip>(k, t)) r2 = infinity<T>();
-    T pot;
-    const T w = pull_weight(r2, xj.v[D], pot);
-    a[0] += w * d.x;
-    a[1] += w * d.y;
-    if constexpr (D == 3) a[2] += w * d.z;
+    T inv, pot;
+    const T w = pull_scale(r2, xj.v[D], inv, pot);  // m_j / s^2: no 1 / s^3 formed
+    a[0] += w * (d.x * inv);
+    a[1] += w * (d.y * inv);
+    if constexpr (D == 3) a[2] += w * (d.z * inv);
     p += pot;
   }
 }
@@ -137,7 +138,8 @@ __device__ __forceinline__ void pull_back_tile(const Packed<T>* bodies, const Pa
     const Vec3<T> d = separation<T, D>(xk, xj);
     T r2 = eps2 + dot(d, d);
     if (skipped<kSkip>(k, t)) r2 = infinity<T>();
-    const Vec3<T> t3 = pull_backward(d, r2, xk.v[D], xj.v[D], gk3, as_vec<T, D>(grads[k]), gm);
+    const Vec3<T> t3 =
+        pull_backward_scaled(d, r2, xk.v[D], xj.v[D], gk3, as_vec<T, D>(grads[k]), gm);
     gx[0] += t3.x;
     gx[1] += t3.y;
     if constexpr (D == 3) gx[2] += t3.z;
