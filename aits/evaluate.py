@@ -50,7 +50,6 @@ import torch
 
 from aits.gate import EnergyGate
 from aits.ics import InitialConditionsError, load_state
-from aits.integrators import INTEGRATORS
 from aits.jsonio import write_json
 from aits.policies import CLASSICAL, AarsethPolicy, FixedPolicy, ModelPolicy, Policy, make_policy
 from aits.scenarios import list_scenarios, make_scenario
@@ -481,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aits.plots import plot_comparison
 
     plot_comparison(all_runs, args.out / "evaluation.png",
-                    targets if args.target == "energy" else None)
+                    targets if args.target == "energy" else None, units=args.units)
     for note in notes:
         print(note)
     print(f"wrote {args.out / 'evaluation.md'}, evaluation.json, evaluation.png")

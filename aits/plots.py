@@ -119,6 +119,7 @@ def animate(result: SimulationResult, stem: str | Path, max_frames: int = 120, f
 def plot_comparison(
     runs: Mapping[str, Mapping[str, SimulationResult]], path: str | Path,
     targets: Mapping[str, float] | None = None,
+    units: str | UnitSystem | None = None,
 ) -> Path:
     """One panel per scenario: whole-run ``|dE/E|`` against time for each policy
     (legend: policy and force evaluations), the matched target as a dashed line.
@@ -126,6 +127,7 @@ def plot_comparison(
     Args:
         runs: ``{scenario: {policy label: result}}``.
         targets: ``{scenario: target max |dE/E|}`` (optional).
+        units: the unit system the time axis is labelled in.
     """
     names: Sequence[str] = list(runs)
     fig = _figure(figsize=(6.5, 3.2 * len(names)))
@@ -140,7 +142,7 @@ def plot_comparison(
         ax.set_ylabel("|E(t) - E(0)| / |E(0)|")
         ax.set_title(scenario)
         ax.legend(fontsize=7)
-    axes[-1].set_xlabel("t")
+    axes[-1].set_xlabel(axis_label("t", "time", units))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)

@@ -27,7 +27,6 @@ import torch
 
 from aits.checkpoint import CheckpointError
 from aits.config import ConfigError, GateConfig, config_file_arguments, resolve_device
-from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state
 from aits.integrators import INTEGRATORS, Integrator, make_integrator

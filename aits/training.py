@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from aits.checkpoint import CheckpointError, restore_model, validate_checkpoint
-from aits.config import ConfigError, TrainConfig, resolve_device, resolve_dtype
+from aits.config import TrainConfig, resolve_device, resolve_dtype
 from aits.distributed import Group, shard_range
 from aits.features import FeatureScales, FeatureSpec
 from aits.gate import EnergyGate, energy_scale, relative_energy_error

@@ -14,7 +14,6 @@ from aits.ics import kepler_orbit, kepler_period
 from aits.policies import FixedPolicy, FreeFallPolicy
 from aits.jsonio import json_safe
 from aits.simulation import RESULT_KEYS, simulate
-from aits.state import stack
 
 
 class _Scripted:
