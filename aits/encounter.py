@@ -104,14 +104,10 @@ def _per_body(state: SystemState) -> _PerBody:
     return _PerBody(a, j, s, c, tau)
 
 
-def _energy_time(state: SystemState) -> Tensor:
-    M = state.mass.detach().sum(-1)
-    E = state.centered().total_energy().detach()
-    return torch.where(E != 0, state.G * M.pow(2.5) / (2 * E.abs()).pow(1.5), math.inf)
-
-
 @torch.no_grad()
-def _times(state: SystemState, body: _PerBody) -> EncounterTimes:
+def _times(state: SystemState, body: _PerBody) -> tuple[EncounterTimes, Tensor, Tensor]:
+    """The times, and the kinetic energy in the centre-of-mass frame and the potential
+    energy (``batch_shape`` each) that the energy time came from."""
     felt = body.a > 0
     n_felt = felt.sum(-1)
     log_tau = torch.where(felt, body.tau, 1.0).log()
@@ -119,19 +115,24 @@ def _times(state: SystemState, body: _PerBody) -> EncounterTimes:
     gmean = torch.where(n_felt > 0, gmean, math.inf)
     ok = _massive(state)
     tff = state_pair_stats(state, freefall=True).min_freefall
-    return EncounterTimes(
+    kin = state.centered().kinetic_energy().detach()
+    pot = state.potential_energy().detach()
+    E, M = kin + pot, state.mass.detach().sum(-1)
+    t_energy = torch.where(E != 0, state.G * M.pow(2.5) / (2 * E.abs()).pow(1.5), math.inf)
+    times = EncounterTimes(
         aarseth_min=body.tau.amin(-1),
         aarseth_gmean=gmean,
         freefall_min=torch.where(ok, tff, math.inf),
         collision_min=torch.where(ok, _COLLISION(state), math.inf),
-        energy_time=torch.where(ok, _energy_time(state), math.inf),
+        energy_time=torch.where(ok, t_energy, math.inf),
     )
+    return times, kin, pot
 
 
 @torch.no_grad()
 def encounter_times(state: SystemState) -> EncounterTimes:
     """:class:`EncounterTimes` of ``state`` (each ``batch_shape``); they scale by ``T``."""
-    return _times(state, _per_body(state))
+    return _times(state, _per_body(state))[0]
 
 
 @torch.no_grad()
@@ -139,7 +140,7 @@ def encounter_features(state: SystemState) -> tuple[Tensor, EncounterTimes]:
     """The dimensionless :data:`ENCOUNTER_NAMES` of ``state``,
     ``batch_shape + (14,)``, and its :class:`EncounterTimes` (one set of passes serves both)."""
     body = _per_body(state)
-    t = _times(state, body)
+    t, kin, pot = _times(state, body)
     k = body.tau.argmin(-1, keepdim=True)  # the body that sets Aarseth's step
 
     def at_min(x: Tensor) -> Tensor:
@@ -148,8 +149,6 @@ def encounter_features(state: SystemState) -> tuple[Tensor, EncounterTimes]:
     q1 = _log_ratio(body.j * body.j, body.a * body.s)
     q2 = _log_ratio(body.s * body.s, body.j * body.c)
     m = state.mass.detach()
-    kin = state.centered().kinetic_energy().detach()
-    pot = state.potential_energy().detach()
     cols = [
         torch.full_like(t.aarseth_min, math.log(max(state.n_bodies, 1))),
         _log_ratio(t.aarseth_min, t.energy_time),
