@@ -10,6 +10,11 @@ min and mean pairwise distance.
 distance from the centre of mass, min and rms relative speed, min and rms |a|,
 max pairwise distance and the softening.
 
+``encounter`` (14, all dimensionless): the ingredients of Aarseth's criterion and
+the pairwise free-fall and collision times as log ratios (:mod:`aits.encounter`,
+:data:`ENCOUNTER_NAMES`); unchanged when a system is rescaled in length, mass
+and time, so a model seeing them is scale-free whatever ``normalize`` says.
+
 History features (see :mod:`aits.history`): ``delta_mag`` gives, for each
 consecutive pair of states in the window, mean/max/rms of |dx|, |dv|, |da| over
 the bodies and the dt taken between them (10 numbers a pair); the history
@@ -74,6 +79,23 @@ RICH_NAMES: tuple[str, ...] = BASIC_NAMES + (
     "min_r_com", "rms_r_com", "min_speed", "rms_speed", "min_acc", "rms_acc",
     "max_pair_dist", "softening",
 )
+#: dimensionless encounter features (:mod:`aits.encounter` computes them)
+ENCOUNTER_NAMES: tuple[str, ...] = (
+    "log_n_bodies",
+    "log_aarseth_min_over_energy_time",  # log(tau_min / T_E)
+    "log_aarseth_gmean_over_min",        # log(geometric-mean tau / tau_min), >= 0
+    "log_freefall_over_aarseth",         # log(t_ff_min / tau_min)
+    "log_collision_over_aarseth",        # log(t_coll_min / tau_min)
+    "log_freefall_over_energy_time",     # log(t_ff_min / T_E)
+    "log_q1_at_min",                     # log(|j|^2/(|a||s|)) of the body with tau_min
+    "log_q2_at_min",                     # log(|s|^2/(|j||c|)) of that body
+    "mean_log_q1",
+    "mean_log_q2",
+    "log_jerk_time_over_aarseth",        # log((|a|/|j|) / tau) of the body with tau_min
+    "log_snap_time_over_aarseth",        # log(sqrt(|a|/|s|) / tau) of that body
+    "log_virial_ratio",                  # log(2 K_com / |U|)
+    "log_mass_ratio",                    # log(m_min / m_max)
+)
 DELTA_MAG_NAMES: tuple[str, ...] = (
     "mean_dx", "max_dx", "rms_dx", "mean_dv", "max_dv", "rms_dv",
     "mean_da", "max_da", "rms_da", "dt",
@@ -83,6 +105,7 @@ DELTA_MAG_NAMES: tuple[str, ...] = (
 _UNITS = {
     "n_bodies": "1", "dim": "1", "total_mass": "M", "mean_mass": "M", "min_mass": "M",
     "max_mass": "M", "std_mass": "M", "softening": "L", "dt": "T",
+    **{n: "1" for n in ENCOUNTER_NAMES},
 }
 for _n in RICH_NAMES + DELTA_MAG_NAMES:
     if _n not in _UNITS:
@@ -91,9 +114,10 @@ for _n in RICH_NAMES + DELTA_MAG_NAMES:
 
 _UNIT_INDEX = {"M": 0, "L": 1, "V": 2, "A": 3, "T": 4, "1": 5}
 
-ANALYTIC_KINDS = ("basic", "rich")
+ANALYTIC_KINDS = ("basic", "rich", "encounter")
 HISTORY_KINDS = ("delta_mag", "basic", "rich")
-_NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "delta_mag": DELTA_MAG_NAMES}
+_NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "encounter": ENCOUNTER_NAMES,
+          "delta_mag": DELTA_MAG_NAMES}
 
 #: Budget (elements) for one chunk of the pairwise loop, per batch.
 PAIR_CHUNK_ELEMENTS = 1 << 20
@@ -322,7 +346,8 @@ def analytic_features(
     scales: FeatureScales | None = None,
     pairs: PairStats | None = None,
 ) -> Tensor:
-    """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for ``rich``.
+    """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for
+    ``rich``, ``(14,)`` for ``encounter``.
 
     Reuses ``state.acc`` when cached (else one force evaluation) and ``pairs``, the
     state's :func:`pairwise_stats`, when given (else :func:`state_pair_stats`). Finite for any
@@ -346,6 +371,11 @@ def _analytic_raw(
     x, v, m = state.pos.detach(), state.vel.detach(), state.mass.detach()
     total = m.sum(-1)
     w = center_of_mass_weights(m).unsqueeze(-1)
+    if kind == "encounter":
+        from aits.encounter import encounter_features  # encounter imports this module
+
+        r = (x - (w * x).sum(-2, keepdim=True)).norm(dim=-1)
+        return encounter_features(state)[0], total, r.square().mean(-1).sqrt()
     acc = torch.where((total > 0)[..., None, None], state.acceleration().detach(), 0.0)
     # |x - x_com|, |v - v_com|, |a| of every body at once: (..., 3, N)
     mags = torch.stack([x - (w * x).sum(-2, keepdim=True), v - (w * v).sum(-2, keepdim=True),
@@ -431,7 +461,8 @@ class FeatureSpec:
     """Which features the network sees; ``spec(state, history)`` computes them.
 
     Attributes:
-        kind: analytic features of the current state, ``basic`` (11) or ``rich`` (23).
+        kind: analytic features of the current state, ``basic`` (11), ``rich`` (23)
+            or ``encounter`` (14).
         history: ``None``, ``delta_mag`` (10 per pair), ``basic`` or ``rich`` (per state).
         history_len: ``K``, the window length (0 = no history features).
         normalize: ``none``; ``fixed`` (divide by ``scales``); ``state`` (divide by

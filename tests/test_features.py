@@ -34,6 +34,8 @@ def test_dimensions_and_names():
     assert analytic_features(s, "basic").shape == (4, 11)
     assert analytic_features(s, "rich").shape == (4, 23)
     assert analytic_features(random_system(5, 2), "rich").shape == (23,)
+    assert analytic_features(s, "encounter").shape == (4, 14)
+    assert FeatureSpec("encounter", "delta_mag", 1).dim == 14 + 10
     assert len(feature_names("delta_mag")) == 10
     spec = FeatureSpec("rich", "delta_mag", 3)
     assert spec.dim == 23 + 30
@@ -115,7 +117,7 @@ def test_features_reuse_the_cached_acceleration(monkeypatch):
     n=st.integers(2, 9),
     dim=st.sampled_from([2, 3]),
     batch=st.sampled_from([None, 1, 3]),
-    kind=st.sampled_from(["basic", "rich"]),
+    kind=st.sampled_from(["basic", "rich", "encounter"]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
     seed=st.integers(0, 2**16),
 )
@@ -138,7 +140,7 @@ def test_permutation_invariance_and_finiteness(n, dim, batch, kind, dtype, seed)
 
 def test_zero_mass_state_gives_finite_features():
     z = SystemState(torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4))
-    for kind in ("basic", "rich"):
+    for kind in ("basic", "rich", "encounter"):
         assert torch.isfinite(analytic_features(z, kind)).all()
 
 

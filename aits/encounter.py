@@ -1,0 +1,166 @@
+"""Encounter features: the ingredients of Aarseth's criterion and the pairwise
+free-fall and collision times, made scale-free.
+
+Per body ``i`` the acceleration ``a``, jerk ``j``, snap ``s`` and crackle ``c`` of
+mutual gravity (:meth:`aits.policies.AarsethPolicy.derivatives`) give the
+Aarseth time ``tau_i = sqrt((|a||s| + |j|^2) / (|j||c| + |s|^2))`` (``eta = 1``).
+Two more numbers per body are dimensionless: ``q1 = |j|^2 / (|a||s|)`` and
+``q2 = |s|^2 / (|j||c|)``.
+
+:func:`encounter_times` returns the *time-like* quantities (each scales by ``T``
+when the system is rescaled by lengths ``L``, masses ``M`` and times
+``T = sqrt(L^3 / (G M))``): the minimum and geometric-mean Aarseth time, the
+minimum pairwise free-fall time, the minimum pairwise collision time
+``min(r/|v_ij|, sqrt(r/|a_ij|))`` and the energy time
+``T_E = G M^{5/2} / (2 |E|)^{3/2}`` (conserved along a run, the orbital period
+scale of a binary and the crossing time of a cluster).
+
+:func:`encounter_features` returns :data:`ENCOUNTER_NAMES`, all dimensionless
+(logarithms of ratios, clipped to ``[-CLIP, CLIP]``): unchanged under such a
+rescaling, invariant under a permutation of the bodies, finite for zero-mass
+(padded) systems and for ``N`` = 1 or 2. A dt of the form
+``tau_min * exp(f(features))`` is then scale-free by construction.
+
+Cost: three O(N^2) pure-torch passes over the pairs (two for the derivatives,
+one for the collision time) plus one potential-energy evaluation; the free-fall
+time comes from the state's cached pair statistics when :func:`aits.state.step`
+filled them. Computed without gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from aits.features import ENCOUNTER_NAMES, state_pair_stats
+from aits.policies import AarsethPolicy, CollisionalPolicy
+from aits.state import SystemState
+
+__all__ = ["CLIP", "ENCOUNTER_NAMES", "EncounterTimes", "encounter_features", "encounter_times"]
+
+#: log ratios are clipped to [-CLIP, CLIP] (a body feeling no force has tau = inf)
+CLIP = 30.0
+
+
+
+def _log_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``log(num / den)`` clipped to ``[-CLIP, CLIP]``; 0 where both are 0 (or NaN
+    from 0 * inf), ``+CLIP`` where only ``den`` is 0, ``-CLIP`` where only ``num`` is."""
+    tiny = torch.finfo(num.dtype).tiny
+    out = torch.log(num.clamp_min(tiny)) - torch.log(den.clamp_min(tiny))
+    out = torch.where((num == 0) & (den == 0), 0.0, out)
+    out = torch.nan_to_num(out, nan=0.0, posinf=CLIP, neginf=-CLIP)
+    return out.clamp(-CLIP, CLIP)
+
+
+@dataclass(frozen=True)
+class EncounterTimes:
+    """Time-like quantities of each system, each of shape ``batch_shape`` (> 0, may be ``inf``).
+
+    Attributes:
+        aarseth_min: ``min_i tau_i`` (Aarseth's criterion with ``eta = 1``).
+        aarseth_gmean: geometric mean of ``tau_i`` over bodies that feel a force.
+        freefall_min: minimum pairwise free-fall time ``sqrt(s^3 / (G (m_i + m_j)))``.
+        collision_min: minimum pairwise ``min(r/|v_ij|, sqrt(r/|a_ij|))``.
+        energy_time: ``G M^{5/2} / (2 |E|)^{3/2}`` (``inf`` where ``E = 0``).
+    """
+
+    aarseth_min: Tensor
+    aarseth_gmean: Tensor
+    freefall_min: Tensor
+    collision_min: Tensor
+    energy_time: Tensor
+
+
+@dataclass(frozen=True)
+class _PerBody:
+    """Per-body magnitudes ``batch_shape + (N,)``: |a|, |j|, |s|, |c| and tau."""
+
+    a: Tensor
+    j: Tensor
+    s: Tensor
+    c: Tensor
+    tau: Tensor
+
+
+_AARSETH = AarsethPolicy(1.0)
+_COLLISION = CollisionalPolicy(1.0)
+
+
+def _massive(state: SystemState) -> Tensor:
+    """``batch_shape`` bool: the system has a total mass > 0 (padded slots do not)."""
+    return state.mass.detach().sum(-1) > 0
+
+
+def _per_body(state: SystemState) -> _PerBody:
+    a, j, s, c = (t.norm(dim=-1) for t in _AARSETH.derivatives(state))
+    ok = _massive(state).unsqueeze(-1)
+    a, j, s, c = (torch.where(ok, t, 0.0) for t in (a, j, s, c))  # zero-mass: NaN -> 0
+    tau = torch.exp(0.5 * _log_ratio(a * s + j * j, j * c + s * s))
+    tau = torch.where(a > 0, tau, math.inf)  # a body feeling no force sets no step
+    return _PerBody(a, j, s, c, tau)
+
+
+@torch.no_grad()
+def _times(state: SystemState, body: _PerBody) -> tuple[EncounterTimes, Tensor, Tensor]:
+    """The times, and the kinetic energy in the centre-of-mass frame and the potential
+    energy (``batch_shape`` each) that the energy time came from."""
+    felt = body.a > 0
+    n_felt = felt.sum(-1)
+    log_tau = torch.where(felt, body.tau, 1.0).log()
+    gmean = torch.exp(log_tau.sum(-1) / n_felt.clamp_min(1))
+    gmean = torch.where(n_felt > 0, gmean, math.inf)
+    ok = _massive(state)
+    tff = state_pair_stats(state, freefall=True).min_freefall
+    kin = state.centered().kinetic_energy().detach()
+    pot = state.potential_energy().detach()
+    E, M = kin + pot, state.mass.detach().sum(-1)
+    t_energy = torch.where(E != 0, state.G * M.pow(2.5) / (2 * E.abs()).pow(1.5), math.inf)
+    times = EncounterTimes(
+        aarseth_min=body.tau.amin(-1),
+        aarseth_gmean=gmean,
+        freefall_min=torch.where(ok, tff, math.inf),
+        collision_min=torch.where(ok, _COLLISION(state), math.inf),
+        energy_time=torch.where(ok, t_energy, math.inf),
+    )
+    return times, kin, pot
+
+
+@torch.no_grad()
+def encounter_times(state: SystemState) -> EncounterTimes:
+    """:class:`EncounterTimes` of ``state`` (each ``batch_shape``); they scale by ``T``."""
+    return _times(state, _per_body(state))[0]
+
+
+@torch.no_grad()
+def encounter_features(state: SystemState) -> tuple[Tensor, EncounterTimes]:
+    """The dimensionless :data:`ENCOUNTER_NAMES` of ``state``,
+    ``batch_shape + (14,)``, and its :class:`EncounterTimes` (one set of passes serves both)."""
+    body = _per_body(state)
+    t, kin, pot = _times(state, body)
+    k = body.tau.argmin(-1, keepdim=True)  # the body that sets Aarseth's step
+
+    def at_min(x: Tensor) -> Tensor:
+        return x.gather(-1, k).squeeze(-1)
+
+    q1 = _log_ratio(body.j * body.j, body.a * body.s)
+    q2 = _log_ratio(body.s * body.s, body.j * body.c)
+    m = state.mass.detach()
+    cols = [
+        torch.full_like(t.aarseth_min, math.log(max(state.n_bodies, 1))),
+        _log_ratio(t.aarseth_min, t.energy_time),
+        _log_ratio(t.aarseth_gmean, t.aarseth_min),
+        _log_ratio(t.freefall_min, t.aarseth_min),
+        _log_ratio(t.collision_min, t.aarseth_min),
+        _log_ratio(t.freefall_min, t.energy_time),
+        at_min(q1), at_min(q2), q1.mean(-1), q2.mean(-1),
+        _log_ratio(at_min(body.a), at_min(body.j) * t.aarseth_min),
+        0.5 * _log_ratio(at_min(body.a), at_min(body.s) * t.aarseth_min.square()),
+        _log_ratio(2 * kin, pot.abs()),
+        _log_ratio(m.amin(-1), m.amax(-1)),
+    ]
+    feats = torch.stack(cols, -1)
+    return torch.where(_massive(state).unsqueeze(-1), feats, 0.0), t

@@ -1,0 +1,112 @@
+"""Encounter features: values on a circular orbit, agreement with the classical
+criteria, scale-freedom, permutation invariance, finiteness."""
+
+import math
+
+import pytest
+import torch
+
+from aits.encounter import CLIP, ENCOUNTER_NAMES, encounter_features, encounter_times
+from aits.features import FeatureSpec, feature_names
+from aits.ics import kepler_orbit, random_system
+from aits.policies import AarsethPolicy, CollisionalPolicy, FreeFallPolicy
+from aits.state import SystemState, step
+
+f64 = torch.float64
+
+
+def _named(state: SystemState) -> dict[str, float]:
+    return dict(zip(ENCOUNTER_NAMES, encounter_features(state)[0].tolist()))
+
+
+def test_circular_binary_has_the_hand_computed_values():
+    # uniform circular motion: |a| = w^2 r, |j| = w^3 r, |s| = w^4 r, |c| = w^5 r
+    m1, m2, a = 0.3, 0.7, 2.0
+    s = kepler_orbit(0.0, a, m1, m2, dim=3)
+    w = math.sqrt(1.0 / a**3)  # G (m1 + m2) = 1
+    t = encounter_times(s)
+    assert t.aarseth_min.item() == pytest.approx(1 / w, rel=1e-12)
+    assert t.aarseth_gmean.item() == pytest.approx(1 / w, rel=1e-12)
+    assert t.freefall_min.item() == pytest.approx(math.sqrt(a**3), rel=1e-12)
+    assert t.collision_min.item() == pytest.approx(math.sqrt(a**3), rel=1e-12)  # r/v = sqrt(r/a)
+    E = -m1 * m2 / (2 * a)
+    assert t.energy_time.item() == pytest.approx(1.0 / (2 * abs(E)) ** 1.5, rel=1e-12)
+    f = _named(s)
+    for name in ("log_q1_at_min", "log_q2_at_min", "mean_log_q1", "mean_log_q2",
+                 "log_jerk_time_over_aarseth", "log_snap_time_over_aarseth",
+                 "log_virial_ratio", "log_aarseth_gmean_over_min"):
+        assert f[name] == pytest.approx(0.0, abs=1e-12), name
+    assert f["log_mass_ratio"] == pytest.approx(math.log(m1 / m2), rel=1e-12)
+    assert f["log_n_bodies"] == pytest.approx(math.log(2))
+
+
+def test_times_agree_with_the_classical_criteria():
+    s = random_system(7, 3, batch=3, seed=4, softening=0.05)
+    s = step(s, 1e-3)  # with the cached pair statistics and acceleration
+    t = encounter_times(s)
+    torch.testing.assert_close(t.aarseth_min, AarsethPolicy(1.0)(s), rtol=1e-12, atol=0)
+    torch.testing.assert_close(t.freefall_min, FreeFallPolicy(1.0)(s), rtol=1e-12, atol=0)
+    torch.testing.assert_close(t.collision_min, CollisionalPolicy(1.0)(s), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_rescaled_system_gives_the_same_features_and_rescaled_times(dim):
+    s = random_system(6, dim, batch=2, seed=1, softening=0.02)
+    s = s.replace(mass=s.mass * torch.tensor([[1.0], [0.2]], dtype=f64))  # unequal masses
+    L, M, G = 3.7, 0.4, 2.5
+    T = math.sqrt(L**3 / (G * M))  # G' (M m) T^2 / L^3 = G m with the original G = 1
+    s2 = SystemState(s.pos * L, s.vel * L / T, s.mass * M, softening=s.softening * L, G=G)
+    f1, t1 = encounter_features(s)
+    f2, t2 = encounter_features(s2)
+    torch.testing.assert_close(f2, f1, rtol=1e-12, atol=1e-12)
+    for name in ("aarseth_min", "aarseth_gmean", "freefall_min", "collision_min", "energy_time"):
+        torch.testing.assert_close(getattr(t2, name), getattr(t1, name) * T, rtol=1e-12, atol=0)
+    assert not torch.allclose(t2.aarseth_min, t1.aarseth_min)
+    # through the spec, with or without normalisation
+    for norm in ("none", "state"):
+        spec = FeatureSpec("encounter", normalize=norm)
+        torch.testing.assert_close(spec(s2), spec(s), rtol=1e-12, atol=1e-12)
+
+
+def test_permutation_invariance():
+    s = random_system(9, 3, batch=2, seed=7, softening=0.01)
+    s = s.replace(mass=torch.rand(2, 9, dtype=f64, generator=torch.Generator().manual_seed(0)) + 0.1)
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
+    sp = SystemState(s.pos[:, perm], s.vel[:, perm], s.mass[:, perm], softening=s.softening)
+    torch.testing.assert_close(encounter_features(sp)[0], encounter_features(s)[0],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_padded_zero_one_and_two_body_states_are_finite():
+    zero = SystemState(torch.zeros(2, 5, 3, dtype=f64), torch.zeros(2, 5, 3, dtype=f64),
+                       torch.zeros(2, 5, dtype=f64))
+    f, t = encounter_features(zero)
+    assert torch.equal(f, torch.zeros(2, 14, dtype=f64))
+    assert torch.isinf(t.aarseth_min).all() and torch.isinf(t.freefall_min).all()
+    one = SystemState(torch.zeros(1, 2, dtype=f64), torch.ones(1, 2, dtype=f64),
+                      torch.ones(1, dtype=f64))
+    assert torch.isfinite(encounter_features(one)[0]).all()
+    assert torch.isinf(encounter_times(one).aarseth_min)
+    for e in (0.0, 0.99):
+        for at in ("apocentre", "pericentre"):
+            f = encounter_features(kepler_orbit(e, 1.0, 1e-3, 1.0, at=at))[0]
+            assert torch.isfinite(f).all() and (f.abs() <= CLIP).all()
+    # a body at rest (jerk 0) and a batch mixing a real system with a padded one
+    rest = SystemState(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]], dtype=f64),
+                       torch.zeros(3, 2, dtype=f64), torch.tensor([3.0, 4.0, 5.0], dtype=f64))
+    assert torch.isfinite(encounter_features(rest)[0]).all()
+    mixed = SystemState(torch.stack([rest.pos, torch.zeros(3, 2, dtype=f64)]),
+                        torch.zeros(2, 3, 2, dtype=f64),
+                        torch.stack([rest.mass, torch.zeros(3, dtype=f64)]))
+    fm = encounter_features(mixed)[0]
+    torch.testing.assert_close(fm[0], encounter_features(rest)[0], rtol=1e-12, atol=0)
+    assert torch.equal(fm[1], torch.zeros(14, dtype=f64))
+
+
+def test_names_and_float32():
+    assert feature_names("encounter") == ENCOUNTER_NAMES and len(set(ENCOUNTER_NAMES)) == 14
+    s = random_system(5, 3, seed=2, dtype=torch.float32)
+    f = encounter_features(s)[0]
+    assert f.dtype == torch.float32 and torch.isfinite(f).all()
+    torch.testing.assert_close(
+        f.double(), encounter_features(s.to(dtype=f64))[0], rtol=1e-4, atol=1e-4)
