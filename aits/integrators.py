@@ -57,7 +57,7 @@ class Integrator(Protocol):
         """The carry of ``state`` (a batch) before its first step."""
         ...
 
-    def step(self, state: SystemState, carry: Carry, propose: Propose, remaining: Tensor,
+    def step(self, state: SystemState, carry: Carry, propose: Propose, remaining: Tensor | None,
              scale: float, dt_min: float) -> tuple[SystemState, Tensor, Carry, Tensor]:
         """One step of every system of ``state``.
 
@@ -65,8 +65,8 @@ class Integrator(Protocol):
             state: a batch with its acceleration cached (``(B, N, D)``).
             carry: this batch's carry (``(B,)`` tensors).
             propose: ``state -> h (B,)``, the policy behind its guard rails (finite, > 0).
-            remaining: ``(B,)`` time left to each system's ``t_end`` (``inf`` for none);
-                no step goes past it.
+            remaining: ``(B,)`` time left to each system's ``t_end``, or ``None`` when
+                no system has one; no step goes past it.
             scale: factor on the step (``< 1`` on a gated retry).
             dt_min: a retried step is not shrunk below this.
 
@@ -77,11 +77,11 @@ class Integrator(Protocol):
         ...
 
 
-def _shape(dt: Tensor, scale: float, dt_min: float, remaining: Tensor) -> Tensor:
+def _shape(dt: Tensor, scale: float, dt_min: float, remaining: Tensor | None) -> Tensor:
     """``dt`` times ``scale`` (not below ``dt_min`` on a retry), then capped at ``remaining``."""
     if scale != 1.0:
         dt = (dt * scale).clamp_min(dt_min) if dt_min > 0 else dt * scale
-    return torch.minimum(dt, remaining.to(dt))
+    return dt if remaining is None else torch.minimum(dt, remaining.to(dt))
 
 
 class KDK:
@@ -138,7 +138,7 @@ class SymmetricKDK:
         else:
             dt = h
             for _ in range(self.iterations):
-                trial = step(state, torch.minimum(dt, remaining.to(dt)))
+                trial = step(state, _shape(dt, 1.0, 0.0, remaining))
                 dt = 0.5 * (h + propose(trial))
         dt = _shape(dt, scale, dt_min, remaining)
         new = step(state, dt)
@@ -198,8 +198,8 @@ class TimeTransformedLeapfrog:
         dt = dt1 + dt2
         new = moved.replace(pos=x, time=state.time + dt.to(torch.float64))
         evals = 1
-        over = dt > remaining.to(dt)
-        if bool(over.any()):  # land on t_end with one KDK step of the time left
+        over = None if remaining is None else dt > remaining.to(dt)
+        if over is not None and bool(over.any()):  # land on t_end with one KDK step of the time left
             landing = step(state, torch.where(over, remaining.to(dt), dt).clamp_min(
                 torch.finfo(dt.dtype).tiny))
             new = SystemState.where(over, landing, new)

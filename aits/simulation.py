@@ -471,15 +471,17 @@ def simulate(
         done = remaining_np <= tol_np
         if steps is not None:
             done |= n_steps >= steps
-        for b in np.flatnonzero(running & done):
-            stop[b] = "t_end" if steps is None else "steps"
-        running &= ~done
+        if done.any():
+            for b in np.flatnonzero(running & done):
+                stop[b] = "t_end" if steps is None else "steps"
+            running &= ~done
         capped = running & (n_steps >= max_steps)
-        for b in np.flatnonzero(capped):
-            stop[b] = "max_steps"
-            log.warning("system %d stopped at max_steps=%d at t=%.6g (t_end %.6g not reached)",
-                        b, max_steps, t_np[b], t_stop_np[b])
-        running &= ~capped
+        if capped.any():
+            for b in np.flatnonzero(capped):
+                stop[b] = "max_steps"
+                log.warning("system %d stopped at max_steps=%d at t=%.6g (t_end %.6g not "
+                            "reached)", b, max_steps, t_np[b], t_stop_np[b])
+            running &= ~capped
         if not running.any():
             break
         rows = None if running.all() else np.flatnonzero(running)
@@ -487,18 +489,20 @@ def simulate(
         sub = batch if idx is None else batch.index(idx)
         sub_carry = carry if idx is None else {k: v[idx] for k, v in carry.items()}
         rem_np = remaining_np if rows is None else remaining_np[rows]
-        rem = torch.from_numpy(rem_np).to(device)
+        # no cap needed while every system is far from its end (or has none)
+        rem = torch.from_numpy(rem_np).to(device) if np.isfinite(rem_np).any() else None
         new, dt, new_carry, ev = integ.step(sub, sub_carry, proposer(rows), rem, 1.0,
                                             guards.dt_min)
-        ev = np.broadcast_to(np.asarray(ev), (len(rem_np),)).copy()
+        if not isinstance(ev, int):
+            ev = np.asarray(ev).copy()
         dt_np = dt.double().cpu().numpy()
-        err = np.full(len(dt_np), math.nan)
+        err = run_err = None  # per-step and whole-run errors (with diagnostics)
         if diagnostics:
             Ep = E_prev if rows is None else E_prev[rows]
             sp = scale_prev if rows is None else scale_prev[rows]
             E1, scale1 = energies(new)
             err = rel(Ep, E1, sp)
-        retries = np.zeros_like(ev)
+        retries = 0
         if guards.gated:
             scale = 1.0
             for _ in range(guards.max_retries):
@@ -510,13 +514,15 @@ def simulate(
                 f = torch.from_numpy(f_np).to(device)
                 r_new, r_dt, r_carry, r_ev = integ.step(
                     sub.index(f), {k: v[f] for k, v in sub_carry.items()},
-                    proposer(f_np if rows is None else rows[f_np]), rem[f], scale, guards.dt_min)
+                    proposer(f_np if rows is None else rows[f_np]),
+                    None if rem is None else rem[f], scale, guards.dt_min)
                 new = new.put(f, r_new)
                 dt = dt.index_copy(0, f, r_dt)
                 dt_np[f_np] = r_dt.double().cpu().numpy()
                 new_carry = {k: v.index_copy(0, f, r_carry[k]) for k, v in new_carry.items()}
-                ev[f_np] += r_ev
-                retries[f_np] += 1
+                extra = np.zeros(len(dt_np), np.int64)
+                extra[f_np] = r_ev
+                ev, retries = ev + extra, retries + fail.astype(np.int64)
                 r_E1, r_s1 = energies(r_new)
                 E1[f_np], scale1[f_np] = r_E1, r_s1
                 err[f_np] = rel(Ep[f_np], r_E1, sp[f_np])
@@ -526,8 +532,8 @@ def simulate(
         if diagnostics:  # a finite energy means finite positions and velocities
             finite = np.isfinite(E1)
         else:
-            finite = (torch.isfinite(new.pos).all(-1).all(-1)
-                      & torch.isfinite(new.vel).all(-1).all(-1)).cpu().numpy()
+            # a sum of finite numbers is finite (short of overflow near the float maximum)
+            finite = torch.isfinite(new.pos.sum((-2, -1)) + new.vel.sum((-2, -1))).cpu().numpy()
         lost = bad_dt[rows_all]
         ok = finite & ~lost
         if not ok.all():
@@ -545,7 +551,8 @@ def simulate(
                 continue
             keep = torch.from_numpy(keep_np).to(device)
             rows_all, new, dt = rows_all[keep_np], new.index(keep), dt[keep]
-            dt_np, err = dt_np[keep_np], err[keep_np]
+            dt_np = dt_np[keep_np]
+            err = None if err is None else err[keep_np]
             new_carry = {k: v[keep] for k, v in new_carry.items()}
             if diagnostics:
                 E1, scale1 = E1[keep_np], scale1[keep_np]
@@ -564,7 +571,6 @@ def simulate(
         dt_sum[rows_all] += dt_np
         dt_min[rows_all] = np.minimum(dt_min[rows_all], dt_np)
         dt_max[rows_all] = np.maximum(dt_max[rows_all], dt_np)
-        run_err = np.full(len(dt_np), math.nan)
         if diagnostics:
             E_prev[rows_all], scale_prev[rows_all] = E1, scale1
             run_err = _nan_to_inf(rel(E0[rows_all], E1, scale0[rows_all]))
@@ -572,9 +578,11 @@ def simulate(
             err_max[rows_all] = np.maximum(err_max[rows_all], run_err)
             step_max[rows_all] = np.maximum(step_max[rows_all], _nan_to_inf(err))
             passes[rows_all] += err < gate.threshold
-        for obs in observers:
-            obs.update(batch, all_rows if rows is None else rows, t_np[rows_all], dt_np, err,
-                       run_err)
+        if observers:
+            nan = np.full(len(dt_np), math.nan)
+            for obs in observers:
+                obs.update(batch, all_rows if rows is None else rows, t_np[rows_all], dt_np,
+                           nan if err is None else err, nan if run_err is None else run_err)
     wall = time.perf_counter() - start
     for obs in observers:
         obs.finish(batch)
