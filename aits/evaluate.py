@@ -110,14 +110,15 @@ def position_error(state: SystemState, reference: np.ndarray, start: SystemState
     return err if math.isfinite(err) else math.inf
 
 
-def reference_positions(state: SystemState, t_end: float, use_rebound: bool) -> tuple[np.ndarray, str]:
-    """Final positions ``(N, D)`` of a high-accuracy run and its name."""
-    if use_rebound:
-        ias = run_ias15(state, t_end)
-        return ias["final_pos"], "REBOUND IAS15"
+def reference_positions(state: SystemState, t_end: float, ias: dict | None) -> np.ndarray:
+    """Final positions ``(N, D)`` of a high-accuracy run: the IAS15 run ``ias``
+    (:func:`run_ias15`) when given, else aits' own symmetric Aarseth run at
+    :data:`REFERENCE_ETA`."""
+    if ias is not None:
+        return ias["final_pos"]
     r = simulate(state, AarsethPolicy(REFERENCE_ETA), integrator="symmetric", t_end=t_end,
                  observers=[], diagnostics=False)
-    return r.state.pos.detach().cpu().double().numpy(), f"aits symmetric aarseth eta={REFERENCE_ETA:g}"
+    return r.state.pos.detach().cpu().double().numpy()
 
 
 def tune(
@@ -285,10 +286,11 @@ def evaluate_scenario(
     ``tolerance`` is given) under each integrator, add IAS15; returns the target, the
     table rows and the runs by label (``policy/integrator``)."""
     t_end = length.get("t_end")
-    ref = reference_positions(state, float(t_end), with_rebound) if t_end is not None else None
+    ias = run_ias15(state, float(t_end)) if with_rebound and t_end is not None else None
+    ref = reference_positions(state, float(t_end), ias) if t_end is not None else None
 
     def pos_err(r: SimulationResult) -> float:
-        return math.nan if ref is None else position_error(r.state, ref[0], state)
+        return math.nan if ref is None else position_error(r.state, ref, state)
 
     if target_kind == "position" and ref is None:
         raise ValueError("--target position needs a run length in time (--t-end or --orbits)")
@@ -334,12 +336,12 @@ def evaluate_scenario(
             rows.append(_row(label, f"{pname}={tuned.param:.4g}", tuned.result,
                              pos_err(tuned.result), note))
             runs[label] = tuned.result
-    if with_rebound and t_end is not None:
-        ias = run_ias15(state, float(t_end))
+    if ias is not None:
+        ias = dict(ias)
         final = ias.pop("final_pos")
         rows.append({"policy": "REBOUND IAS15", "parameter": "default epsilon", **ias,
                      "position_error": position_error(state.replace(pos=torch.as_tensor(
-                         final, dtype=state.dtype)), ref[0], state),
+                         final, dtype=state.dtype)), ref, state),
                      "gate_pass_rate": None, "step_error_max": None,
                      "note": "reference, not tuned"})
     return target, rows, runs
