@@ -293,14 +293,36 @@ def restore_model(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -
     model.load_state_dict(state_dict)
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself when it is a file; for a training run directory (or its
+    ``checkpoints/`` folder) the newest ``epoch_*.pt`` in it.
+
+    Raises:
+        FileNotFoundError: nothing usable at ``path``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found = sorted(folder.glob("epoch_*.pt"), key=checkpoint_epoch)
+        if found:
+            return found[-1]
+        raise FileNotFoundError(f"no checkpoint (epoch_*.pt) in directory {str(folder)!r}")
+    raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+
+
 def load_model(path: str | Path, device: str | torch.device | None = None) -> TimeStepNet:
     """The trained :class:`~aits.model.TimeStepNet` of a checkpoint (a training one, or
     one holding only ``model_config`` and ``model``), in eval mode, in the dtype it was
-    trained in, on ``device`` (default cpu).
+    trained in, on ``device`` (default cpu). ``path`` may be a training run directory:
+    its newest checkpoint is used (:func:`resolve_checkpoint`).
 
     Raises:
+        FileNotFoundError: nothing usable at ``path``.
         CheckpointError: naming the file, for anything but a well-formed checkpoint.
     """
+    path = resolve_checkpoint(path)
     data = load_checkpoint(path, training=False)
     try:
         validate_model_entries(data)

@@ -33,7 +33,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from aits.checkpoint import checkpoint_epoch, load_checkpoint, load_model
+from aits.checkpoint import load_checkpoint, load_model, resolve_checkpoint
 from aits.features import PAIR_CHUNK_ELEMENTS, min_freefall_time
 from aits.history import HistoryBuffer
 from aits.model import TimeStepNet
@@ -288,25 +288,6 @@ class ModelPolicy:
     def __repr__(self) -> str:
         return (f"ModelPolicy(features={self.net.spec.to_dict()}, output={self.net.output!r}, "
                 f"dt_scale={self.dt_scale:g})")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """``path`` itself when it is a file; for a training run directory (or its
-    ``checkpoints/`` folder) the newest ``epoch_*.pt`` in it.
-
-    Raises:
-        FileNotFoundError: nothing usable at ``path``.
-    """
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        found = sorted(folder.glob("epoch_*.pt"), key=checkpoint_epoch)
-        if found:
-            return found[-1]
-        raise FileNotFoundError(f"no checkpoint (epoch_*.pt) in directory {str(folder)!r}")
-    raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
 
 
 _CRITERIA: dict[str, Callable[[float], Policy]] = {

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from aits.checkpoint import CheckpointError, RunWriteError, load_checkpoint, save_checkpoint
+from aits.checkpoint import (
+    CheckpointError,
+    RunWriteError,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from aits.config import ConfigError, TrainConfig, add_arguments, from_mapping, resolve
 from aits.distributed import env_world_size, exit_now, init_from_env, is_initialized, shutdown
 from aits.ics import InitialConditionsError, kepler_orbit
@@ -69,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="settings file: shared top-level keys plus a [train] table; "
                              "command-line options override it")
     parser.add_argument("--resume", metavar="CHECKPOINT",
-                        help="continue the run of this checkpoint (in its run directory); "
+                        help="continue the run of this checkpoint, or of a run directory's "
+                             "newest one (in its run directory); "
                              f"only {', '.join(RESUMABLE)} may be changed")
     add_arguments(parser)
     return parser
@@ -263,8 +270,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if config_file:
                 raise ConfigError("--config and --resume exclude each other (the checkpoint "
                                   "holds the config)")
+            try:
+                resume = resolve_checkpoint(resume)  # a run directory: its newest checkpoint
+            except FileNotFoundError as e:
+                raise ConfigError(f"--resume: {e}") from None
             checkpoint = load_checkpoint(resume)
             cfg = resume_config(checkpoint, args)
+            if cfg.epochs < checkpoint["epoch"]:
+                raise ConfigError(
+                    f"--resume: the checkpoint has done {checkpoint['epoch']} epochs, more than "
+                    f"epochs = {cfg.epochs}; give --epochs {checkpoint['epoch']} or more (the "
+                    "total, not the number to add)")
         else:
             cfg = resolve(config_file, args)
         require_loggers(cfg)

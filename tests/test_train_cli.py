@@ -320,3 +320,22 @@ def test_a_failed_append_leaves_whole_lines(tmp_path, monkeypatch):
         run.append_metrics({"epoch": 2, "x": "y" * 100})
     monkeypatch.undo()
     assert run.read_metrics() == [{"epoch": 1}]
+
+
+def test_resume_and_load_model_take_a_run_directory(tmp_path, capsys):
+    """--resume RUN_DIR and load_model(RUN_DIR) use the newest checkpoint; fewer total
+    epochs than the checkpoint has done are refused."""
+    from aits.checkpoint import load_model
+
+    args = [*FAST, "--run-dir", str(tmp_path), "--run-name", "r", "--checkpoint-interval", "1"]
+    assert main([*args, "--epochs", "2"]) == 0
+    run = tmp_path / "r"
+    assert load_model(run).training is False
+    with pytest.raises(SystemExit) as err:
+        main(["--resume", str(run), "--epochs", "1", "--quiet"])
+    assert err.value.code == 2
+    assert "has done 2 epochs, more than epochs = 1" in capsys.readouterr().err
+    assert main(["--resume", str(run), "--epochs", "3", "--quiet"]) == 0
+    assert (run / "checkpoints" / "epoch_0003.pt").is_file()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
