@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
         "aits.ics": (
             "FIGURE_EIGHT_PERIOD", "InitialConditionsError", "figure_eight", "kepler_batch",
             "kepler_orbit", "kepler_period", "load_npy", "load_state", "load_text", "plummer",
-            "random_system",
+            "random_system", "save_state",
         ),
         "aits.scenarios": ("list_scenarios", "make_scenario", "register_scenario"),
         "aits.features": (
@@ -172,6 +172,7 @@ if TYPE_CHECKING:
         load_text as load_text,
         plummer as plummer,
         random_system as random_system,
+        save_state as save_state,
     )
     from aits.interop import (
         from_rebound as from_rebound,

@@ -15,6 +15,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -519,6 +520,34 @@ def load_text(
     table = np.asarray(rows, dtype=np.float64)
     return _table_to_state(table, lambda i: str(line_of[i]), path, softening=softening, G=G,
                            dtype=dtype, device=device)
+
+
+def save_state(state: SystemState, path: str | os.PathLike) -> Path:
+    """Write ``state`` in the initial-condition format :func:`load_state` reads: a
+    ``.npy`` array ``(N, 2D+1)`` (``(B, N, 2D+1)`` for a batch) with columns
+    ``m x y [z] vx vy [vz]``, or, for any other suffix, a text table with a header
+    line (one system only). Softening, ``G`` and time are not part of the format:
+    pass them again when loading. Written atomically; returns the path.
+
+    Raises:
+        ValueError: a batch written as text.
+        OSError: the file cannot be written.
+    """
+    path = Path(path)
+    table = torch.cat([state.mass.unsqueeze(-1), state.pos, state.vel], -1)
+    table = table.detach().cpu().double().numpy()
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix.lower() == ".npy":
+        with open(tmp, "wb") as fh:
+            np.save(fh, table)
+    else:
+        if state.is_batched:
+            raise ValueError(f"{path}: a batch of {state.batch_size} systems needs a .npy file")
+        axes = "xyz"[:state.dim]
+        header = ",".join(["m", *axes, *(f"v{a}" for a in axes)])
+        np.savetxt(tmp, table, delimiter=",", header=header, comments="", fmt="%.17g")
+    os.replace(tmp, path)
+    return path
 
 
 def load_state(

@@ -28,7 +28,7 @@ import torch
 from aits.checkpoint import CheckpointError
 from aits.config import ConfigError, GateConfig, config_file_arguments, resolve_device
 from aits.guards import GuardRails
-from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state
+from aits.ics import FIGURE_EIGHT_PERIOD, InitialConditionsError, load_state, save_state
 from aits.integrators import INTEGRATORS, Integrator, make_integrator
 from aits.jsonio import check_writable_dir, write_json
 from aits._optional import require
@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, metavar="DIR", help="write DIR/result.json (and more)")
     out.add_argument("--trajectory", action="store_true", help="write DIR/trajectory.npz")
+    out.add_argument("--save-final", type=Path, metavar="FILE",
+                     help="write the final state as an IC file aits reads (.npy, or a text "
+                          "table for other suffixes; a batch needs .npy)")
     out.add_argument("--hdf5", action="store_true",
                      help="also write DIR/trajectory.h5 (aits.trajectory_io layout; aits[hdf5])")
     out.add_argument("--plots", action="store_true",
@@ -435,6 +438,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         for path in write_outputs(result, args, report):
             print(f"wrote {path}")
+    if args.save_final is not None:
+        try:
+            print(f"wrote {save_state(result.state, args.save_final)}")
+        except (OSError, ValueError) as e:
+            return run_failed(parser.prog, f"--save-final: cannot write {str(args.save_final)!r}: "
+                                           f"{e}")
     lost = [(i, r) for i, r in enumerate(result.systems) if r.stop_reason in LOST]
     if lost:
         i, r = lost[0]

@@ -282,3 +282,19 @@ def test_settings_that_do_not_apply_are_refused(args, message, capsys):
     with pytest.raises(SystemExit) as err:
         main(["--scenario", "figure8", "--steps", "2", *args])
     assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["final.npy", "final.csv"])
+def test_save_final_writes_an_ic_file_that_reads_back(tmp_path, name):
+    path = tmp_path / name
+    assert main(["--scenario", "figure8", "--policy", "fixed", "--dt", "0.01", "--steps", "50",
+                 "--save-final", str(path), "--quiet"]) == 0
+    from aits.ics import load_state
+    from aits.policies import FixedPolicy
+    from aits.scenarios import make_scenario
+
+    expected = simulate(make_scenario("figure8"), FixedPolicy(0.01), steps=50).state
+    back = load_state(path)
+    torch.testing.assert_close(back.pos, expected.pos, rtol=0, atol=1e-15)
+    torch.testing.assert_close(back.vel, expected.vel, rtol=0, atol=1e-15)
+    torch.testing.assert_close(back.mass, expected.mass)
