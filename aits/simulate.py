@@ -370,7 +370,9 @@ def write_outputs(result: SimulationResult, args: argparse.Namespace, report: di
         arrays = trajectory_arrays(result)
         if args.trajectory:
             path = out / "trajectory.npz"
-            np.savez_compressed(path, **arrays)
+            np.savez_compressed(path, **arrays, G=result.state.G,
+                                softening=result.state.softening, units=args.units,
+                                policy=result.policy, integrator=result.integrator)
             written.append(path)
         if args.hdf5:
             written.append(write_hdf5(

@@ -54,7 +54,10 @@ def test_the_arrays_are_those_of_trajectory_npz(tmp_path):
             "--quiet", "--trajectory", "--out", str(tmp_path)]
     assert simulate_main(args) == 0
     npz = np.load(tmp_path / "trajectory.npz")
-    assert sorted(npz.files) == sorted(TRAJECTORY_KEYS)
+    settings = {"G", "softening", "units", "policy", "integrator"}
+    assert sorted(npz.files) == sorted(set(TRAJECTORY_KEYS) | settings)
+    assert float(npz["G"]) == 1.0 and str(npz["policy"]) == "fixed"
+    assert str(npz["integrator"]) == "kdk" and str(npz["units"]) == "nbody"
     result = aits.simulate(aits.make_scenario("figure8"), aits.FixedPolicy(0.01), steps=7)
     for name, a in trajectory_arrays(result).items():
         np.testing.assert_array_equal(npz[name], a)
