@@ -31,7 +31,6 @@ import fcntl
 import gc
 import importlib.util
 import json
-import math
 import os
 import time
 import weakref
@@ -43,6 +42,7 @@ import torch
 
 from aits.checkpoint import RunWriteError, checkpoint_epoch
 from aits.config import ConfigError, TrainConfig, dump_toml
+from aits.jsonio import json_safe
 
 STEP_COLUMNS = ("epoch", "round", "system", "time", "dt", "rel_dE")
 
@@ -189,7 +189,7 @@ class RunDir:
 
     def append_metrics(self, metrics: Mapping[str, Any]) -> None:
         with _appending(self.path / "metrics.jsonl") as f:
-            f.write(json.dumps(_jsonable(metrics)) + "\n")
+            f.write(json.dumps(json_safe(metrics), allow_nan=False) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         p = self.path / "metrics.jsonl"
@@ -226,7 +226,7 @@ class RunDir:
                 ckpt.unlink()
 
     def write_summary(self, summary: Mapping[str, Any], table: str) -> None:
-        write_atomic(self.path / "summary.json", json.dumps(_jsonable(summary), indent=2) + "\n")
+        write_atomic(self.path / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         write_atomic(self.path / "summary.txt", table + "\n")
 
     def plot(self, threshold: float, E_lower: float, E_upper: float) -> Path | None:
@@ -282,18 +282,6 @@ def system_label(cfg: TrainConfig) -> str:
     if cfg.ic_file:
         return Path(cfg.ic_file).stem
     return cfg.scenario
-
-
-def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN/inf become ``None`` (strict JSON); nested mappings are converted too."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            v = _jsonable(v)
-        elif isinstance(v, float) and not math.isfinite(v):
-            v = None
-        out[k] = v
-    return out
 
 
 # ---------------------------------------------------------------------- external loggers
