@@ -63,7 +63,7 @@ class Trajectory(Observer):
         self.max_frames = max(2, int(max_frames))
 
     def start(self, state, t0):
-        self.stride, self.count = 1, 0
+        self.stride, self.count, self.last = 1, 0, 0
         self.t: list[np.ndarray] = []
         self.pos: list[np.ndarray] = []
         self.vel: list[np.ndarray] = []
@@ -81,10 +81,10 @@ class Trajectory(Observer):
         self.count += 1
         if self.count % self.stride == 0:
             self._add(state)
-            self._last = self.count
+            self.last = self.count
 
     def finish(self, state):
-        if getattr(self, "_last", 0) != self.count:
+        if self.last != self.count:
             self._add(state)
 
     def arrays(self, b: int) -> dict[str, np.ndarray]:

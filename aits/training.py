@@ -473,8 +473,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
-            "live": state_to_dict(self._gathered(self.live)),
-            "history": [state_to_dict(self._gathered(s)) for s in self.history.states()],
+            "live": self._gathered(self.live).to_dict(),
+            "history": [self._gathered(s).to_dict() for s in self.history.states()],
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -495,8 +495,8 @@ class Trainer:
             raise CheckpointError(f"checkpoint optimizer state does not fit this optimizer: "
                                   f"{e}") from None
         try:
-            live = state_from_dict(d["live"], self.device)
-            history = [state_from_dict(s, self.device) for s in d["history"]]
+            live = SystemState.from_dict(d["live"], self.device)
+            history = [SystemState.from_dict(s, self.device) for s in d["history"]]
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint holds an unusable system state: {e}") from None
         if live.batch_size != self.initial.batch_size:
@@ -533,16 +533,6 @@ class _Forward(torch.nn.Module):
 
     def forward(self, *args, predict: bool = False) -> Tensor:
         return self.model.predict_dt(*args) if predict else self.model(*args)
-
-
-def state_to_dict(state: SystemState) -> dict:
-    """A :class:`SystemState` as plain tensors and numbers (:meth:`SystemState.to_dict`)."""
-    return state.to_dict()
-
-
-def state_from_dict(d: dict, device: torch.device | None = None) -> SystemState:
-    """Inverse of :func:`state_to_dict` (:meth:`SystemState.from_dict`)."""
-    return SystemState.from_dict(d, device)
 
 
 # ------------------------------------------------------------------------ rollout check
