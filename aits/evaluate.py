@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from aits.gate import EnergyGate
-from aits.ics import InitialConditionsError, load_state
+from aits.ics import InitialConditionsError
 from aits.jsonio import write_json
 from aits.policies import CLASSICAL, AarsethPolicy, FixedPolicy, ModelPolicy, Policy, make_policy
 from aits.scenarios import list_scenarios, make_scenario
@@ -60,6 +60,7 @@ from aits.simulate import (
     check_common,
     gate_settings,
     gravitational_constant,
+    load_ic_file,
     parse_arguments,
     run_failed,
     run_length,
@@ -392,10 +393,7 @@ def _systems(parser: argparse.ArgumentParser, args: argparse.Namespace, device: 
             systems[name] = (make_scenario(name, dtype=dtype, device=device, seed=args.seed,
                                            softening=args.softening, G=G), name)
         for path in args.ic:
-            if not path.is_file():
-                parser.error(f"--ic: {str(path)!r} does not exist or is not a file")
-            state = load_state(path, softening=args.softening or 0.0,
-                               G=1.0 if G is None else G, dtype=dtype, device=device)
+            state = load_ic_file(parser, args, path, G, device, dtype)
             if state.is_batched:
                 parser.error(f"--ic: {str(path)!r} holds a batch of {state.batch_size} systems; "
                              "evaluate takes one system per file")

@@ -272,17 +272,22 @@ def load_system(
         if args.scenario is not None:
             return make_scenario(args.scenario, dtype=dtype, device=device, seed=args.seed,
                                  softening=args.softening, G=G)
-        states = []
-        for path in args.ic:
-            if not path.is_file():
-                what = "is a directory, not a file" if path.is_dir() else "does not exist"
-                parser.error(f"--ic: {str(path)!r} {what}")
-            states.append(load_state(path, softening=args.softening or 0.0,
-                                     G=1.0 if G is None else G, dtype=dtype, device=device))
+        states = [load_ic_file(parser, args, path, G, device, dtype) for path in args.ic]
         return states[0] if len(states) == 1 else stack(states)
     except (InitialConditionsError, ValueError, TypeError, IndexError, FileNotFoundError,
             ImportError) as e:
         parser.error(str(e))
+
+
+def load_ic_file(parser: argparse.ArgumentParser, args: argparse.Namespace, path: Path,
+                 G: float | None, device: torch.device, dtype: torch.dtype) -> SystemState:
+    """One ``--ic`` file with ``--softening`` and ``G`` (default 1); a path that is not a
+    file ends in ``parser.error``; the loaders raise for bad content."""
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        parser.error(f"--ic: {str(path)!r} {what}")
+    return load_state(path, softening=args.softening or 0.0, G=1.0 if G is None else G,
+                      dtype=dtype, device=device)
 
 
 def gravitational_constant(parser: argparse.ArgumentParser,
