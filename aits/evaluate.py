@@ -49,23 +49,14 @@ import numpy as np
 import torch
 
 from aits.gate import EnergyGate
+from aits.integrators import Integrator, make_integrator
 from aits.ics import InitialConditionsError
 from aits.jsonio import write_json
-from aits.policies import CLASSICAL, AarsethPolicy, FixedPolicy, ModelPolicy, Policy, make_policy
-from aits.scenarios import list_scenarios, make_scenario
-from aits.simulate import (
-    add_length_arguments,
-    add_system_arguments,
-    build_policy,
-    check_common,
-    gate_settings,
-    gravitational_constant,
-    load_ic_file,
-    parse_arguments,
-    run_failed,
-    run_length,
-    setup_logging,
-)
+from aits.checkpoint import CheckpointError
+from aits.config import EvaluateConfig
+from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy, Policy, make_policy
+from aits.scenarios import make_scenario
+from aits.simulate import build_integrator, load_ic_file, parse_settings, run_failed, run_length
 from aits.simulation import EnergyRecord, SimulationResult, simulate
 from aits.state import SystemState
 
@@ -73,7 +64,6 @@ __all__ = ["build_parser", "evaluate_scenario", "main", "markdown_table", "posit
 
 log = logging.getLogger("aits.evaluate")
 
-TUNABLE = ("fixed",) + CLASSICAL
 #: first guesses of the tuned parameter (``fixed``: a fraction of the run length)
 _FIRST_GUESS = {"freefall": 0.02, "collisional": 0.01, "aarseth": 0.01}
 REBOUND_NOTE = ("REBOUND IAS15 column omitted: the optional `rebound` package is not installed "
@@ -90,7 +80,6 @@ class Tuned:
     matched: bool
 
 
-TARGETS = ("energy", "position")
 #: Aarseth eta of aits' own reference run (dt ~ sqrt(eta): 100x below eta = 0.01)
 REFERENCE_ETA = 1e-6
 
@@ -274,7 +263,7 @@ def evaluate_scenario(
     model: ModelPolicy | None,
     policies: Sequence[str],
     *,
-    integrators: Sequence[str] = ("kdk",),
+    integrators: Sequence[str | Integrator] = ("kdk",),
     tolerance: float | None,
     target_kind: str = "energy",
     gate: EnergyGate,
@@ -301,7 +290,7 @@ def evaluate_scenario(
     target = tolerance
     first_integ = integrators[0]
 
-    def run(policy: Policy, integrator: str) -> SimulationResult:
+    def run(policy: Policy, integrator: str | Integrator) -> SimulationResult:
         return simulate(state, policy, integrator=integrator, gate=gate, max_steps=max_steps,
                         observers=[EnergyRecord()], **length)
 
@@ -324,7 +313,7 @@ def evaluate_scenario(
                 candidates.append((name, lambda p, n=name: make_policy(n, eta=p),
                                    _FIRST_GUESS[name], "eta"))
         for name, build, first, pname in candidates:
-            label = f"{name}/{integ}"
+            label = f"{name}/{make_integrator(integ).name}"
             if name == "model" and tolerance is None and integ == first_integ:
                 r = run(model, integ)
                 rows.append(_row(label, "dt_scale=1 (sets the target)", r, pos_err(r)))
@@ -349,55 +338,25 @@ def evaluate_scenario(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aits.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path,
-                   help="training checkpoint (.pt) or run directory of the model to evaluate")
-    p.add_argument("--scenarios", nargs="+", default=None,
-                   help="scenarios to run (default: binary-e0.5 binary-e0.9 figure8 unless "
-                        "--ic is given); valid: " + ", ".join(list_scenarios()))
-    p.add_argument("--ic", type=Path, nargs="+", metavar="FILE", default=[],
-                   help="initial-condition files to evaluate on (one system each), beside "
-                        "--scenarios")
-    p.add_argument("--policies", nargs="+", default=list(TUNABLE), choices=TUNABLE,
-                   help="classical policies to tune and compare (default: all)")
-    p.add_argument("--tolerance", type=float,
-                   help="target error (default: the model's own under the first integrator); "
-                        "with it the model's dt_scale is tuned too")
-    p.add_argument("--target", choices=TARGETS, default="energy",
-                   help="tune to the whole-run max |dE/E| (energy, default) or the final "
-                        "position error against the reference run (position)")
-    p.add_argument("--rtol", type=float, default=0.1,
-                   help="accept a tuned run within this relative distance below the target")
-    p.add_argument("--max-runs", type=int, default=30, help="simulations per tuning at most")
-    p.add_argument("--no-rebound", action="store_true", help="leave out the IAS15 column")
-    p.add_argument("--out", type=Path, default=Path("evaluation"), metavar="DIR",
-                   help="directory for evaluation.md/.json/.png (default: %(default)s)")
-    add_length_arguments(p, required=False)
-    add_system_arguments(p)
-    # evaluate takes a list of integrators (every policy under each)
-    for action in p._actions:
-        if action.dest == "integrator":
-            action.nargs, action.default = "+", ["kdk"]
-            action.help = "integrators to compare, every policy under each (default: kdk)"
-    return p
+    return EvaluateConfig.build_parser(prog="python -m aits.evaluate", description=__doc__,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _systems(parser: argparse.ArgumentParser, args: argparse.Namespace, device: torch.device,
+def _systems(parser: argparse.ArgumentParser, cfg: EvaluateConfig, device: torch.device,
              dtype: torch.dtype) -> dict[str, tuple[SystemState, str | None]]:
     """Name -> (start state, scenario name or None) of every system to evaluate."""
     systems: dict[str, tuple[SystemState, str | None]] = {}
-    G = gravitational_constant(parser, args)
     try:
-        for name in args.scenarios:
-            systems[name] = (make_scenario(name, dtype=dtype, device=device, seed=args.seed,
-                                           softening=args.softening, G=G), name)
-        for path in args.ic:
-            state = load_ic_file(parser, args, path, G, device, dtype)
+        for name in cfg.systems():
+            systems[name] = (make_scenario(name, dtype=dtype, device=device, seed=cfg.seed,
+                                           softening=cfg.softening,
+                                           G=cfg.gravitational_constant), name)
+        for path in cfg.ic or []:
+            state = load_ic_file(parser, cfg, Path(path), device, dtype)
             if state.is_batched:
-                parser.error(f"--ic: {str(path)!r} holds a batch of {state.batch_size} systems; "
+                parser.error(f"--ic: {path!r} holds a batch of {state.batch_size} systems; "
                              "evaluate takes one system per file")
-            systems[str(path)] = (state, None)
+            systems[path] = (state, None)
     except (InitialConditionsError, ValueError) as e:
         parser.error(str(e))
     return systems
@@ -405,43 +364,29 @@ def _systems(parser: argparse.ArgumentParser, args: argparse.Namespace, device: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parse_arguments(parser, argv, "evaluate")
-    setup_logging(args.quiet)
-    check_common(parser, args)
-    if args.scenarios is None:
-        args.scenarios = [] if args.ic else ["binary-e0.5", "binary-e0.9", "figure8"]
-    if args.t_end is None and args.orbits is None and args.steps is None:
-        args.orbits = 1.0
-    if args.checkpoint is None and args.tolerance is None:
-        parser.error("give --checkpoint (the model sets the target) and/or --tolerance")
-    if args.tolerance is not None and not (args.tolerance > 0 and math.isfinite(args.tolerance)):
-        parser.error(f"--tolerance must be > 0, got {args.tolerance!r}")
-    if not 0 < args.rtol < 1:
-        parser.error(f"--rtol must be in (0, 1), got {args.rtol!r}")
-    if args.max_runs < 2:
-        parser.error(f"--max-runs must be >= 2, got {args.max_runs!r}")
-    if args.target == "position" and args.steps is not None:
-        parser.error("--target position needs --t-end or --orbits (a time to compare at)")
-    unknown = [s for s in args.scenarios if s not in list_scenarios()]
-    if unknown:
-        parser.error(f"unknown scenario {unknown[0]!r}; valid names: {', '.join(list_scenarios())}")
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    cfg = parse_settings(EvaluateConfig, parser, argv)
+    if cfg.t_end is None and cfg.orbits is None and cfg.steps is None:
+        cfg.orbits = 1.0
+    device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
     model = None
-    if args.checkpoint is not None:
-        args.policy, args.dt, args.eta = "model", None, None
-        model = build_policy(parser, args, device, dtype)
-    with_rebound = not args.no_rebound and rebound_available()
-    gate_cfg = gate_settings(args, getattr(model, "train_config", None))
+    if cfg.checkpoint is not None:
+        try:
+            model = make_policy("model", checkpoint=cfg.checkpoint, device=device, dtype=dtype)
+        except (ValueError, FileNotFoundError, CheckpointError) as e:
+            parser.error(str(e))
+    with_rebound = cfg.rebound and rebound_available()
+    gate_cfg = cfg.gate_over(getattr(model, "train_config", None))
     gate = gate_cfg.gate()
+    out = Path(cfg.out)
+    integrators = [build_integrator(cfg, name) for name in cfg.integrator]
 
-    report: dict = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
-                    "tolerance": args.tolerance, "target": args.target,
-                    "integrators": list(args.integrator), "units": args.units,
-                    "energy_threshold": gate_cfg.energy_threshold,
-                    "device": str(device), "dtype": args.dtype, "scenarios": {}}
+    report: dict = {"checkpoint": cfg.checkpoint, "tolerance": cfg.tolerance,
+                    "target": cfg.target, "integrators": list(cfg.integrator),
+                    "units": cfg.units, "energy_threshold": gate_cfg.energy_threshold,
+                    "device": str(device), "dtype": cfg.dtype, "scenarios": {}}
     sections, all_runs, targets = [], {}, {}
-    systems = _systems(parser, args, device, dtype)
-    lengths = {name: run_length(parser, args, state, scenario)
+    systems = _systems(parser, cfg, device, dtype)
+    lengths = {name: run_length(parser, cfg, state, scenario)
                for name, (state, scenario) in systems.items()}
     notes = [
         "Whole-run view: |dE/E| = |E(t) - E(0)| / |E(0)| over the run (final and max); position "
@@ -453,37 +398,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"aits symmetric Aarseth eta={REFERENCE_ETA:g}") + ".",
     ]
     if not with_rebound:
-        notes.append(REBOUND_NOTE if not args.no_rebound else "REBOUND column left out (--no-rebound).")
+        notes.append(REBOUND_NOTE if cfg.rebound else "REBOUND column left out (--no-rebound).")
     report["notes"] = notes
 
     def write_report() -> None:
         md = "# aits evaluation\n\n" + "\n\n".join(sections) + "\n\n" + "\n\n".join(notes) + "\n"
-        (args.out / "evaluation.md").write_text(md)
-        write_json(args.out / "evaluation.json", report)
+        (out / "evaluation.md").write_text(md)
+        write_json(out / "evaluation.json", report)
 
     for name, (state, _) in systems.items():
         length = lengths[name]
         try:
             target, rows, runs = evaluate_scenario(
-                state, length, model, args.policies, integrators=args.integrator,
-                tolerance=args.tolerance, target_kind=args.target, gate=gate,
-                rtol=args.rtol, max_runs=args.max_runs, max_steps=args.max_steps,
+                state, length, model, cfg.policies, integrators=integrators,
+                tolerance=cfg.tolerance, target_kind=cfg.target, gate=gate,
+                rtol=cfg.rtol, max_runs=cfg.max_runs, max_steps=cfg.max_steps,
                 with_rebound=with_rebound)
         except ValueError as e:
             write_report()
             return run_failed(parser.prog, f"system {name}: {e}")
         report["scenarios"][name] = {"target": target, **length, "rows": rows}
-        sections.append(scenario_markdown(name, target, args.target, rows))
+        sections.append(scenario_markdown(name, target, cfg.target, rows))
         all_runs[name], targets[name] = runs, target
         print(sections[-1] + "\n", flush=True)
         write_report()  # every finished table is on disk before the next can fail
     from aits.plots import plot_comparison
 
-    plot_comparison(all_runs, args.out / "evaluation.png",
-                    targets if args.target == "energy" else None, units=args.units)
+    plot_comparison(all_runs, out / "evaluation.png",
+                    targets if cfg.target == "energy" else None, units=cfg.units)
     for note in notes:
         print(note)
-    print(f"wrote {args.out / 'evaluation.md'}, evaluation.json, evaluation.png")
+    print(f"wrote {out / 'evaluation.md'}, evaluation.json, evaluation.png")
     return 0
 
 

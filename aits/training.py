@@ -89,15 +89,14 @@ def build_system(cfg: TrainConfig, dtype: torch.dtype, device: torch.device) -> 
     G = cfg.physics.G
     if cfg.num_orbits > 1:
         state = kepler_batch(cfg.num_orbits, cfg.e_range, cfg.a_range, seed=cfg.seed, G=G,
-                             softening=cfg.softening, dtype=dtype, device=device)
+                             softening=cfg.softening or 0.0, dtype=dtype, device=device)
     elif cfg.ic_file:
-        state = load_state(cfg.ic_file, softening=cfg.softening, G=G, dtype=dtype,
+        state = load_state(cfg.ic_file, softening=cfg.softening or 0.0, G=G, dtype=dtype,
                            device=device)
     else:
-        # a non-default softening or G replaces the scenario's own (G keeps the orbits' shapes)
+        # a given softening or G replaces the scenario's own (G keeps the orbits' shapes)
         state = make_scenario(cfg.scenario, dtype=dtype, device=device, seed=cfg.seed,
-                              softening=cfg.softening or None,
-                              G=None if G == 1.0 else G)
+                              softening=cfg.softening, G=cfg.gravitational_constant)
     return state.as_batch().with_acceleration()
 
 

@@ -93,11 +93,11 @@ def test_evaluate_cli_with_rebound(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--scenarios", "binary-e0.5"], "give --checkpoint"),
-    (["--tolerance", "1e-4", "--scenarios", "nope"], "unknown scenario 'nope'"),
-    (["--tolerance", "-1"], "--tolerance must be > 0"),
+    (["--tolerance", "1e-4", "--scenarios", "nope"], "invalid choice: 'nope'"),
+    (["--tolerance", "-1"], "setting 'tolerance' must be a number > 0"),
     (["--tolerance", "1e-4", "--policies", "rk4"], "invalid choice: 'rk4'"),
     (["--checkpoint", "/no/such.pt"], "does not exist"),
-    (["--tolerance", "1e-4", "--t-end", "0"], "--t-end must be > 0"),
+    (["--tolerance", "1e-4", "--t-end", "0"], "setting 't_end' must be a number > 0"),
 ])
 def test_evaluate_bad_arguments(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
