@@ -210,6 +210,16 @@ def conservation_scales(state: SystemState) -> tuple[Tensor, Tensor]:
     return P.clamp_min(tiny), L.clamp_min(tiny)
 
 
+def _finite_systems(state: SystemState) -> np.ndarray:
+    """``(B,)``: whether each system's positions and velocities are all finite (a sum of
+    finite numbers is finite, short of overflow near the float maximum; numpy on the
+    CPU, where it is cheaper than torch for a few bodies)."""
+    pos, vel = state.pos, state.vel  # no gradients in the core: numpy() works
+    if pos.device.type == "cpu":
+        return np.isfinite(pos.numpy().sum((-2, -1)) + vel.numpy().sum((-2, -1)))
+    return torch.isfinite(pos.sum((-2, -1)) + vel.sum((-2, -1))).cpu().numpy()
+
+
 def _nan_to_inf(x: np.ndarray) -> np.ndarray:
     return np.where(x == x, x, math.inf)
 
@@ -324,6 +334,10 @@ def simulate(
     running = np.ones(B, bool)
     all_rows = np.arange(B)
     bad_dt = np.zeros(B, bool)
+    any_bad_dt = False  # whether bad_dt has an entry: one flag to test per step
+    has_end = bool(np.isfinite(t_stop_np).any())
+    # every running system takes one step per pass, so the passes count their steps
+    passes_done = 0
     for obs in observers:
         obs.start(batch, t_np.copy())
 
@@ -344,9 +358,11 @@ def simulate(
                 h = guards.limit(h, torch.where(prev > 0, prev, h)
                                  if math.isfinite(guards.max_growth) else None)
             h_np = h.cpu().numpy()
-            lost = ~(np.isfinite(h_np) & (h_np > 0))
-            if lost.any():
+            if not (h_np.min() > 0 and h_np.max() < math.inf):  # a NaN fails both
+                nonlocal any_bad_dt
+                lost = ~((h_np > 0) & (h_np < math.inf))
                 bad_dt[np.arange(B)[lost] if rows is None else rows[lost]] = True
+                any_bad_dt = True
                 h = torch.where(torch.from_numpy(lost).to(h.device), torch.ones_like(h), h)
             return h
 
@@ -364,31 +380,38 @@ def simulate(
     carry = integ.init(batch, proposer(None), None if first_dt is None else
                        torch.as_tensor(first_dt, dtype=batch.dtype, device=device))
     start = time.perf_counter()
+    n_running = B
     while True:
-        remaining_np = t_stop_np - t_np
-        done = remaining_np <= tol_np
-        if steps is not None:
-            done |= n_steps >= steps
-        if done.any():
-            for b in np.flatnonzero(running & done):
-                stop[b] = "t_end" if steps is None else "steps"
-            running &= ~done
-        capped = running & (n_steps >= max_steps)
-        if capped.any():
-            for b in np.flatnonzero(capped):
+        if has_end:
+            remaining_np = t_stop_np - t_np
+            done = running & (remaining_np <= tol_np)
+            if done.any():
+                for b in np.flatnonzero(done):
+                    stop[b] = "t_end"
+                running &= ~done
+                n_running = int(running.sum())
+        elif passes_done >= steps:
+            for b in np.flatnonzero(running):
+                stop[b] = "steps"
+            running[:] = False
+            n_running = 0
+        if n_running and passes_done >= max_steps:
+            for b in np.flatnonzero(running):
                 stop[b] = "max_steps"
                 log.warning("system %d stopped at max_steps=%d at t=%.6g (t_end %.6g not "
                             "reached)", b, max_steps, t_np[b], t_stop_np[b])
-            running &= ~capped
-        if not running.any():
+            running[:] = False
+            n_running = 0
+        if not n_running:
             break
-        rows = None if running.all() else np.flatnonzero(running)
+        rows = None if n_running == B else np.flatnonzero(running)
         idx = None if rows is None else torch.from_numpy(rows).to(device)
         sub = batch if idx is None else batch.index(idx)
         sub_carry = carry if idx is None else {k: v[idx] for k, v in carry.items()}
-        rem_np = remaining_np if rows is None else remaining_np[rows]
-        # no cap needed while every system is far from its end (or has none)
-        rem = torch.from_numpy(rem_np).to(device) if np.isfinite(rem_np).any() else None
+        rem = None  # steps runs have no end to land on
+        if has_end:
+            rem_np = remaining_np if rows is None else remaining_np[rows]
+            rem = torch.from_numpy(rem_np).to(device)
         new, dt, new_carry, ev = integ.step(sub, sub_carry, proposer(rows), rem, 1.0,
                                             guards.dt_min)
         if not isinstance(ev, int):
@@ -430,11 +453,10 @@ def simulate(
         if diagnostics:  # a finite energy means finite positions and velocities
             finite = np.isfinite(E1)
         else:
-            # a sum of finite numbers is finite (short of overflow near the float maximum)
-            finite = torch.isfinite(new.pos.sum((-2, -1)) + new.vel.sum((-2, -1))).cpu().numpy()
-        lost = bad_dt[rows_all]
-        ok = finite & ~lost
-        if not ok.all():
+            finite = _finite_systems(new)
+        if any_bad_dt or not finite.all():
+            lost = bad_dt[rows_all]
+            ok = finite & ~lost
             rows_all = all_rows if rows is None else rows
             for k in np.flatnonzero(~ok):
                 b = int(rows_all[k])
@@ -444,6 +466,7 @@ def simulate(
                           "the policy proposed a dt that is not finite and > 0"
                           if lost[k] else f"dt={dt_np[k]:.3g} gave a non-finite state")
             running[rows_all[~ok]] = False
+            n_running = int(running.sum())
             keep_np = np.flatnonzero(ok)
             if not len(keep_np):
                 continue
@@ -464,11 +487,19 @@ def simulate(
             batch = batch.put(put, new)
             carry = {k: v.index_copy(0, put, new_carry[k]) for k, v in carry.items()}
             prev_dt = prev_dt.index_copy(0, put, dt)
-        t_np[rows_all] = new.time.cpu().numpy()
-        n_steps[rows_all] += 1
-        dt_sum[rows_all] += dt_np
-        dt_min[rows_all] = np.minimum(dt_min[rows_all], dt_np)
-        dt_max[rows_all] = np.maximum(dt_max[rows_all], dt_np)
+        passes_done += 1
+        if rows is None:  # in place: the common case, kept cheap
+            t_np[:] = new.time.cpu().numpy()
+            n_steps += 1
+            dt_sum += dt_np
+            np.minimum(dt_min, dt_np, out=dt_min)
+            np.maximum(dt_max, dt_np, out=dt_max)
+        else:
+            t_np[rows_all] = new.time.cpu().numpy()
+            n_steps[rows_all] += 1
+            dt_sum[rows_all] += dt_np
+            dt_min[rows_all] = np.minimum(dt_min[rows_all], dt_np)
+            dt_max[rows_all] = np.maximum(dt_max[rows_all], dt_np)
         if diagnostics:
             E_prev[rows_all], scale_prev[rows_all] = E1, scale1
             run_err = _nan_to_inf(rel(E0[rows_all], E1, scale0[rows_all]))

@@ -307,6 +307,18 @@ class SystemState:
             values[f.name] = value
         return cls(**values).to(device=device)
 
+    def _stepped(self, pos: Tensor, vel: Tensor, acc: Tensor, time: Tensor,
+                 pair_stats: Tensor | None) -> SystemState:
+        """The state after a step: ``pos``, ``vel``, ``acc``, ``time`` and ``pair_stats``
+        replaced, every other field kept, without the checks of construction (the
+        step's outputs have this state's shapes, dtype and device): the per-step
+        constructor of :func:`step`, where those checks cost as much as a few-body
+        force evaluation."""
+        new = object.__new__(SystemState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(pos=pos, vel=vel, acc=acc, time=time, pair_stats=pair_stats)
+        return new
+
     def replace(self, **changes) -> SystemState:
         """A copy with fields changed; a cache (``acc``, ``pair_stats``) is dropped
         when a field it depends on changes, unless it is given too."""
@@ -484,10 +496,7 @@ def step(state: SystemState, dt: Tensor | float) -> SystemState:
         a_ext = state.field.acceleration(pos1, state.G)
         vel1 = vel1 + a_ext * (h / 2)
         acc1 = acc1 + a_ext
-    return dataclasses.replace(
-        state, pos=pos1, vel=vel1, acc=acc1, time=state.time + dt.to(torch.float64),
-        pair_stats=stats,
-    )
+    return state._stepped(pos1, vel1, acc1, state.time + dt.to(torch.float64), stats)
 
 
 def rollout(state: SystemState, dt: Tensor | float, n_steps: int) -> SystemState:
