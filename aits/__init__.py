@@ -32,8 +32,8 @@ _EXPORTS: dict[str, str] = {
         "aits.state": ("SystemState", "rollout", "split", "stack", "step"),
         "aits.tide": ("TidalField",),
         "aits.ics": (
-            "FIGURE_EIGHT_PERIOD", "InitialConditionsError", "figure_eight", "kepler_batch",
-            "kepler_orbit", "kepler_period", "load_npy", "load_state", "load_text", "plummer",
+            "FIGURE_EIGHT_PERIOD", "InitialConditionsError", "figure_eight",
+            "hierarchical_triple", "kepler_batch", "kepler_orbit", "kepler_period", "load_npy", "load_state", "load_text", "plummer",
             "random_system", "save_state",
         ),
         "aits.scenarios": ("list_scenarios", "make_scenario", "register_scenario"),
@@ -164,6 +164,7 @@ if TYPE_CHECKING:
         FIGURE_EIGHT_PERIOD as FIGURE_EIGHT_PERIOD,
         InitialConditionsError as InitialConditionsError,
         figure_eight as figure_eight,
+        hierarchical_triple as hierarchical_triple,
         kepler_batch as kepler_batch,
         kepler_orbit as kepler_orbit,
         kepler_period as kepler_period,

@@ -27,6 +27,7 @@ from aits.model import OUTPUTS
 from aits.policies import CLASSICAL, POLICIES
 from aits.scenarios import list_scenarios
 from aits.settings import ConfigError, Settings, setting
+from aits.suites import SUITES
 from aits.units import UNIT_SYSTEMS
 
 __all__ = [
@@ -472,11 +473,19 @@ class EvaluateConfig(RunSettings):
                                    section=SYSTEM)
     policies: list[str] = setting(list(TUNABLE), "classical policies to tune and compare",
                                   choices=TUNABLE, section="the policies")
-    integrator: list[str] = setting(["kdk"], "integrators to compare, every policy under each",
-                                    choices=tuple(INTEGRATORS), section="the policies")
-    tolerance: float | None = setting(None, "target error (default: the model's own under the "
-                                            "first integrator); with it the model's dt_scale is "
-                                            "tuned too", gt=0, section="tuning")
+    suite: str | None = setting(None, "a named suite instead of --scenarios/--ic and a length: "
+                                      "standard = Kepler e 0.5, 0.9, 0.99 and the figure-eight "
+                                      "(10 periods each), Plummer N = 64 (t = 5), a hierarchical "
+                                      "triple (one outer period); tolerances 1e-3 and 1e-4; kdk "
+                                      "and symmetric, ttl as a reference",
+                                choices=tuple(SUITES), section=SYSTEM)
+    integrator: list[str] | None = setting(None, "integrators to compare, every policy under "
+                                                 "each (default: kdk, or the suite's)",
+                                           choices=tuple(INTEGRATORS), section="the policies")
+    tolerance: list[float] | None = setting(None, "target errors, one table each (default: the "
+                                                  "model's own under the first integrator, or "
+                                                  "the suite's); with them the model's dt_scale "
+                                                  "is tuned too", gt=0, section="tuning")
     target: str = setting("energy", "tune to the whole-run max |dE/E| (energy) or the final "
                                     "position error against the reference run (position)",
                           choices=TARGETS, section="tuning")
@@ -485,15 +494,37 @@ class EvaluateConfig(RunSettings):
     max_runs: int = setting(30, "simulations per tuning at most", ge=2, section="tuning")
     rebound: bool = setting(True, "add the REBOUND IAS15 column when rebound is installed",
                             section=OUTPUT)
+    position_error: bool = setting(True, "report the final position error against a "
+                                         "high-accuracy reference run (IAS15, else a step about "
+                                         "100x smaller: the costliest run of a table)",
+                                   section=OUTPUT)
     out: str = setting("evaluation", "directory for evaluation.md/.json/.png", metavar="DIR",
                        section=OUTPUT)
 
     def integrators(self) -> list[str]:
-        return self.integrator
+        if self.integrator is not None:
+            return self.integrator
+        return list(SUITES[self.suite].integrators) if self.suite else ["kdk"]
+
+    def references(self) -> list[str]:
+        """The suite's reference integrators (classical policies only), unless
+        ``integrator`` is given."""
+        return list(SUITES[self.suite].references) if self.suite and not self.integrator else []
+
+    def tolerances(self) -> list[float | None]:
+        """The targets, one table each (``None``: the model's own error)."""
+        if self.tolerance is not None:
+            return self.tolerance
+        return list(SUITES[self.suite].tolerances) if self.suite else [None]
 
     def check(self) -> None:
         super().check()
-        if self.checkpoint is None and self.tolerance is None:
+        for name in ("scenarios", "ic", "t_end", "orbits", "steps"):
+            self.refuse_unless(name, self.suite is None, "with --suite (the suite sets it)")
+        if self.target == "position" and not self.position_error:
+            raise ConfigError("--target position needs the position error (leave out "
+                              "--no-position-error)")
+        if self.checkpoint is None and self.tolerance is None and self.suite is None:
             raise ConfigError("give --checkpoint (the model sets the target) and/or "
                               "--tolerance")
         if self.target == "position" and self.steps is not None:

@@ -41,8 +41,8 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +56,20 @@ from aits.checkpoint import CheckpointError
 from aits.config import EvaluateConfig
 from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy, Policy, make_policy
 from aits.scenarios import make_scenario
-from aits.simulate import build_integrator, load_ic_file, parse_settings, run_failed, run_length
+from aits.simulate import (
+    build_integrator,
+    load_ic_file,
+    orbit_period,
+    parse_settings,
+    run_failed,
+    run_length,
+)
+from aits.suites import SUITES
 from aits.simulation import EnergyRecord, SimulationResult, simulate
 from aits.state import SystemState
 
-__all__ = ["build_parser", "evaluate_scenario", "main", "markdown_table", "position_error", "tune"]
+__all__ = ["Baseline", "ScenarioTable", "baseline", "build_parser", "evaluate_scenario", "main",
+           "markdown_table", "position_error", "summary_rows", "tune"]
 
 log = logging.getLogger("aits.evaluate")
 
@@ -78,6 +87,8 @@ class Tuned:
     result: SimulationResult
     runs: int
     matched: bool
+    #: every run of the search: (parameter, force evaluations, error), in order
+    trials: list[tuple[float, int, float]] = field(default_factory=list)
 
 
 #: Aarseth eta of aits' own reference run (dt ~ sqrt(eta): 100x below eta = 0.01)
@@ -146,10 +157,12 @@ def tune(
     best: tuple[float, SimulationResult] | None = None
     smallest: tuple[float, SimulationResult] | None = None
     p, runs = first, 0
+    trials: list[tuple[float, int, float]] = []
     while runs < max_runs:
         r = run(p)
         runs += 1
         err = metric(r)
+        trials.append((p, int(r.force_evaluations), err))
         finished = r.stop_reason in ("t_end", "steps")
         if smallest is None or p < smallest[0]:
             smallest = (p, r)
@@ -158,7 +171,7 @@ def tune(
             if finished and (best is None or p > best[0]):
                 best = (p, r)
             if finished and err >= target / (1 + rtol):
-                return Tuned(p, r, runs, True)
+                return Tuned(p, r, runs, True, trials)
         else:
             hi = p
         if lo is not None and hi is not None:
@@ -170,7 +183,7 @@ def tune(
     chosen = best or smallest
     log.warning("tuning stopped after %d runs without reaching target %.3e within rtol %g",
                 runs, target, rtol)
-    return Tuned(chosen[0], chosen[1], runs, False)
+    return Tuned(chosen[0], chosen[1], runs, False, trials)
 
 
 def rebound_available() -> bool:
@@ -213,9 +226,10 @@ def run_ias15(state: SystemState, t_end: float) -> dict:
             "energy_error_max": max(errors)}
 
 
-def _row(label: str, param: str, r: SimulationResult, pos_err: float, note: str = "") -> dict:
+def _row(label: str, param: str, r: SimulationResult, pos_err: float, note: str = "",
+         matched: bool | None = None) -> dict:
     s = r.summary()
-    return {"policy": label, "parameter": param, "steps": s["steps"],
+    return {"policy": label, "parameter": param, "matched": matched, "steps": s["steps"],
             "force_evaluations": s["force_evaluations"], "wall_time_s": s["wall_time_s"],
             "energy_error_final": s["energy_error_final"], "energy_error_max": s["energy_error_max"],
             "position_error": pos_err, "gate_pass_rate": s["gate_pass_rate"],
@@ -257,6 +271,38 @@ def scenario_markdown(name: str, target: float, target_kind: str, rows: Sequence
     return f"### {name} (target {what} = {target:.3e})\n\n" + markdown_table(_COLUMNS, body)
 
 
+@dataclass
+class Baseline:
+    """What every table of one system shares: the IAS15 run (``None`` without
+    REBOUND) and the reference final positions ``(N, D)`` (``None`` when not asked
+    for or without a run length in time)."""
+
+    ias: dict | None
+    ref: np.ndarray | None
+
+
+def baseline(state: SystemState, length: dict, *, with_rebound: bool,
+             position: bool = True) -> Baseline:
+    """The IAS15 run and the high-accuracy reference of ``state`` over ``length``."""
+    t_end = length.get("t_end")
+    ias = run_ias15(state, float(t_end)) if with_rebound and t_end is not None else None
+    ref = (reference_positions(state, float(t_end), ias)
+           if position and t_end is not None else None)
+    return Baseline(ias, ref)
+
+
+@dataclass
+class ScenarioTable:
+    """One system at one target: the target, the table rows, the tuned runs by label
+    (``policy/integrator``) and every run of each search as ``(force evaluations,
+    error)`` points by label (the cost-accuracy curves)."""
+
+    target: float
+    rows: list[dict]
+    runs: dict[str, SimulationResult]
+    curves: dict[str, list[tuple[int, float]]]
+
+
 def evaluate_scenario(
     state: SystemState,
     length: dict,
@@ -264,20 +310,20 @@ def evaluate_scenario(
     policies: Sequence[str],
     *,
     integrators: Sequence[str | Integrator] = ("kdk",),
+    references: Sequence[str | Integrator] = (),
     tolerance: float | None,
     target_kind: str = "energy",
     gate: EnergyGate,
     rtol: float,
     max_runs: int,
     max_steps: int,
-    with_rebound: bool,
-) -> tuple[float, list[dict], dict[str, SimulationResult]]:
+    base: Baseline,
+) -> ScenarioTable:
     """Run the model, tune each classical policy (and the model's ``dt_scale`` when a
-    ``tolerance`` is given) under each integrator, add IAS15; returns the target, the
-    table rows and the runs by label (``policy/integrator``)."""
+    ``tolerance`` is given) under each of ``integrators``, the classical policies
+    alone under each of ``references`` (rows noted as references), add IAS15."""
     t_end = length.get("t_end")
-    ias = run_ias15(state, float(t_end)) if with_rebound and t_end is not None else None
-    ref = reference_positions(state, float(t_end), ias) if t_end is not None else None
+    ias, ref = base.ias, base.ref
 
     def pos_err(r: SimulationResult) -> float:
         return math.nan if ref is None else position_error(r.state, ref, state)
@@ -286,7 +332,7 @@ def evaluate_scenario(
         raise ValueError("--target position needs a run length in time (--t-end or --orbits)")
     metric = _max_error if target_kind == "energy" else pos_err
 
-    rows, runs = [], {}
+    rows, runs, curves = [], {}, {}
     target = tolerance
     first_integ = integrators[0]
 
@@ -301,9 +347,9 @@ def evaluate_scenario(
         raise ValueError(f"cannot tune to a whole-run error of {target!r} (the model's run "
                          "blew up?); give --tolerance")
     horizon = t_end or 1.0
-    for integ in integrators:
+    for integ, is_reference in [(i, False) for i in integrators] + [(i, True) for i in references]:
         candidates: list[tuple[str, Callable[[float], Policy], float, str]] = []
-        if model is not None:
+        if model is not None and not is_reference:
             candidates.append(("model", lambda p: ModelPolicy(model.net, dt_scale=p), 1.0,
                                "dt_scale"))
         for name in policies:
@@ -316,25 +362,74 @@ def evaluate_scenario(
             label = f"{name}/{make_integrator(integ).name}"
             if name == "model" and tolerance is None and integ == first_integ:
                 r = run(model, integ)
-                rows.append(_row(label, "dt_scale=1 (sets the target)", r, pos_err(r)))
+                rows.append(_row(label, "dt_scale=1 (sets the target)", r, pos_err(r),
+                                 matched=True))
                 runs[label] = r
+                curves[label] = [(int(r.force_evaluations), metric(r))]
                 continue
             tuned = tune(lambda p, b=build, i=integ: run(b(p), i), target, first, rtol=rtol,
                          max_runs=max_runs, metric=metric)
             note = f"tuned in {tuned.runs} runs" + ("" if tuned.matched else
                                                     " (tolerance not reached)")
+            if is_reference:
+                note = "reference; " + note
             rows.append(_row(label, f"{pname}={tuned.param:.4g}", tuned.result,
-                             pos_err(tuned.result), note))
+                             pos_err(tuned.result), note, matched=tuned.matched))
             runs[label] = tuned.result
+            curves[label] = [(evals, err) for _, evals, err in tuned.trials]
     if ias is not None:
         ias = dict(ias)
         final = ias.pop("final_pos")
-        rows.append({"policy": "REBOUND IAS15", "parameter": "default epsilon", **ias,
-                     "position_error": position_error(state.replace(pos=torch.as_tensor(
-                         final, dtype=state.dtype)), ref, state),
+        rows.append({"policy": "REBOUND IAS15", "parameter": "default epsilon", "matched": None,
+                     **ias, "position_error": position_error(state.replace(pos=torch.as_tensor(
+                         final, dtype=state.dtype)), ref, state) if ref is not None else math.nan,
                      "gate_pass_rate": None, "step_error_max": None,
                      "note": "reference, not tuned"})
-    return target, rows, runs
+    return ScenarioTable(target, rows, runs, curves)
+
+
+#: rows that compete with the model for "best classical"
+_CLASSICAL_NAMES = ("fixed",) + tuple(n for n in _FIRST_GUESS)
+
+
+def summary_rows(tables: Mapping[str, Mapping[float, ScenarioTable]],
+                 integrators: Sequence[str]) -> list[dict]:
+    """Per system, target and integrator: the model's force evaluations against the
+    best classical policy's (the fewest among those tuned to the target), and their
+    ratio (``None`` where either did not reach the target)."""
+    out = []
+    for system, by_target in tables.items():
+        for target, table in by_target.items():
+            for integ in integrators:
+                rows = {r["policy"]: r for r in table.rows}
+                model = rows.get(f"model/{integ}")
+                classical = [r for name in _CLASSICAL_NAMES
+                             if (r := rows.get(f"{name}/{integ}")) is not None and r["matched"]]
+                best = min(classical, key=lambda r: r["force_evaluations"], default=None)
+                ok = model is not None and model["matched"] and best is not None
+                out.append({
+                    "system": system, "target": target, "integrator": integ,
+                    "model_force_evaluations": None if model is None else
+                    model["force_evaluations"],
+                    "best_classical": None if best is None else best["policy"],
+                    "best_force_evaluations": None if best is None else best["force_evaluations"],
+                    "ratio": model["force_evaluations"] / best["force_evaluations"] if ok
+                    else None,
+                })
+    return out
+
+
+def summary_markdown(rows: Sequence[dict]) -> str:
+    """The summary table: force evaluations, model / best classical."""
+    body = [[r["system"], f"{r['target']:.0e}", r["integrator"],
+             r["model_force_evaluations"] if r["model_force_evaluations"] is not None else "–",
+             r["best_classical"] or "–",
+             r["best_force_evaluations"] if r["best_force_evaluations"] is not None else "–",
+             _fmt(r["ratio"], ".2f")] for r in rows]
+    header = ("system", "target", "integrator", "model force evals", "best classical",
+              "its force evals", "model / best")
+    return "### Summary (force evaluations at equal whole-run error)\n\n" + \
+        markdown_table(header, body)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,29 +438,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _systems(parser: argparse.ArgumentParser, cfg: EvaluateConfig, device: torch.device,
-             dtype: torch.dtype) -> dict[str, tuple[SystemState, str | None]]:
-    """Name -> (start state, scenario name or None) of every system to evaluate."""
-    systems: dict[str, tuple[SystemState, str | None]] = {}
+             dtype: torch.dtype) -> dict[str, tuple[SystemState, dict]]:
+    """Name -> (start state, run length) of every system to evaluate."""
+    systems: dict[str, tuple[SystemState, dict]] = {}
     try:
-        for name in cfg.systems():
-            systems[name] = (make_scenario(name, dtype=dtype, device=device, seed=cfg.seed,
-                                           softening=cfg.softening,
-                                           G=cfg.gravitational_constant), name)
+        named = ([(s.scenario, dict(s.length)) for s in SUITES[cfg.suite].systems] if cfg.suite
+                 else [(name, None) for name in cfg.systems()])
+        for name, length in named:
+            state = make_scenario(name, dtype=dtype, device=device, seed=cfg.seed,
+                                  softening=cfg.softening, G=cfg.gravitational_constant)
+            systems[name] = (state, length or run_length(parser, cfg, state, name))
         for path in cfg.ic or []:
             state = load_ic_file(parser, cfg, Path(path), device, dtype)
             if state.is_batched:
                 parser.error(f"--ic: {path!r} holds a batch of {state.batch_size} systems; "
                              "evaluate takes one system per file")
-            systems[path] = (state, None)
+            systems[path] = (state, run_length(parser, cfg, state, None))
     except (InitialConditionsError, ValueError) as e:
         parser.error(str(e))
+    if cfg.suite:  # the suite's lengths in periods become times (as run_length does)
+        for name, (state, length) in systems.items():
+            if "orbits" in length:
+                systems[name] = (state, {"t_end": length["orbits"] * orbit_period(state, name)})
     return systems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     cfg = parse_settings(EvaluateConfig, parser, argv)
-    if cfg.t_end is None and cfg.orbits is None and cfg.steps is None:
+    if cfg.suite is None and cfg.t_end is None and cfg.orbits is None and cfg.steps is None:
         cfg.orbits = 1.0
     device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
     model = None
@@ -378,23 +479,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     gate_cfg = cfg.gate_over(getattr(model, "train_config", None))
     gate = gate_cfg.gate()
     out = Path(cfg.out)
-    integrators = [build_integrator(cfg, name) for name in cfg.integrator]
+    names = cfg.integrators()
+    integrators = [build_integrator(cfg, name) for name in names]
+    references = [build_integrator(cfg, name) for name in cfg.references()]
+    tolerances = cfg.tolerances()
 
-    report: dict = {"checkpoint": cfg.checkpoint, "tolerance": cfg.tolerance,
-                    "target": cfg.target, "integrators": list(cfg.integrator),
+    report: dict = {"checkpoint": cfg.checkpoint, "suite": cfg.suite,
+                    "tolerances": tolerances, "target": cfg.target,
+                    "integrators": names, "references": cfg.references(),
                     "units": cfg.units, "energy_threshold": gate_cfg.energy_threshold,
                     "device": str(device), "dtype": cfg.dtype, "scenarios": {}}
     sections, all_runs, targets = [], {}, {}
+    tables: dict[str, dict[float, ScenarioTable]] = {}
     systems = _systems(parser, cfg, device, dtype)
-    lengths = {name: run_length(parser, cfg, state, scenario)
-               for name, (state, scenario) in systems.items()}
     notes = [
         "Whole-run view: |dE/E| = |E(t) - E(0)| / |E(0)| over the run (final and max); position "
         "error: max_i |x_i - x_i^ref| / r_rms at the end against the reference run. Per-step "
         "gate view: the fraction of steps with rel_dE < "
         f"{gate_cfg.energy_threshold:g} and the worst step. Passing every step's gate does not "
         "bound the whole-run error.",
-        "Reference run: " + ("REBOUND IAS15" if with_rebound else
+        "Reference run: " + ("none (--no-position-error)" if not cfg.position_error else
+                             "REBOUND IAS15" if with_rebound else
                              f"aits symmetric Aarseth eta={REFERENCE_ETA:g}") + ".",
     ]
     if not with_rebound:
@@ -402,33 +507,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["notes"] = notes
 
     def write_report() -> None:
-        md = "# aits evaluation\n\n" + "\n\n".join(sections) + "\n\n" + "\n\n".join(notes) + "\n"
+        summary = summary_rows(tables, [i.name for i in integrators])
+        report["summary"] = summary
+        parts = sections + ([summary_markdown(summary)] if summary else [])
+        md = "# aits evaluation\n\n" + "\n\n".join(parts) + "\n\n" + "\n\n".join(notes) + "\n"
         (out / "evaluation.md").write_text(md)
         write_json(out / "evaluation.json", report)
 
-    for name, (state, _) in systems.items():
-        length = lengths[name]
-        try:
-            target, rows, runs = evaluate_scenario(
-                state, length, model, cfg.policies, integrators=integrators,
-                tolerance=cfg.tolerance, target_kind=cfg.target, gate=gate,
-                rtol=cfg.rtol, max_runs=cfg.max_runs, max_steps=cfg.max_steps,
-                with_rebound=with_rebound)
-        except ValueError as e:
-            write_report()
-            return run_failed(parser.prog, f"system {name}: {e}")
-        report["scenarios"][name] = {"target": target, **length, "rows": rows}
-        sections.append(scenario_markdown(name, target, cfg.target, rows))
-        all_runs[name], targets[name] = runs, target
-        print(sections[-1] + "\n", flush=True)
-        write_report()  # every finished table is on disk before the next can fail
-    from aits.plots import plot_comparison
+    for name, (state, length) in systems.items():
+        base = baseline(state, length, with_rebound=with_rebound,
+                        position=cfg.position_error)
+        for tolerance in tolerances:
+            key = name if len(tolerances) == 1 else f"{name} @ {tolerance:g}"
+            try:
+                table = evaluate_scenario(
+                    state, length, model, cfg.policies, integrators=integrators,
+                    references=references, tolerance=tolerance, target_kind=cfg.target,
+                    gate=gate, rtol=cfg.rtol, max_runs=cfg.max_runs, max_steps=cfg.max_steps,
+                    base=base)
+            except ValueError as e:
+                write_report()
+                return run_failed(parser.prog, f"system {name}: {e}")
+            if tolerance is not None:
+                tables.setdefault(name, {})[tolerance] = table
+            report["scenarios"][key] = {"target": table.target, **length, "rows": table.rows}
+            sections.append(scenario_markdown(key, table.target, cfg.target, table.rows))
+            all_runs[key], targets[key] = table.runs, table.target
+            print(sections[-1] + "\n", flush=True)
+            write_report()  # every finished table is on disk before the next can fail
+    from aits.plots import plot_comparison, plot_cost_accuracy
 
     plot_comparison(all_runs, out / "evaluation.png",
                     targets if cfg.target == "energy" else None, units=cfg.units)
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for name, by_target in tables.items():
+        for table in by_target.values():
+            for label, points in table.curves.items():
+                curves.setdefault(name, {}).setdefault(label, []).extend(points)
+    written = ["evaluation.json", "evaluation.png"]
+    if curves:
+        plot_cost_accuracy(curves, out / "cost_accuracy.png", tolerances,
+                           "max |dE/E| (whole run)" if cfg.target == "energy"
+                           else "final position error")
+        written.append("cost_accuracy.png")
+    if report.get("summary"):
+        print(summary_markdown(report["summary"]) + "\n")
     for note in notes:
         print(note)
-    print(f"wrote {out / 'evaluation.md'}, evaluation.json, evaluation.png")
+    print(f"wrote {out / 'evaluation.md'}, {', '.join(written)}")
     return 0
 
 

@@ -191,6 +191,46 @@ def kepler_batch(
 # --------------------------------------------------------------------------- figure eight
 
 
+def hierarchical_triple(
+    a_in: float = 1.0,
+    e_in: float = 0.3,
+    a_out: float = 8.0,
+    e_out: float = 0.2,
+    masses: Sequence[float] = (0.5, 0.5, 0.25),
+    inclination: float = 0.5,
+    *,
+    G: float = 1.0,
+    softening: float = 0.0,
+    dtype: torch.dtype = torch.float64,
+    device: _Device = None,
+) -> SystemState:
+    """A hierarchical triple, 3-D: an inner binary (``masses[0]``, ``masses[1]``; ``a_in``,
+    ``e_in``, at apocentre in the x-y plane) orbited by ``masses[2]`` on an outer Kepler
+    orbit about the binary's centre of mass (``a_out``, ``e_out``, at apocentre, its
+    plane tilted by ``inclination`` radians about the x axis). ``pos (3, 3)``, centre of
+    mass at rest at the origin. The default (period ratio about 15, Mardling-Aarseth
+    stable) is the suite's triple.
+    """
+    if len(masses) != 3:
+        raise ValueError(f"hierarchical_triple: masses must be three numbers, got {masses!r}")
+    m1, m2, m3 = (_check_positive(f"m{i + 1}", m) for i, m in enumerate(masses))
+    e_in, e_out = _check_eccentricity(e_in), _check_eccentricity(e_out)
+    a_in, a_out = _check_positive("a_in", a_in), _check_positive("a_out", a_out)
+    G = _check_positive("G", G)
+    r, v = _kepler_relative(e_in, a_in, m1 + m2, G, "apocentre")
+    pos_in, vel_in, _ = _kepler_bodies(torch.tensor([r], dtype=torch.float64),
+                                       torch.tensor([v], dtype=torch.float64), m1, m2, 3)
+    R, V = _kepler_relative(e_out, a_out, m1 + m2 + m3, G, "apocentre")
+    c, s = math.cos(inclination), math.sin(inclination)
+    pos = torch.zeros(3, 3, dtype=torch.float64)
+    vel = torch.zeros(3, 3, dtype=torch.float64)
+    pos[:2], vel[:2] = pos_in[0], vel_in[0]
+    pos[2] = torch.tensor([R, 0.0, 0.0], dtype=torch.float64)
+    vel[2] = torch.tensor([0.0, V * c, V * s], dtype=torch.float64)
+    mass = torch.tensor([m1, m2, m3], dtype=torch.float64)
+    return _make(pos, vel, mass, softening=softening, G=G, dtype=dtype, device=device)
+
+
 def figure_eight(
     *, dim: int = 2, dtype: torch.dtype = torch.float64, device: _Device = None
 ) -> SystemState:

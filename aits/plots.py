@@ -6,10 +6,13 @@
 * :func:`animate` — a 2-D animation: MP4 when ``ffmpeg`` is on the PATH, GIF otherwise.
 * :func:`plot_comparison` — ``|dE/E|`` against time for several policies, one
   panel per scenario (``python -m aits.evaluate``).
+* :func:`plot_cost_accuracy` — force evaluations against whole-run error, a line
+  per policy and integrator, one log-log panel per system.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +25,7 @@ from matplotlib.figure import Figure
 from aits.simulation import SimulationResult
 from aits.units import UnitSystem, axis_label
 
-__all__ = ["animate", "plot_comparison", "plot_energy_dt", "plot_orbits"]
+__all__ = ["animate", "plot_comparison", "plot_cost_accuracy", "plot_energy_dt", "plot_orbits"]
 
 
 def _figure(**kw) -> Figure:
@@ -145,4 +148,39 @@ def plot_comparison(
     axes[-1].set_xlabel(axis_label("t", "time", units))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def plot_cost_accuracy(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: str | Path,
+    targets: Sequence[float | None] = (), error_label: str = "max |dE/E| (whole run)",
+) -> Path:
+    """One log-log panel per system: force evaluations against the run's error for
+    every run of every tuning search, a line per ``policy/integrator`` (sorted by
+    cost), the targets as dashed lines.
+
+    Args:
+        curves: ``{system: {label: [(force evaluations, error), ...]}}``.
+        targets: the tolerances tuned to (``None`` entries skipped).
+    """
+    names = list(curves)
+    fig = _figure(figsize=(6.5, 3.4 * len(names)))
+    axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+    for ax, system in zip(axes, names):
+        for label, points in curves[system].items():
+            pts = sorted((c, e) for c, e in points if c > 0 and math.isfinite(e) and e > 0)
+            if pts:
+                ax.plot(*zip(*pts), marker=".", lw=0.9, ms=4, label=label,
+                        ls="--" if label.endswith("/ttl") else "-")
+        for t in targets:
+            if t is not None:
+                ax.axhline(t, color="k", ls=":", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylabel(error_label)
+        ax.set_title(system)
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes[-1].set_xlabel("force evaluations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return Path(path)

@@ -110,6 +110,14 @@ def _plummer64(*, dtype, device, seed):
 
 
 @register_scenario(
+    "triple", "hierarchical triple, 3-D: binary 0.5 + 0.5 (a = 1, e = 0.3) and 0.25 on an outer "
+    "orbit (a = 8, e = 0.2, inclined 0.5 rad); outer period about 15 inner ones"
+)
+def _triple(*, dtype, device, seed):
+    return ics.hierarchical_triple(dtype=dtype, device=device)
+
+
+@register_scenario(
     "random", "16 random bodies, total mass 1, Gaussian positions (1) and velocities (0.5), 3-D"
 )
 def _random(*, dtype, device, seed):

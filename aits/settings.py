@@ -208,6 +208,8 @@ class Settings:
                 continue
             item = _item_type(typ)
             if item is not None:
+                if _is(v, item):  # one value where a list is asked for (TOML: tolerance = 1e-4)
+                    v = [v]
                 if not isinstance(v, list) or not v:
                     _fail(name, f"a non-empty list of {_PLURAL[item]}", v)
                 v = [_check_value(name, x, item, f.metadata, v) for x in v]

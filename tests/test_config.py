@@ -203,7 +203,7 @@ integrator = ["kdk", "symmetric"]
     sim = SimulateConfig.resolve(p, {"orbits": 3.0})
     assert (sim.orbits, sim.t_end) == (3.0, None)
     ev = EvaluateConfig.resolve(p, {})
-    assert (ev.tolerance, ev.integrator, ev.softening) == (1e-4, ["kdk", "symmetric"], 0.05)
+    assert (ev.tolerance, ev.integrator, ev.softening) == ([1e-4], ["kdk", "symmetric"], 0.05)
     train = resolve(p, {})
     assert (train.epochs, train.energy_threshold, train.softening) == (3, 1e-3, 0.05)
 

@@ -132,3 +132,52 @@ def test_evaluate_units_set_G(tmp_path):
     sc = report["scenarios"]["binary-e0.5"]
     assert report["units"] == "au-yr-msun"
     assert sc["t_end"] == pytest.approx(2 * math.pi / math.sqrt(39.476926), rel=1e-6)
+
+
+def test_suite_runs_every_system_at_every_tolerance_with_a_summary(tmp_path, monkeypatch):
+    """--suite: the suite's systems, lengths, tolerances, integrators and references;
+    one table per system and tolerance, the summary's model / best-classical ratio,
+    the cost-accuracy figure. (A two-system stand-in for the standard suite keeps
+    the test short; the real one runs the same code.)"""
+    from aits.suites import SUITES, Suite, SuiteSystem
+
+    monkeypatch.setattr(evaluate, "rebound_available", lambda: False)
+    monkeypatch.setitem(SUITES, "standard", Suite(
+        systems=(SuiteSystem("binary-e0.5", {"orbits": 1.0}), SuiteSystem("figure8",
+                                                                          {"t_end": 1.0})),
+        tolerances=(1e-2, 1e-3), integrators=("kdk", "symmetric"), references=("ttl",)))
+    out = tmp_path / "suite"
+    assert evaluate.main(["--suite", "standard", "--checkpoint", str(_checkpoint(tmp_path)),
+                          "--policies", "fixed", "aarseth", "--rtol", "0.3",
+                          "--no-position-error", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert set(report["scenarios"]) == {f"{s} @ {t:g}" for s in ("binary-e0.5", "figure8")
+                                        for t in (1e-2, 1e-3)}
+    table = report["scenarios"]["binary-e0.5 @ 0.001"]
+    assert table["t_end"] == pytest.approx(2 * math.pi)  # one period of the binary
+    labels = [r["policy"] for r in table["rows"]]
+    assert labels == ["model/kdk", "fixed/kdk", "aarseth/kdk", "model/symmetric",
+                      "fixed/symmetric", "aarseth/symmetric", "fixed/ttl", "aarseth/ttl"]
+    assert all(r["note"].startswith("reference") for r in table["rows"] if "/ttl" in r["policy"])
+    summary = report["summary"]
+    assert len(summary) == 2 * 2 * 2  # systems x tolerances x integrators (ttl not compared)
+    for row in summary:
+        rows = {r["policy"]: r for r in
+                report["scenarios"][f"{row['system']} @ {row['target']:g}"]["rows"]}
+        best = rows[row["best_classical"]]
+        assert best["matched"] and best["energy_error_max"] <= row["target"]
+        assert not row["best_classical"].endswith("/ttl")
+        if row["ratio"] is not None:
+            assert row["ratio"] == pytest.approx(
+                rows[f"model/{row['integrator']}"]["force_evaluations"]
+                / best["force_evaluations"])
+    md = (out / "evaluation.md").read_text()
+    assert "### Summary" in md and "### figure8 @ 0.01" in md
+    assert (out / "cost_accuracy.png").stat().st_size > 0
+
+
+def test_suite_sets_the_systems_and_lengths(capsys):
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--suite", "standard", "--orbits", "2"])
+    assert exc.value.code == 2
+    assert "'orbits' (--orbits) does not apply with --suite" in capsys.readouterr().err
