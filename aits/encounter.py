@@ -21,10 +21,11 @@ rescaling, invariant under a permutation of the bodies, finite for zero-mass
 (padded) systems and for ``N`` = 1 or 2. A dt of the form
 ``tau_min * exp(f(features))`` is then scale-free by construction.
 
-Cost: three O(N^2) pure-torch passes over the pairs (two for the derivatives,
-one for the collision time) plus one potential-energy evaluation; the free-fall
-time comes from the state's cached pair statistics when :func:`aits.state.step`
-filled them. Computed without gradient.
+Cost: two native O(N^2) passes over the pairs for the derivatives
+(:func:`aits.ops.aarseth_derivatives`), one chunked pure-torch pass for the
+collision time, and one potential-energy evaluation; the free-fall time comes
+from the state's cached pair statistics when :func:`aits.state.step` filled them.
+Computed without gradient.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 Shapes: one system ``pos (N, D)``, ``mass (N,)`` or a batch ``pos (B, N, D)``,
 ``mass (B, N)``, with ``D`` in {2, 3}; float32 or float64; ``dt`` a 0-d tensor or
-``(B,)``. Every op is differentiable with respect to every tensor input; the
-backward passes are native kernels with O(N) extra memory. Double backward is not
-supported and raises a ``RuntimeError`` saying so.
+``(B,)``. The force, energy and step ops are differentiable with respect to every
+tensor input; the backward passes are native kernels with O(N) extra memory.
+Double backward is not supported and raises a ``RuntimeError`` saying so. The
+diagnostics (:func:`pair_statistics`, :func:`aarseth_derivatives`) are not
+differentiable and refuse inputs that require grad.
 
 Coincident bodies with ``softening == 0`` are not an error: they give non-finite
 accelerations (NaN) and potential energy (-inf), which the energy gate rejects.
@@ -54,12 +56,26 @@ def pair_statistics(
     inputs that require grad (with grad mode on) are refused rather than silently
     given no gradient.
     """
-    if torch.is_grad_enabled() and (_requires_grad(pos) or _requires_grad(mass)):
-        raise ValueError(
-            "aits.pair_statistics is not differentiable, but pos or mass requires grad; pass "
-            "pos.detach() and mass.detach() (or call it under torch.no_grad())."
-        )
+    _refuse_grad("pair_statistics", pos=pos, mass=mass)
     return _ops.pair_statistics(pos, mass, float(softening), float(G), bool(freefall))
+
+
+def aarseth_derivatives(
+    pos: Tensor, vel: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Acceleration, jerk, snap and crackle of mutual gravity: ``(acc, jerk, snap,
+    crackle)``, each shaped like ``pos`` (``vel`` too has that shape).
+
+    The acceleration and its first three time derivatives along the motion
+    (``dx/dt = vel``, ``dv/dt = acc``), the ingredients of Aarseth's criterion, as
+    pair sums with the softened ``r2 = |x_ij|^2 + softening^2`` (Nitadori & Makino
+    2008, eqs. 22-25; :func:`aits.reference.aarseth_derivatives` is the pure-torch
+    version). Two native O(N^2) passes over the pairs with O(N) memory (acc and jerk
+    of every body, then snap and crackle), on the CPU and on CUDA. Not
+    differentiable: inputs that require grad (with grad mode on) are refused.
+    """
+    _refuse_grad("aarseth_derivatives", pos=pos, vel=vel, mass=mass)
+    return _ops.aarseth_derivatives(pos, vel, mass, float(softening), float(G))
 
 
 def leapfrog_step(
@@ -111,8 +127,18 @@ def _as_dt(pos: Tensor, dt) -> Tensor:
     return dt
 
 
-def _requires_grad(t) -> bool:
-    return isinstance(t, Tensor) and t.requires_grad
+def _refuse_grad(op: str, **inputs: Tensor) -> None:
+    """A non-differentiable op must not silently return results without gradient."""
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
+                                       for t in inputs.values()):
+        names = list(inputs)
+        listed = ", ".join(names[:-1]) + " or " + names[-1]
+        calls = [f"{n}.detach()" for n in names]
+        detached = ", ".join(calls[:-1]) + " and " + calls[-1]
+        raise ValueError(
+            f"aits.{op} is not differentiable, but {listed} requires grad; pass {detached} "
+            "(or call it under torch.no_grad())."
+        )
 
 
 # --------------------------------------------------------------------------- fake kernels
@@ -160,6 +186,12 @@ def _potential_energy_backward_fake(grad_energy, pos, mass, softening, G):
 def _pair_statistics_fake(pos, mass, softening=0.0, G=1.0, freefall=True):
     _check_meta_mix(pos, mass=mass)
     return pos.new_empty(pos.shape[:-2] + (4,))
+
+
+@torch.library.register_fake("aits::aarseth_derivatives")
+def _aarseth_derivatives_fake(pos, vel, mass, softening=0.0, G=1.0):
+    _check_meta_mix(pos, vel=vel, mass=mass)
+    return tuple(torch.empty_like(pos) for _ in range(4))
 
 
 @torch.library.register_fake("aits::leapfrog_step")

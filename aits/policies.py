@@ -18,9 +18,11 @@ under ``torch.no_grad``) and reuse the acceleration cached on it.
 * :class:`ModelPolicy` — a trained :class:`~aits.model.TimeStepNet`; its
   features, history length and normalisation come with it (from a checkpoint).
 
-The classical criteria cost O(N^2) pairwise work per call (one pass; Aarseth two)
-on top of the integrator's force evaluations; it is done in chunks of rows so no
-N x N tensor is allocated. :func:`make_policy` builds a policy by name.
+The classical criteria cost O(N^2) pairwise work per call on top of the
+integrator's force evaluations, with O(N) memory: free-fall through the native
+pair statistics, collisional in chunks of rows (no N x N tensor), Aarseth through
+the native :func:`aits.ops.aarseth_derivatives` (two passes over the pairs, about
+three force evaluations). :func:`make_policy` builds a policy by name.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from aits.checkpoint import load_checkpoint, load_model, resolve_checkpoint
 from aits.features import PAIR_CHUNK_ELEMENTS, min_freefall_time
 from aits.history import HistoryBuffer
 from aits.model import TimeStepNet
+from aits.ops import aarseth_derivatives
 from aits.state import SystemState
 
 __all__ = [
@@ -169,60 +172,21 @@ class AarsethPolicy(_Criterion):
         C = G m j / r2^1.5 - 9 alpha S - 9 beta J - 3 gamma A
 
     with ``x, v, a, j`` the relative position, velocity, acceleration and jerk of
-    the pair. Two chunked pairwise passes: ``A, J`` first, then ``S, C`` (which
-    need every body's ``a`` and ``j``).
+    the pair: two native passes over the pairs (:func:`aits.ops.aarseth_derivatives`),
+    ``A, J`` first, then ``S, C`` (which need every body's ``a`` and ``j``).
     """
 
     name = "aarseth"
-
-    def __init__(self, eta: float, chunk_elements: int = PAIR_CHUNK_ELEMENTS) -> None:
-        super().__init__(eta)
-        self.chunk_elements = chunk_elements
 
     @torch.no_grad()
     def derivatives(self, state: SystemState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Acceleration, jerk, snap and crackle of mutual gravity, each shaped like ``pos``."""
         n, d = state.n_bodies, state.dim
-        x = state.pos.detach().reshape(-1, n, d)
-        v = state.vel.detach().reshape(-1, n, d)
-        m = state.mass.detach().reshape(-1, n)
-        B = x.shape[0]
-        G, eps2 = state.G, state.softening ** 2
-        chunks = list(_row_chunks(B, n, self.chunk_elements))
-        acc, jerk, snap, crackle = (torch.zeros_like(x) for _ in range(4))
-
-        def pair(s: int, e: int, u: Tensor) -> Tensor:
-            """``u_j - u_i`` for rows ``i`` in ``[s, e)``: ``(B, c, N, D)``."""
-            return u.unsqueeze(1) - u[:, s:e].unsqueeze(2)
-
-        def weights(s: int, e: int) -> tuple[Tensor, Tensor, Tensor]:
-            dx, dv = pair(s, e, x), pair(s, e, v)
-            r2 = (dx * dx).sum(-1) + eps2
-            w = G * m.unsqueeze(1) / r2.pow(1.5)  # (B, c, N)
-            w.diagonal(offset=s, dim1=-2, dim2=-1).zero_()  # no self term
-            r2.diagonal(offset=s, dim1=-2, dim2=-1).fill_(1.0)
-            return dx, dv, r2, w
-
-        for s, e in chunks:  # pass 1: acceleration and jerk
-            dx, dv, r2, w = weights(s, e)
-            alpha = (dx * dv).sum(-1) / r2
-            A = w.unsqueeze(-1) * dx
-            J = w.unsqueeze(-1) * dv - 3 * alpha.unsqueeze(-1) * A
-            acc[:, s:e], jerk[:, s:e] = A.sum(2), J.sum(2)
-        for s, e in chunks:  # pass 2: snap and crackle
-            dx, dv, r2, w = weights(s, e)
-            da, dj = pair(s, e, acc), pair(s, e, jerk)
-            alpha = (dx * dv).sum(-1) / r2
-            beta = ((dv * dv).sum(-1) + (dx * da).sum(-1)) / r2 + alpha**2
-            gamma = (3 * (dv * da).sum(-1) + (dx * dj).sum(-1)) / r2 + alpha * (3 * beta - 4 * alpha**2)
-            al, be, ga = alpha.unsqueeze(-1), beta.unsqueeze(-1), gamma.unsqueeze(-1)
-            A = w.unsqueeze(-1) * dx
-            J = w.unsqueeze(-1) * dv - 3 * al * A
-            S = w.unsqueeze(-1) * da - 6 * al * J - 3 * be * A
-            C = w.unsqueeze(-1) * dj - 9 * al * S - 9 * be * J - 3 * ga * A
-            snap[:, s:e], crackle[:, s:e] = S.sum(2), C.sum(2)
-        shape = state.pos.shape
-        return acc.reshape(shape), jerk.reshape(shape), snap.reshape(shape), crackle.reshape(shape)
+        out = aarseth_derivatives(
+            state.pos.detach().reshape(-1, n, d), state.vel.detach().reshape(-1, n, d),
+            state.mass.detach().reshape(-1, n), state.softening, state.G,
+        )
+        return tuple(t.reshape(state.pos.shape) for t in out)
 
     @torch.no_grad()
     def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["accelerations", "kinetic_energy", "leapfrog_step", "potential_energy"]
+__all__ = ["aarseth_derivatives", "accelerations", "kinetic_energy", "leapfrog_step",
+           "potential_energy"]
 
 
 def _pairs(pos: Tensor, softening: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -28,6 +29,45 @@ def accelerations(pos: Tensor, mass: Tensor, softening: float = 0.0, G: float = 
     d, r2, off = _pairs(pos, softening)
     w = torch.where(off, mass.unsqueeze(-2) * r2.masked_fill(~off, 1.0).pow(-1.5), 0.0)
     return G * (w.unsqueeze(-1) * d).sum(-2)
+
+
+def aarseth_derivatives(
+    pos: Tensor, vel: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Acceleration, jerk, snap and crackle of mutual gravity, each shaped like ``pos``.
+
+    Pair sums with ``r2 = |x|^2 + eps^2`` (Nitadori & Makino 2008, eqs. 22-25),
+    ``x, v, a, j`` the relative position, velocity, acceleration and jerk of a pair::
+
+        alpha = x.v / r2,  beta = (v.v + x.a) / r2 + alpha^2,
+        gamma = (3 v.a + x.j) / r2 + alpha (3 beta - 4 alpha^2)
+        A = G m x / r2^1.5,  J = G m v / r2^1.5 - 3 alpha A,
+        S = G m a / r2^1.5 - 6 alpha J - 3 beta A,
+        C = G m j / r2^1.5 - 9 alpha S - 9 beta J - 3 gamma A
+
+    ``A, J`` of every body first, then ``S, C`` (which need them).
+    """
+    x, r2, off = _pairs(pos, softening)
+    r2 = r2.masked_fill(~off, 1.0).unsqueeze(-1)  # (..., N, N, 1)
+    w = torch.where(off, G * mass.unsqueeze(-2) * r2.squeeze(-1).pow(-1.5), 0.0).unsqueeze(-1)
+
+    def rel(u: Tensor) -> Tensor:
+        return u.unsqueeze(-3) - u.unsqueeze(-2)
+
+    def dot(a: Tensor, b: Tensor) -> Tensor:
+        return (a * b).sum(-1, keepdim=True)
+
+    v = rel(vel)
+    alpha = dot(x, v) / r2
+    A = w * x
+    J = w * v - 3 * alpha * A
+    acc, jerk = A.sum(-2), J.sum(-2)
+    a, j = rel(acc), rel(jerk)
+    beta = (dot(v, v) + dot(x, a)) / r2 + alpha**2
+    gamma = (3 * dot(v, a) + dot(x, j)) / r2 + alpha * (3 * beta - 4 * alpha**2)
+    S = w * a - 6 * alpha * J - 3 * beta * A
+    C = w * j - 9 * alpha * S - 9 * beta * J - 3 * gamma * A
+    return acc, jerk, S.sum(-2), C.sum(-2)
 
 
 def potential_energy(pos: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0) -> Tensor:

@@ -1,6 +1,7 @@
 // The seam between the device-independent op layer (ops.cpp) and the device
-// back ends (cpu/, cuda/). A back end supplies three primitive kernels with the
-// same signature on every device (pair_forward, pair_backward, potential) and
+// back ends (cpu/, cuda/). A back end supplies four primitive kernels with the
+// same signature on every device (pair_forward, pair_backward, potential,
+// aarseth_derivatives) and
 // may add the pair statistics (pair_statistics, and its fusion with the force
 // pass); everything else (checks, batching, the leapfrog composition, backward
 // formulas) is written once in ops.cpp.
@@ -37,6 +38,16 @@ class GravityBackend {
   virtual void potential(const at::Tensor& pos, const at::Tensor& mass,
                          double softening, double G,
                          at::Tensor& energy) const = 0;
+
+  // Aarseth's derivatives of mutual gravity (gravity.h has the pair formulas),
+  // from vel (B, N, D) too: acc as pair_forward, and its first three time
+  // derivatives jerk, snap and crackle, each (B, N, D). Two passes over the
+  // pairs (acc and jerk of every body, then snap and crackle, which need them);
+  // not differentiable.
+  virtual void aarseth_derivatives(const at::Tensor& pos, const at::Tensor& vel,
+                                   const at::Tensor& mass, double softening, double G,
+                                   at::Tensor& acc, at::Tensor& jerk, at::Tensor& snap,
+                                   at::Tensor& crackle) const = 0;
 
   // acc as pair_forward and stats as pair_statistics (with the free-fall
   // time), of the same positions. The default runs the two one after the

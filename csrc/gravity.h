@@ -90,4 +90,67 @@ AITS_HD Vec3<T> pull_backward_scaled(const Vec3<T>& d, T r2, T mk, T mj, const V
   return {inv3 * (u.x - e.x * t3), inv3 * (u.y - e.y * t3), inv3 * (u.z - e.z * t3)};
 }
 
+// Aarseth's criterion: the acceleration and its first three time derivatives
+// (jerk, snap, crackle) of every body, as pair sums (Nitadori & Makino 2008,
+// eqs. 22-25). For the pair (i, j): x, v, a, k the relative (j minus i)
+// position, velocity, acceleration and jerk (a and k of the bodies, G
+// included), s^2 = |x|^2 + eps^2, inv = 1 / s, w = m_j / s^3, and
+//   alpha = x.v / s^2,  beta = (v.v + x.a) / s^2 + alpha^2,
+//   gamma = (3 v.a + x.k) / s^2 + alpha (3 beta - 4 alpha^2),
+//   A = w x,  J = w v - 3 alpha A,  S = w a - 6 alpha J - 3 beta A,
+//   C = w k - 9 alpha S - 9 beta J - 3 gamma A
+// are j's shares of body i's acc, jerk, snap and crackle. Substituting A and J:
+//   J = w (v - 3 alpha x),
+//   S = w (a - 6 alpha v + (18 alpha^2 - 3 beta) x),
+//   C = w (k - 9 alpha a + 3 (18 alpha^2 - 3 beta) v
+//          + (alpha (45 beta - 150 alpha^2) - 3 g) x),   g = (3 v.a + x.k) / s^2.
+// The functions below return the mass-free terms t = (...) and 1 / s^3: the
+// share is (m_j / s^3) t, and body j gets -(m_i / s^3) t from the same pair
+// (every term is odd in (x, v, a, k) with even coefficients). 1 / s^3 is
+// formed, unlike in pull_scale: the derivatives scale up to crackle ~ m v^3 / s^5,
+// which overflows long before 1 / s^3 does. Every term is linear in G once a
+// and k include it: the sums are scaled by G at the end.
+// V is T (CUDA) or a SIMD vector of T (CPU); D = 2 or 3 components.
+
+template <int D, typename V>
+AITS_HD V dot_n(const V (&a)[D], const V (&b)[D]) {
+  V s = a[0] * b[0];
+  for (int c = 1; c < D; ++c) s += a[c] * b[c];
+  return s;
+}
+
+// Pass 1: acc and jerk terms tA = x, tJ of a pair; returns 1 / s^3.
+template <int D, typename T, typename V>
+AITS_HD V aarseth_acc_jerk_terms(const V (&x)[D], const V (&v)[D], V inv, V (&tA)[D],
+                                 V (&tJ)[D]) {
+  const V inv2 = inv * inv;
+  const V alpha3 = T(3) * (dot_n<D>(x, v) * inv2);
+  for (int c = 0; c < D; ++c) {
+    tA[c] = x[c];
+    tJ[c] = v[c] - alpha3 * x[c];
+  }
+  return inv2 * inv;
+}
+
+// Pass 2: snap and crackle terms tS, tC of a pair (a and k from pass 1); returns 1 / s^3.
+template <int D, typename T, typename V>
+AITS_HD V aarseth_snap_crackle_terms(const V (&x)[D], const V (&v)[D], const V (&a)[D],
+                                     const V (&k)[D], V inv, V (&tS)[D], V (&tC)[D]) {
+  const V inv2 = inv * inv;
+  const V alpha = dot_n<D>(x, v) * inv2;
+  const V alpha2 = alpha * alpha;
+  const V beta = (dot_n<D>(v, v) + dot_n<D>(x, a)) * inv2 + alpha2;
+  const V g = (T(3) * dot_n<D>(v, a) + dot_n<D>(x, k)) * inv2;
+  const V s_v = T(-6) * alpha;
+  const V s_x = T(18) * alpha2 - T(3) * beta;
+  const V c_a = T(-9) * alpha;
+  const V c_v = T(3) * s_x;
+  const V c_x = alpha * (T(45) * beta - T(150) * alpha2) - T(3) * g;
+  for (int c = 0; c < D; ++c) {
+    tS[c] = a[c] + s_v * v[c] + s_x * x[c];
+    tC[c] = k[c] + c_a * a[c] + c_v * v[c] + c_x * x[c];
+  }
+  return inv2 * inv;
+}
+
 }  // namespace aits

@@ -93,6 +93,24 @@ Tensor pair_statistics(const Tensor& pos, const Tensor& mass, double softening, 
   return sys.batched ? stats : stats.squeeze(0);
 }
 
+std::tuple<Tensor, Tensor, Tensor, Tensor> aarseth_derivatives(const Tensor& pos, const Tensor& vel,
+                                                               const Tensor& mass,
+                                                               double softening, double G) {
+  const char* op = "aarseth_derivatives";
+  ValueChecks values(op);
+  const System sys = check_system(op, pos, mass, softening, G, values);
+  const Tensor v = check_like_pos(op, "vel", vel, sys);
+  values.finite("vel", v);
+  values.run();
+  Tensor acc = at::empty_like(sys.pos), jerk = at::empty_like(sys.pos);
+  Tensor snap = at::empty_like(sys.pos), crackle = at::empty_like(sys.pos);
+  if (acc.numel() > 0) {
+    backend_for(sys.pos).aarseth_derivatives(sys.pos, v, sys.mass, softening, G, acc, jerk, snap,
+                                             crackle);
+  }
+  return {sys.unbatch(acc), sys.unbatch(jerk), sys.unbatch(snap), sys.unbatch(crackle)};
+}
+
 // Kick-drift-kick: v_half = v + a0 dt/2; x1 = x + v_half dt; v1 = v_half + a1 dt/2.
 // With `statistics`, the force evaluation at x1 also yields pair_statistics(x1)
 // (free-fall time included), in one pass where the back end fuses them; else
@@ -201,6 +219,9 @@ TORCH_LIBRARY(aits, m) {
       "pair_statistics(Tensor pos, Tensor mass, float softening=0.0, float G=1.0,"
       " bool freefall=True) -> Tensor");
   m.def(
+      "aarseth_derivatives(Tensor pos, Tensor vel, Tensor mass, float softening=0.0,"
+      " float G=1.0) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
       "leapfrog_step(Tensor pos, Tensor vel, Tensor mass, Tensor dt, float softening=0.0,"
       " float G=1.0, Tensor? acc=None, bool statistics=False) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
@@ -219,6 +240,7 @@ void register_op_impls(torch::Library& m) {
   m.impl("potential_energy", &potential_energy);
   m.impl("potential_energy_backward", &potential_energy_backward);
   m.impl("pair_statistics", &pair_statistics);
+  m.impl("aarseth_derivatives", &aarseth_derivatives);
   m.impl("leapfrog_step", &leapfrog_step);
   m.impl("leapfrog_step_backward", &leapfrog_step_backward);
 }

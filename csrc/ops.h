@@ -31,6 +31,13 @@ std::tuple<Tensor, Tensor> potential_energy_backward(const Tensor& grad_energy, 
 Tensor pair_statistics(const Tensor& pos, const Tensor& mass, double softening, double G,
                        bool freefall);
 
+// (acc, jerk, snap, crackle), each shaped like pos: the acceleration of mutual
+// gravity and its first three time derivatives (Aarseth's criterion).
+// Not differentiable (used by the time-step criteria, under no_grad).
+std::tuple<Tensor, Tensor, Tensor, Tensor> aarseth_derivatives(const Tensor& pos, const Tensor& vel,
+                                                               const Tensor& mass,
+                                                               double softening, double G);
+
 // (pos1, vel1, acc1, stats): stats = pair_statistics(pos1) when `statistics`,
 // else an empty tensor.
 std::tuple<Tensor, Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, const Tensor& vel,

@@ -12,6 +12,8 @@ import torch
 
 import aits
 from aits import _extension, reference
+from aits.ics import plummer
+from aits.policies import AarsethPolicy
 
 if not _extension.cuda_built():
     pytestmark = pytest.mark.skip(
@@ -136,6 +138,52 @@ def test_coincident_bodies_without_softening_are_not_finite():
     assert aits.potential_energy(*cuda(pos, mass)).item() == float("-inf")
 
 
+# ----------------------------------------------------------------- Aarseth derivatives
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("d", (2, 3))
+@pytest.mark.parametrize("n", SIZES)
+def test_aarseth_derivatives_match_cpu_and_reference(n, d, batch):
+    pos, vel, mass = make_system(n, d, batch, seed=n)
+    got = aits.ops.aarseth_derivatives(*cuda(pos, vel, mass), SOFTENING, G)
+    on_cpu = aits.ops.aarseth_derivatives(pos, vel, mass, SOFTENING, G)
+    want = reference.aarseth_derivatives(pos, vel, mass, SOFTENING, G) if n <= 257 else on_cpu
+    for g, c, w in zip(got, on_cpu, want):
+        assert g.device.type == CUDA
+        assert_rel(g, c, 1e-12)
+        assert_rel(g, w, 1e-12)
+
+
+def test_aarseth_derivatives_float32_and_coincident_bodies():
+    pos, vel, mass = make_system(300, 3, 2)
+    for g, w in zip(aits.ops.aarseth_derivatives(*cuda(pos.float(), vel.float(), mass.float()),
+                                                 SOFTENING, G),
+                    aits.ops.aarseth_derivatives(pos, vel, mass, SOFTENING, G)):
+        assert g.dtype == torch.float32
+        assert_rel(g, w, 1e-4)
+    pos[0, 7] = pos[0, 3]
+    out = aits.ops.aarseth_derivatives(*cuda(pos, vel, mass))  # no softening: NaN, as on the CPU
+    assert all(not torch.isfinite(t[0, 7]).all() for t in out)
+    out = aits.ops.aarseth_derivatives(*cuda(pos, vel, mass), 0.1)
+    assert all(torch.isfinite(t).all() for t in out)
+
+
+def test_aarseth_derivatives_are_deterministic():
+    pos, vel, mass = cuda(*make_system(1000, 3, 2))
+    first = aits.ops.aarseth_derivatives(pos, vel, mass, SOFTENING, G)
+    for _ in range(2):
+        again = aits.ops.aarseth_derivatives(pos, vel, mass, SOFTENING, G)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_aarseth_policy_on_cuda_matches_cpu():
+    s = plummer(200, seed=2, softening=SOFTENING, dtype=torch.float64)
+    dt = AarsethPolicy(0.01)(s.to(CUDA))
+    assert dt.device.type == CUDA
+    torch.testing.assert_close(dt.cpu(), AarsethPolicy(0.01)(s), rtol=1e-12, atol=0)
+
+
 # ----------------------------------------------------------------- gradients
 
 
@@ -193,6 +241,7 @@ def test_opcheck(dtype, batch):
     torch.library.opcheck(ops.leapfrog_step.default, (x, v, m, h, SOFTENING, G, None))
     acc = aits.accelerations(pos, mass, SOFTENING, G)
     torch.library.opcheck(ops.leapfrog_step.default, (x, v, m, h, SOFTENING, G, acc))
+    torch.library.opcheck(ops.aarseth_derivatives.default, (pos, vel, mass, SOFTENING, G))
 
 
 # ----------------------------------------------------------------- device errors
@@ -211,3 +260,5 @@ def test_mixed_devices_are_refused():
         aits.leapfrog_step(*cuda(pos, vel, mass), dt)
     with pytest.raises(ValueError, match=r"vel is on cpu but pos is on cuda:0"):
         aits.leapfrog_step(pos.to(CUDA), vel, mass.to(CUDA), dt.to(CUDA))
+    with pytest.raises(ValueError, match=r"^aits\.aarseth_derivatives: vel is on cpu but pos is on cuda:0"):
+        aits.ops.aarseth_derivatives(pos.to(CUDA), vel, mass.to(CUDA))

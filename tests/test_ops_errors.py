@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import aits
-from aits.ops import pair_statistics
+from aits.ops import aarseth_derivatives, pair_statistics
 
 F64 = torch.float64
 
@@ -25,6 +25,7 @@ def all_ops(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None):
     yield lambda: aits.accelerations(pos, mass, softening, G)
     yield lambda: aits.potential_energy(pos, mass, softening, G)
     yield lambda: aits.leapfrog_step(pos, vel, mass, dt, softening, G, acc)
+    yield lambda: aarseth_derivatives(pos, vel, mass, softening, G)
 
 
 def expect_all(exc, match, *args, **kwargs):
@@ -49,8 +50,10 @@ def test_mass_shape_mismatch():
 def test_mixed_dtypes():
     pos, vel, mass, dt = system()
     expect_all(TypeError, r"mass has dtype Float but pos has dtype Double; convert it with .to\(pos.dtype\)", pos, vel, mass.float(), dt)
-    with pytest.raises(TypeError, match="vel has dtype Float"):
-        aits.leapfrog_step(pos, vel.float(), mass, dt)
+    for call in (lambda: aits.leapfrog_step(pos, vel.float(), mass, dt),
+                 lambda: aarseth_derivatives(pos, vel.float(), mass)):
+        with pytest.raises(TypeError, match="vel has dtype Float"):
+            call()
     with pytest.raises(TypeError, match="dt has dtype Float"):
         aits.leapfrog_step(pos, vel, mass, dt.float())
 
@@ -68,6 +71,10 @@ def test_mixed_devices():
     with pytest.raises(ValueError, match=r"mass is on meta but pos is on cpu; move it with .to\(pos.device\)"):
         torch.ops.aits.accelerations.default.redispatch(
             torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), pos, meta_mass, 0.0, 1.0
+        )
+    with pytest.raises(ValueError, match=r"^aits\.aarseth_derivatives: vel is on meta but pos is on cpu"):
+        torch.ops.aits.aarseth_derivatives.default.redispatch(
+            torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), pos, vel.to("meta"), mass, 0.0, 1.0
         )
 
 
@@ -130,10 +137,22 @@ def test_non_finite_inputs(name, bad):
         aits.leapfrog_step(tensors["pos"], tensors["vel"], tensors["mass"], dt, acc=tensors["acc"])
 
 
+@pytest.mark.parametrize("name", ["pos", "vel"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_of_aarseth_derivatives(name, bad):
+    pos, vel, mass, _ = system()
+    {"pos": pos, "vel": vel}[name].view(-1)[5] = bad
+    with pytest.raises(ValueError, match=rf"^aits\.aarseth_derivatives: {name} contains NaN or infinite values"):
+        aarseth_derivatives(pos, vel, mass)
+
+
 def test_vel_and_acc_shapes():
     pos, vel, mass, dt = system()
-    with pytest.raises(ValueError, match=r"vel must have the same shape as pos \(2, 4, 3\), got \(2, 4, 2\)"):
+    match = r"vel must have the same shape as pos \(2, 4, 3\), got \(2, 4, 2\)"
+    with pytest.raises(ValueError, match=match):
         aits.leapfrog_step(pos, vel[..., :2], mass, dt)
+    with pytest.raises(ValueError, match=match):
+        aarseth_derivatives(pos, vel[..., :2], mass)
     with pytest.raises(ValueError, match=r"acc must have the same shape as pos"):
         aits.leapfrog_step(pos, vel, mass, dt, acc=vel[0])
 
@@ -154,9 +173,11 @@ def _meta_mixes():
     yield "vel", lambda: aits.leapfrog_step(pos, vel.to(M), mass, dt)
     yield "dt", lambda: aits.leapfrog_step(pos, vel, mass, dt.to(M))
     yield "acc", lambda: aits.leapfrog_step(pos, vel, mass, dt, acc=pos.to(M))
+    yield "vel", lambda: aarseth_derivatives(pos, vel.to(M), mass)
+    yield "mass", lambda: aarseth_derivatives(pos, vel, mass.to(M))
 
 
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(9))
 def test_a_mix_with_meta_is_refused(case):
     name, call = list(_meta_mixes())[case]
     pattern = ("mass is on cpu but pos is on meta" if name == "pos"

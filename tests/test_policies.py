@@ -99,22 +99,47 @@ def test_aarseth_derivatives_match_forward_mode_autodiff(softening):
     def crackle(x, v):
         return jvp(snap, (x, v), (v, acc(x)))[1]
 
-    got = AarsethPolicy(0.01, chunk_elements=8).derivatives(s)  # several row chunks
+    got = AarsethPolicy(0.01).derivatives(s)
     want = (acc(s.pos), jerk(s.pos, s.vel), snap(s.pos, s.vel), crackle(s.pos, s.vel))
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9 * float(w.abs().max()))
+
+
+# dt of AarsethPolicy(eta) as the pure-torch implementation gave it before the
+# native op (aits 0.1.0 at 02ff3e6): the op must not change the criterion.
+AARSETH_DT_BEFORE = [
+    (lambda: plummer(64, seed=5, softening=0.05, dtype=F64), 0.01, [0.0023458858837221]),
+    (lambda: plummer(50, seed=7, softening=0.0, dtype=F64), 0.01, [0.003132415440749221]),
+    (lambda: kepler_orbit(0.9, dtype=F64), 0.01, [0.18518909255137034]),
+    (lambda: stack([plummer(40, seed=i, softening=0.01, dtype=F64) for i in range(3)]), 0.02,
+     [0.004995973901871084, 0.004269721008984543, 0.0007696227558968023]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(AARSETH_DT_BEFORE)))
+def test_aarseth_dt_is_unchanged_by_the_native_derivatives(case):
+    make, eta, before = AARSETH_DT_BEFORE[case]
+    s = make()
+    dt = AarsethPolicy(eta)(s)
+    torch.testing.assert_close(dt.reshape(-1), torch.tensor(before, dtype=F64), rtol=1e-12, atol=0)
+    # and the same criterion on the pure-torch reference derivatives
+    a, j, sn, c = (t.norm(dim=-1) for t in reference.aarseth_derivatives(
+        s.pos, s.vel, s.mass, s.softening, s.G))
+    want = (eta * (a * sn + j * j) / (j * c + sn * sn)).amin(-1).sqrt()
+    torch.testing.assert_close(dt, want, rtol=1e-12, atol=0)
 
 
 def test_criteria_are_batched_and_chunk_independent():
     s = plummer(20, seed=1, softening=0.01, dtype=F64).with_acceleration()
     t = plummer(20, seed=2, softening=0.01, dtype=F64).with_acceleration()
     batch = stack([s, t])
-    for cls in (CollisionalPolicy, AarsethPolicy):
-        whole, chunked = cls(0.1), cls(0.1, chunk_elements=50)
-        dt = whole(batch)
+    whole, chunked = CollisionalPolicy(0.1), CollisionalPolicy(0.1, chunk_elements=50)
+    torch.testing.assert_close(chunked(batch), whole(batch), rtol=1e-12, atol=0)
+    for policy in (whole, AarsethPolicy(0.1)):
+        dt = policy(batch)
         assert dt.shape == (2,)
-        torch.testing.assert_close(chunked(batch), dt, rtol=1e-12, atol=0)
-        torch.testing.assert_close(dt[0], whole(s), rtol=1e-12, atol=0)
+        torch.testing.assert_close(dt[0], policy(s), rtol=1e-12, atol=0)
+        torch.testing.assert_close(dt[1], policy(t), rtol=1e-12, atol=0)
     assert FreeFallPolicy(0.1)(batch).shape == (2,)
 
 

@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include "backend.h"
+#include "cpu/aarseth_kernels.h"
 #include "cpu/pair_kernel.h"
 #include "cpu/rsqrt_kernels.h"
 #include "gravity.h"
@@ -456,6 +457,20 @@ class CpuBackend final : public GravityBackend {
       using T = Scalar<decltype(s)>;
       potential_kernel<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
                                                 energy.data_ptr<T>());
+    });
+  }
+
+  // One kernel for both pair-kernel settings: simd::rsqrt per pair (the estimate
+  // of simd.h, or its portable form without AVX).
+  void aarseth_derivatives(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
+                           double softening, double G, at::Tensor& acc, at::Tensor& jerk,
+                           at::Tensor& snap, at::Tensor& crackle) const override {
+    const at::Tensor v = to_soa(vel);
+    with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      aarseth_kernels::derivatives<T, decltype(dim)::value>(
+          s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
+          jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>());
     });
   }
 

@@ -40,6 +40,9 @@ using i32v = int32_t __attribute__((vector_size(AITS_VEC_BYTES)));
 using i64v = int64_t __attribute__((vector_size(AITS_VEC_BYTES)));
 using u32v = uint32_t __attribute__((vector_size(AITS_VEC_BYTES)));
 using u64v = uint64_t __attribute__((vector_size(AITS_VEC_BYTES)));
+// The same vectors at their element's alignment (unaligned stores).
+typedef float f32u __attribute__((vector_size(AITS_VEC_BYTES), aligned(4)));
+typedef double f64u __attribute__((vector_size(AITS_VEC_BYTES), aligned(8)));
 
 template <typename T>
 struct Traits;
@@ -47,12 +50,14 @@ template <>
 struct Traits<float> {
   using V = f32v;
   using I = i32v;
+  using Unaligned = f32u;
   static constexpr int W = AITS_VEC_BYTES / 4;
 };
 template <>
 struct Traits<double> {
   using V = f64v;
   using I = i64v;
+  using Unaligned = f64u;
   static constexpr int W = AITS_VEC_BYTES / 8;
 };
 
@@ -90,6 +95,21 @@ AITS_SIMD Vec<T> load_partial(const T* p, int n, T fill) {
   Vec<T> v = broadcast<T>(fill);
   for (int l = 0; l < n; ++l) v[l] = p[l];
   return v;
+}
+
+// An unaligned store typed as T (a memcpy could alias anything and would make
+// the compiler reload every pointer and size after each store).
+template <typename T>
+AITS_SIMD void store(T* p, const Vec<T>& v) {
+  *reinterpret_cast<typename Traits<T>::Unaligned*>(p) = v;
+}
+
+// Lane l is true where lo < first + l < hi.
+template <typename T>
+AITS_SIMD Mask<T> lanes_between(int64_t lo, int64_t first, int64_t hi) {
+  Mask<T> m;
+  for (int l = 0; l < Traits<T>::W; ++l) m[l] = (first + l > lo && first + l < hi) ? -1 : 0;
+  return m;
 }
 
 // All lanes true below n.

@@ -85,6 +85,24 @@ class CudaBackend final : public GravityBackend {
                    "potential");
     });
   }
+
+  void aarseth_derivatives(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
+                           double softening, double G, at::Tensor& acc, at::Tensor& jerk,
+                           at::Tensor& snap, at::Tensor& crackle) const override {
+    check_size(pos);
+    const c10::cuda::CUDAGuard guard(pos.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(pos.device().index());
+    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_aarseth_derivatives_cuda", [&] {
+      check_launch(cuda::launch_aarseth_derivatives<scalar_t>(
+                       pos.data_ptr<scalar_t>(), vel.data_ptr<scalar_t>(),
+                       mass.data_ptr<scalar_t>(), pos.size(0), pos.size(1),
+                       static_cast<int>(pos.size(2)),
+                       static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
+                       acc.data_ptr<scalar_t>(), jerk.data_ptr<scalar_t>(),
+                       snap.data_ptr<scalar_t>(), crackle.data_ptr<scalar_t>(), stream),
+                   "aarseth_derivatives");
+    });
+  }
 };
 
 const CudaBackend cuda_backend;

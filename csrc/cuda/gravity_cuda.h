@@ -4,7 +4,8 @@
 // with a CUDA torch, is the one place that talks to torch.
 //
 // Every pointer is device memory of one system batch, contiguous:
-//   pos, grad_acc, acc, grad_pos (B, N, D); mass, phi, grad_mass, rows (B, N);
+//   pos, vel, grad_acc, acc, jerk, snap, crackle, grad_pos (B, N, D);
+//   mass, phi, grad_mass, rows (B, N);
 //   energy (B,). D is 2 or 3, N >= 1, N < 2^31. Outputs are overwritten.
 // Each launcher enqueues its kernels on `stream` and returns cudaGetLastError().
 #pragma once
@@ -32,6 +33,13 @@ cudaError_t launch_pair_backward(const T* pos, const T* mass, const T* grad_acc,
 template <typename T>
 cudaError_t launch_potential(const T* pos, const T* mass, int64_t B, int64_t N, int D, T eps2,
                              T G, T* rows, T* energy, cudaStream_t stream);
+
+// acc, jerk, snap and crackle, as GravityBackend::aarseth_derivatives: two
+// kernels on `stream`, the second reading the first's acc and jerk.
+template <typename T>
+cudaError_t launch_aarseth_derivatives(const T* pos, const T* vel, const T* mass, int64_t B,
+                                       int64_t N, int D, T eps2, T G, T* acc, T* jerk, T* snap,
+                                       T* crackle, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace aits

@@ -1,5 +1,5 @@
 // CUDA back end, raw kernels: tiled shared-memory all-pairs sums (the classic
-// GPU direct-sum design). Only cuda_runtime.h and gravity.h are included, so
+// GPU direct-sum design; the Aarseth derivatives use plain loops, see there). Only cuda_runtime.h and gravity.h are included, so
 // this file compiles with nvcc alone; backend_cuda.cpp wraps it for torch.
 //
 // Tiling: a block of kTile threads owns kTile consecutive bodies i of one
@@ -259,6 +259,107 @@ AITS_UNROLL
   grad_mass[sys * n + k] = G * gm;
 }
 
+// Aarseth's derivatives (gravity.h has the pair formulas): plain loops, one
+// thread per body i over every partner j != i, read from global memory (every
+// thread of a warp reads the same j: one broadcast load). Pass 1 writes acc
+// and jerk, pass 2 reads them back for snap and crackle.
+template <typename T, int D>
+__device__ __forceinline__ void load_d(const T* __restrict__ u, int j, T (&out)[D]) {
+AITS_UNROLL
+  for (int c = 0; c < D; ++c) out[c] = u[static_cast<int64_t>(j) * D + c];
+}
+
+// out = u_j - own.
+template <typename T, int D>
+__device__ __forceinline__ void relative_d(const T* __restrict__ u, int j, const T (&own)[D],
+                                           T (&out)[D]) {
+AITS_UNROLL
+  for (int c = 0; c < D; ++c) out[c] = u[static_cast<int64_t>(j) * D + c] - own[c];
+}
+
+template <typename T, int D>
+__device__ __forceinline__ T softened_r2(const T (&x)[D], T eps2) {
+  T r2 = eps2;
+AITS_UNROLL
+  for (int c = 0; c < D; ++c) r2 += x[c] * x[c];
+  return r2;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kTile)
+    aarseth_acc_jerk_kernel(const T* __restrict__ pos, const T* __restrict__ vel,
+                            const T* __restrict__ mass, int n, T eps2, T G, T* __restrict__ acc,
+                            T* __restrict__ jerk) {
+  const int64_t sys = blockIdx.y;
+  pos += sys * n * D;
+  vel += sys * n * D;
+  mass += sys * n;
+  const int i = static_cast<int>(blockIdx.x) * kTile + static_cast<int>(threadIdx.x);
+  if (i >= n) return;
+  T xi[D], vi[D], sa[D] = {}, sk[D] = {};
+  load_d<T, D>(pos, i, xi);
+  load_d<T, D>(vel, i, vi);
+  for (int j = 0; j < n; ++j) {
+    if (j == i) continue;
+    T x[D], v[D], tA[D], tJ[D];
+    relative_d<T, D>(pos, j, xi, x);
+    relative_d<T, D>(vel, j, vi, v);
+    const T q =
+        mass[j] * aarseth_acc_jerk_terms<D, T>(x, v, inverse_distance(softened_r2<T, D>(x, eps2)), tA, tJ);
+AITS_UNROLL
+    for (int c = 0; c < D; ++c) {
+      sa[c] += q * tA[c];
+      sk[c] += q * tJ[c];
+    }
+  }
+AITS_UNROLL
+  for (int c = 0; c < D; ++c) {
+    acc[(sys * n + i) * D + c] = G * sa[c];
+    jerk[(sys * n + i) * D + c] = G * sk[c];
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kTile)
+    aarseth_snap_crackle_kernel(const T* __restrict__ pos, const T* __restrict__ vel,
+                                const T* __restrict__ mass, const T* __restrict__ acc,
+                                const T* __restrict__ jerk, int n, T eps2, T G,
+                                T* __restrict__ snap, T* __restrict__ crackle) {
+  const int64_t sys = blockIdx.y;
+  pos += sys * n * D;
+  vel += sys * n * D;
+  acc += sys * n * D;
+  jerk += sys * n * D;
+  mass += sys * n;
+  const int i = static_cast<int>(blockIdx.x) * kTile + static_cast<int>(threadIdx.x);
+  if (i >= n) return;
+  T xi[D], vi[D], ai[D], ki[D], ss[D] = {}, sc[D] = {};
+  load_d<T, D>(pos, i, xi);
+  load_d<T, D>(vel, i, vi);
+  load_d<T, D>(acc, i, ai);
+  load_d<T, D>(jerk, i, ki);
+  for (int j = 0; j < n; ++j) {
+    if (j == i) continue;
+    T x[D], v[D], a[D], k[D], tS[D], tC[D];
+    relative_d<T, D>(pos, j, xi, x);
+    relative_d<T, D>(vel, j, vi, v);
+    relative_d<T, D>(acc, j, ai, a);
+    relative_d<T, D>(jerk, j, ki, k);
+    const T q = mass[j] * aarseth_snap_crackle_terms<D, T>(
+                              x, v, a, k, inverse_distance(softened_r2<T, D>(x, eps2)), tS, tC);
+AITS_UNROLL
+    for (int c = 0; c < D; ++c) {
+      ss[c] += q * tS[c];
+      sc[c] += q * tC[c];
+    }
+  }
+AITS_UNROLL
+  for (int c = 0; c < D; ++c) {
+    snap[(sys * n + i) * D + c] = G * ss[c];
+    crackle[(sys * n + i) * D + c] = G * sc[c];
+  }
+}
+
 // Calls launch(first_system, systems) for chunks of at most kMaxGridY systems;
 // returns the first launch error.
 template <typename Launch>
@@ -336,13 +437,35 @@ cudaError_t launch_potential(const T* pos, const T* mass, int64_t B, int64_t N, 
   return cudaGetLastError();
 }
 
+template <typename T>
+cudaError_t launch_aarseth_derivatives(const T* pos, const T* vel, const T* mass, int64_t B,
+                                       int64_t N, int D, T eps2, T G, T* acc, T* jerk, T* snap,
+                                       T* crackle, cudaStream_t stream) {
+  return dispatch_dim(D, [&](auto dim) {
+    constexpr int kD = decltype(dim)::value;
+    return over_system_chunks(B, [&](int64_t b0, unsigned systems) {
+      const dim3 grid(tiles(N), systems);
+      const int n = static_cast<int>(N);
+      const int64_t off = b0 * N * kD;
+      aarseth_acc_jerk_kernel<T, kD><<<grid, kTile, 0, stream>>>(
+          pos + off, vel + off, mass + b0 * N, n, eps2, G, acc + off, jerk + off);
+      aarseth_snap_crackle_kernel<T, kD><<<grid, kTile, 0, stream>>>(
+          pos + off, vel + off, mass + b0 * N, acc + off, jerk + off, n, eps2, G, snap + off,
+          crackle + off);
+    });
+  });
+}
+
 #define AITS_INSTANTIATE(T)                                                                     \
   template cudaError_t launch_pair_forward<T>(const T*, const T*, int64_t, int64_t, int, T, T, \
                                               T*, T*, cudaStream_t);                           \
   template cudaError_t launch_pair_backward<T>(const T*, const T*, const T*, int64_t, int64_t, \
                                                int, T, T, T*, T*, cudaStream_t);               \
   template cudaError_t launch_potential<T>(const T*, const T*, int64_t, int64_t, int, T, T, T*, \
-                                           T*, cudaStream_t);
+                                           T*, cudaStream_t);                                  \
+  template cudaError_t launch_aarseth_derivatives<T>(const T*, const T*, const T*, int64_t,    \
+                                                     int64_t, int, T, T, T*, T*, T*, T*,       \
+                                                     cudaStream_t);
 AITS_INSTANTIATE(float)
 AITS_INSTANTIATE(double)
 #undef AITS_INSTANTIATE
