@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
             "AarsethPolicy", "CollisionalPolicy", "FixedPolicy", "FreeFallPolicy",
             "ModelPolicy", "Policy", "make_policy",
         ),
+        "aits.pretrained_model": ("pretrained", "pretrained_info"),
         "aits.simulation": ("EnergyRecord", "Observer", "SimulationResult", "SystemRun",
                             "Trajectory", "simulate"),
         "aits.integrators": ("Integrator", "KDK", "SymmetricKDK", "TimeTransformedLeapfrog",
@@ -198,6 +199,10 @@ if TYPE_CHECKING:
         ModelPolicy as ModelPolicy,
         Policy as Policy,
         make_policy as make_policy,
+    )
+    from aits.pretrained_model import (
+        pretrained as pretrained,
+        pretrained_info as pretrained_info,
     )
     from aits.scenarios import (
         list_scenarios as list_scenarios,

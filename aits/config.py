@@ -181,7 +181,8 @@ class TrainConfig(SharedSettings):
     scenario: str = setting("binary-e0.9", "named initial conditions",
                             choices=tuple(list_scenarios()), section="the system")
     ic_file: str = setting("", "load the system from this .npy/.csv/.txt file instead of "
-                            "--scenario (columns m x y [z] vx vy [vz])", section="the system")
+                            "--scenario (columns m x y [z] vx vy [vz])", metavar="FILE",
+                           section="the system")
     num_orbits: int = setting(1, "K > 1: train on K independent Kepler orbits with e and a "
                                  "drawn from --e-range/--a-range instead of --scenario", ge=1)
     e_range: list[float] = setting([0.5, 0.95], "eccentricity range [low, high] for "
@@ -244,12 +245,15 @@ class TrainConfig(SharedSettings):
                                   ge=0, section="the network")
     fourier_sigma: float = setting(1.0, "standard deviation of the Fourier frequencies "
                                     "(> 0)", gt=0, section="the network")
-    output: str = setting("dynamical", "dt parameterisation: direct (dt = softplus) or dynamical "
-                                    "(dt = softplus * min pairwise free-fall time)",
+    output: str = setting("dynamical", "dt parameterisation: direct (dt = softplus), dynamical "
+                                       "(softplus * min pairwise free-fall time) or aarseth "
+                                       "(softplus * Aarseth's time scale: a learned correction "
+                                       "to Aarseth's criterion)",
                           choices=OUTPUTS, section="the network")
-    dt_init: float = setting(0.2, "initial prediction of the network (times the free-fall time "
-                               "for --output dynamical); start too large, training lowers it",
-                             gt=0, section="the network")
+    dt_init: float = setting(0.2, "initial prediction of the network (times the time scale for "
+                                  "--output dynamical/aarseth; aarseth starts as Aarseth's "
+                                  "criterion with eta = dt_init^2); start too large, training "
+                                  "lowers it", gt=0, section="the network")
 
     # --- the optimiser --------------------------------------------------------------
     optimizer: str = setting("adam", "optimiser: " + ", ".join(OPTIMIZERS),
@@ -262,7 +266,8 @@ class TrainConfig(SharedSettings):
                                           "one is always written at the end", ge=1, section=RUN)
     duration: float = setting(0.0, "wall-clock budget in seconds: stop cleanly after the epoch "
                                    "that exceeds it (0 = no limit)", ge=0, section=RUN)
-    run_dir: str = setting("runs", "directory that holds the run directories", section=RUN)
+    run_dir: str = setting("runs", "directory that holds the run directories", metavar="DIR",
+                           section=RUN)
     run_name: str = setting("", "name of this run's directory (default: scenario and time "
                                 "stamp)", section=RUN)
     rollout_steps: int = setting(3000, "steps of the closing rollout check per system "
@@ -374,7 +379,7 @@ class RunSettings(SharedSettings):
                                         "state) after this many steps", ge=1, section=RUN)
     quiet: bool = setting(False, "no progress bar, warnings only", section=RUN)
     checkpoint: str | None = setting(None, "training checkpoint (.pt) or run directory of the "
-                                           "model", section="the policy")
+                                           "model", metavar="PATH", section="the policy")
 
     def integrators(self) -> list[str]:
         raise NotImplementedError
@@ -403,7 +408,8 @@ class SimulateConfig(RunSettings):
                                             "aits[rebound] extra", metavar="FILE",
                                       exclusive="system", section=SYSTEM)
     snapshot: int = setting(-1, "snapshot of --rebound-bin (-1 = the last)", section=SYSTEM)
-    policy: str = setting("model", "time-step policy (model needs --checkpoint)",
+    policy: str = setting("model", "time-step policy (model: --checkpoint, else the pretrained "
+                                   "model shipped with aits)",
                           choices=POLICIES, section="the policy")
     dt: float | None = setting(None, "step for --policy fixed", gt=0, section="the policy")
     eta: float | None = setting(None, "parameter of freefall/collisional/aarseth", gt=0,
@@ -492,6 +498,9 @@ class EvaluateConfig(RunSettings):
     rtol: float = setting(0.1, "accept a tuned run within this relative distance below the "
                                "target", gt=0, lt=1, section="tuning")
     max_runs: int = setting(30, "simulations per tuning at most", ge=2, section="tuning")
+    pretrained: bool = setting(False, "evaluate the pretrained model shipped with aits "
+                                      "(aits.pretrained()) instead of --checkpoint",
+                               section="the policies")
     rebound: bool = setting(True, "add the REBOUND IAS15 column when rebound is installed",
                             section=OUTPUT)
     position_error: bool = setting(True, "report the final position error against a "
@@ -524,9 +533,12 @@ class EvaluateConfig(RunSettings):
         if self.target == "position" and not self.position_error:
             raise ConfigError("--target position needs the position error (leave out "
                               "--no-position-error)")
-        if self.checkpoint is None and self.tolerance is None and self.suite is None:
-            raise ConfigError("give --checkpoint (the model sets the target) and/or "
-                              "--tolerance")
+        if self.pretrained and self.checkpoint is not None:
+            raise ConfigError("--pretrained and --checkpoint exclude each other; give one")
+        if (self.checkpoint is None and not self.pretrained and self.tolerance is None
+                and self.suite is None):
+            raise ConfigError("give --checkpoint or --pretrained (the model sets the target) "
+                              "and/or --tolerance")
         if self.target == "position" and self.steps is not None:
             raise ConfigError("--target position needs --t-end or --orbits (a time to "
                               "compare at)")

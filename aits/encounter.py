@@ -2,7 +2,7 @@
 free-fall and collision times, made scale-free.
 
 Per body ``i`` the acceleration ``a``, jerk ``j``, snap ``s`` and crackle ``c`` of
-mutual gravity (:meth:`aits.policies.AarsethPolicy.derivatives`) give the
+mutual gravity (:func:`aits.features.gravity_derivatives`) give the
 Aarseth time ``tau_i = sqrt((|a||s| + |j|^2) / (|j||c| + |s|^2))`` (``eta = 1``).
 Two more numbers per body are dimensionless: ``q1 = |j|^2 / (|a||s|)`` and
 ``q2 = |s|^2 / (|j||c|)``.
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from aits.features import ENCOUNTER_NAMES, state_pair_stats
-from aits.policies import AarsethPolicy, CollisionalPolicy
+from aits.features import ENCOUNTER_NAMES, gravity_derivatives, state_pair_stats
+from aits.policies import CollisionalPolicy
 from aits.state import SystemState
 
 __all__ = ["CLIP", "ENCOUNTER_NAMES", "EncounterTimes", "encounter_features", "encounter_times"]
@@ -87,7 +87,6 @@ class _PerBody:
     tau: Tensor
 
 
-_AARSETH = AarsethPolicy(1.0)
 _COLLISION = CollisionalPolicy(1.0)
 
 
@@ -97,7 +96,7 @@ def _massive(state: SystemState) -> Tensor:
 
 
 def _per_body(state: SystemState) -> _PerBody:
-    a, j, s, c = (t.norm(dim=-1) for t in _AARSETH.derivatives(state))
+    a, j, s, c = (t.norm(dim=-1) for t in gravity_derivatives(state))
     ok = _massive(state).unsqueeze(-1)
     a, j, s, c = (torch.where(ok, t, 0.0) for t in (a, j, s, c))  # zero-mass: NaN -> 0
     tau = torch.exp(0.5 * _log_ratio(a * s + j * j, j * c + s * s))

@@ -470,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.orbits = 1.0
     device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
     model = None
-    if cfg.checkpoint is not None:
+    if cfg.checkpoint is not None or cfg.pretrained:
         try:
             model = make_policy("model", checkpoint=cfg.checkpoint, device=device, dtype=dtype)
         except (ValueError, FileNotFoundError, CheckpointError) as e:
@@ -484,7 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     references = [build_integrator(cfg, name) for name in cfg.references()]
     tolerances = cfg.tolerances()
 
-    report: dict = {"checkpoint": cfg.checkpoint, "suite": cfg.suite,
+    report: dict = {"checkpoint": cfg.checkpoint, "pretrained": cfg.pretrained,
+                    "suite": cfg.suite,
                     "tolerances": tolerances, "target": cfg.target,
                     "integrators": names, "references": cfg.references(),
                     "units": cfg.units, "energy_threshold": gate_cfg.energy_threshold,

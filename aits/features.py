@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from aits.ops import pair_statistics
+from aits.ops import aarseth_derivatives, pair_statistics
 from aits.state import SystemState, center_of_mass_weights
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -234,6 +234,29 @@ def state_pair_stats(state: SystemState, freefall: bool = False) -> PairStats:
 def min_freefall_time(state: SystemState) -> Tensor:
     """Minimum pairwise free-fall time of each system (a dynamical time); ``batch_shape``."""
     return state_pair_stats(state, freefall=True).min_freefall
+
+
+@torch.no_grad()
+def gravity_derivatives(state: SystemState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Acceleration, jerk, snap and crackle of mutual gravity (each shaped like
+    ``pos``; two native passes over the pairs, :func:`aits.ops.aarseth_derivatives`)."""
+    n, d = state.n_bodies, state.dim
+    out = aarseth_derivatives(
+        state.pos.detach().reshape(-1, n, d), state.vel.detach().reshape(-1, n, d),
+        state.mass.detach().reshape(-1, n), state.softening, state.G,
+    )
+    return tuple(t.reshape(state.pos.shape) for t in out)
+
+
+@torch.no_grad()
+def aarseth_time(state: SystemState, eta: float = 1.0) -> Tensor:
+    """Aarseth's step ``min_i sqrt(eta (|a||s| + |j|^2) / (|j||c| + |s|^2))`` of each
+    system, ``batch_shape`` (``eta = 1``: the time scale itself). A body feeling no
+    force (0/0) does not limit it."""
+    a, j, s, c = (t.norm(dim=-1) for t in gravity_derivatives(state))
+    dt2 = eta * (a * s + j * j) / (j * c + s * s)  # (..., N)
+    dt2 = torch.where(torch.isnan(dt2), math.inf, dt2)
+    return dt2.amin(-1).sqrt()
 
 
 # --------------------------------------------------------------------------------- scales

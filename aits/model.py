@@ -1,6 +1,6 @@
 """The time-step network: features of a state -> a positive step ``dt`` per system.
 
-Two output parameterisations (``output=``):
+Three output parameterisations (``output=``):
 
 * ``"direct"``: ``dt = dt_scale * softplus(z)``; the network predicts the step in
   the units of the training system.
@@ -10,6 +10,11 @@ Two output parameterisations (``output=``):
   dynamical time, so with unit-free features (``FeatureSpec(normalize="state")``)
   a model trained at one scale gives the same accuracy at any other: lengths
   scaled by ``l`` and speeds by ``l^-1/2`` scale ``dt`` by exactly ``l^3/2``.
+* ``"aarseth"``: ``dt = dt_scale * softplus(z) * tau_A(state)`` with ``tau_A``
+  Aarseth's time scale (:func:`aits.features.aarseth_time` at ``eta = 1``). The
+  network predicts a correction to Aarseth's criterion: with ``dt_init`` it starts
+  as exactly ``AarsethPolicy(eta=dt_init**2)``, so training starts from the best
+  classical criterion, scale-free like ``dynamical``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from aits.features import FeatureSpec, state_pair_stats
+from aits.features import FeatureSpec, aarseth_time, state_pair_stats
 from aits.state import SystemState
 
 __all__ = ["OUTPUTS", "FourierFeatures", "TimeStepNet"]
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
-OUTPUTS = ("direct", "dynamical")
+OUTPUTS = ("direct", "dynamical", "aarseth")
+#: outputs that multiply the network's factor by a time scale of the state
+SCALED = ("dynamical", "aarseth")
 
 
 class FourierFeatures(nn.Module):
@@ -58,11 +65,11 @@ class TimeStepNet(nn.Module):
         fourier_features: number of Gaussian Fourier frequencies ``m`` (0 = off); the
             MLP then sees ``2 m`` inputs instead of the raw features.
         fourier_sigma: standard deviation of the Fourier frequencies.
-        output: ``"direct"`` or ``"dynamical"`` (module docstring).
+        output: ``"direct"``, ``"dynamical"`` or ``"aarseth"`` (module docstring).
         dt_scale: multiplies the softplus output (a unit for ``dt``).
         dt_init: if given, the last layer starts with zero weights and a bias such
-            that the initial prediction is ``dt_init`` (times ``t_dyn`` for
-            ``dynamical``).
+            that the initial prediction is ``dt_init`` (times the time scale for
+            ``dynamical`` and ``aarseth``).
         seed: seeds the Fourier matrix.
     """
 
@@ -138,25 +145,32 @@ class TimeStepNet(nn.Module):
     def forward(self, x: Tensor, t_dyn: Tensor | None = None) -> Tensor:
         """``x (..., in_features)`` -> ``dt (...)``, every entry > 0.
 
-        ``t_dyn (...)`` is required for ``output="dynamical"`` and ignored otherwise.
+        ``t_dyn (...)``, the time scale of the state, is required for
+        ``output="dynamical"`` (the minimum free-fall time) and ``"aarseth"`` (Aarseth's
+        time scale) and ignored otherwise.
         """
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected {self.in_features} input features, got {x.shape[-1]}")
         x = x.to(self.head.weight.dtype)
         z = self.head(self.body(self.embed(x))).squeeze(-1)
         dt = self.dt_scale * F.softplus(z)
-        if self.output == "dynamical":
+        if self.output in SCALED:
             if t_dyn is None:
-                raise ValueError("output='dynamical' needs t_dyn (e.g. min_freefall_time(state))")
+                raise ValueError(f"output={self.output!r} needs t_dyn (the state's time scale: "
+                                 "TimeStepNet.inputs(state) gives it)")
             dt = dt * t_dyn.to(dt.dtype)
         return dt
 
     def inputs(self, state: SystemState, history=None) -> tuple[Tensor, Tensor | None]:
         """The network's inputs for ``state``: features ``batch_shape + (in_features,)``
-        and, for ``output="dynamical"``, the minimum pairwise free-fall time
-        ``batch_shape`` (else ``None``). One pass over the body pairs serves both."""
+        and the time scale ``batch_shape``: the minimum pairwise free-fall time for
+        ``output="dynamical"`` (one pass over the body pairs serves both), Aarseth's
+        time scale for ``"aarseth"``, else ``None``."""
         pairs = state_pair_stats(state, freefall=self.output == "dynamical")
-        return self.spec(state, history, pairs), pairs.min_freefall
+        feats = self.spec(state, history, pairs)
+        if self.output == "aarseth":
+            return feats, aarseth_time(state)
+        return feats, pairs.min_freefall
 
     def predict_dt(self, state: SystemState, history=None) -> Tensor:
         """``dt`` for ``state`` (shape ``batch_shape``, state's dtype), computing the

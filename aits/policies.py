@@ -27,6 +27,7 @@ three force evaluations). :func:`make_policy` builds a policy by name.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,16 +37,23 @@ import torch
 from torch import Tensor
 
 from aits.checkpoint import load_checkpoint, load_model, resolve_checkpoint
-from aits.features import PAIR_CHUNK_ELEMENTS, min_freefall_time
+from aits.features import (
+    PAIR_CHUNK_ELEMENTS,
+    aarseth_time,
+    gravity_derivatives,
+    min_freefall_time,
+)
 from aits.history import HistoryBuffer
 from aits.model import TimeStepNet
-from aits.ops import aarseth_derivatives
+from aits.pretrained_model import PRETRAINED, pretrained_path
 from aits.state import SystemState
 
 __all__ = [
     "AarsethPolicy", "CLASSICAL", "CollisionalPolicy", "FixedPolicy", "FreeFallPolicy",
     "ModelPolicy", "POLICIES", "Policy", "make_policy", "resolve_checkpoint",
 ]
+
+log = logging.getLogger("aits.policies")
 
 POLICIES = ("model", "fixed", "freefall", "collisional", "aarseth")
 CLASSICAL = ("freefall", "collisional", "aarseth")
@@ -178,22 +186,12 @@ class AarsethPolicy(_Criterion):
 
     name = "aarseth"
 
-    @torch.no_grad()
     def derivatives(self, state: SystemState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Acceleration, jerk, snap and crackle of mutual gravity, each shaped like ``pos``."""
-        n, d = state.n_bodies, state.dim
-        out = aarseth_derivatives(
-            state.pos.detach().reshape(-1, n, d), state.vel.detach().reshape(-1, n, d),
-            state.mass.detach().reshape(-1, n), state.softening, state.G,
-        )
-        return tuple(t.reshape(state.pos.shape) for t in out)
+        return gravity_derivatives(state)
 
-    @torch.no_grad()
     def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
-        a, j, s, c = (t.norm(dim=-1) for t in self.derivatives(state))
-        dt2 = self.eta * (a * s + j * j) / (j * c + s * s)  # (..., N)
-        dt2 = torch.where(torch.isnan(dt2), math.inf, dt2)  # 0/0: a body feeling no force
-        return dt2.amin(-1).sqrt()
+        return aarseth_time(state, self.eta)
 
 
 class ModelPolicy:
@@ -270,8 +268,9 @@ def make_policy(
     dt_scale: float = 1.0,
 ) -> Policy:
     """Build a policy by name: ``fixed`` needs ``dt``, ``freefall``/``collisional``/
-    ``aarseth`` need ``eta``, ``model`` needs ``checkpoint`` (and takes ``dt_scale``,
-    the factor on its ``dt``; ``eta`` plays that part for the criteria).
+    ``aarseth`` need ``eta``, ``model`` takes ``checkpoint`` (default: the pretrained
+    model shipped with aits, :func:`aits.pretrained`) and ``dt_scale``, the
+    factor on its ``dt`` (``eta`` plays that part for the criteria).
 
     Raises:
         ValueError: unknown name, or the parameter it needs is missing or <= 0.
@@ -281,7 +280,9 @@ def make_policy(
         raise ValueError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
     if name == "model":
         if checkpoint is None:
-            raise ValueError("policy 'model' needs a checkpoint (--checkpoint PATH)")
+            checkpoint = pretrained_path()
+            log.info("policy 'model' without a checkpoint: the pretrained %r model (%s); "
+                     "give --checkpoint for your own", PRETRAINED, checkpoint)
         return ModelPolicy.from_checkpoint(checkpoint, device=device, dtype=dtype,
                                            dt_scale=dt_scale)
     if dt_scale != 1.0:

@@ -132,3 +132,20 @@ def test_wrong_input_width():
         net(torch.randn(2, 11))
     assert TimeStepNet({"kind": "basic", "history": "delta_mag", "history_len": 4},
                        hidden=[4]).in_features == 51
+
+
+def test_aarseth_output_starts_as_aarseths_criterion():
+    """output='aarseth' with dt_init = sqrt(eta): the untrained network is
+    AarsethPolicy(eta) on any system, and scale-free like the criterion."""
+    from aits.policies import AarsethPolicy, ModelPolicy
+    from aits.scenarios import make_scenario
+
+    net = TimeStepNet("basic", hidden=[8], dropout=0.0, output="aarseth", dt_init=0.1).double()
+    for name in ("binary-e0.9", "figure8", "plummer64", "triple"):
+        state = make_scenario(name)
+        torch.testing.assert_close(ModelPolicy(net)(state), AarsethPolicy(0.01)(state),
+                                   rtol=1e-6, atol=0)
+    feats, tau = net.inputs(make_scenario("binary-e0.5"))
+    with pytest.raises(ValueError, match="needs t_dyn"):
+        net(feats)
+    assert tau.shape == () and float(tau) > 0

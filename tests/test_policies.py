@@ -157,8 +157,6 @@ def test_make_policy_errors():
         make_policy("aarseth")
     with pytest.raises(ValueError, match=r"needs a step \(--dt\)"):
         make_policy("fixed")
-    with pytest.raises(ValueError, match="needs a checkpoint"):
-        make_policy("model")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make_policy("model", checkpoint="/nonexistent/x.pt")
 
