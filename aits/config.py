@@ -245,12 +245,12 @@ class TrainConfig(SharedSettings):
                                   ge=0, section="the network")
     fourier_sigma: float = setting(1.0, "standard deviation of the Fourier frequencies "
                                     "(> 0)", gt=0, section="the network")
-    output: str = setting("dynamical", "dt parameterisation: direct (dt = softplus), dynamical "
+    output: str = setting("aarseth", "dt parameterisation: direct (dt = softplus), dynamical "
                                        "(softplus * min pairwise free-fall time) or aarseth "
                                        "(softplus * Aarseth's time scale: a learned correction "
                                        "to Aarseth's criterion)",
                           choices=OUTPUTS, section="the network")
-    dt_init: float = setting(0.2, "initial prediction of the network (times the time scale for "
+    dt_init: float = setting(0.14, "initial prediction of the network (times the time scale for "
                                   "--output dynamical/aarseth; aarseth starts as Aarseth's "
                                   "criterion with eta = dt_init^2); start too large, training "
                                   "lowers it", gt=0, section="the network")
