@@ -146,6 +146,29 @@ void symmetric_pass(const T* const (&in)[K], const T* mass, int64_t B, int64_t N
   const int64_t Np = padded<T>(N);
   const int64_t stride = 2 * D * Np;  // one task's buffer: rows (q, c) at (q D + c) Np
   buf.resize(static_cast<size_t>(B * blocks.tasks * stride));
+  constexpr int64_t kChunk = 256;
+
+  // G times the sums of bodies [j0, j0 + n) of system b, n <= kChunk: the task
+  // buffers added in task order.
+  const auto finish = [&](int64_t b, int64_t j0, int64_t n) {
+    T s[kChunk];
+    for (int q = 0; q < 2; ++q) {
+      T* out = q == 0 ? out0 : out1;
+      T* soa = q == 0 ? soa0 : soa1;
+      for (int c = 0; c < D; ++c) {
+        const T* rows = buf.data() + b * blocks.tasks * stride + (q * D + c) * Np + j0;
+        std::copy(rows, rows + n, s);
+        for (int64_t t = 1; t < blocks.tasks; ++t) {
+          for (int64_t j = 0; j < n; ++j) s[j] += rows[t * stride + j];
+        }
+        for (int64_t j = 0; j < n; ++j) out[(b * N + j0 + j) * D + c] = G * s[j];
+        if (soa != nullptr) {
+          for (int64_t j = 0; j < n; ++j) soa[(b * D + c) * Np + j0 + j] = G * s[j];
+        }
+      }
+    }
+  };
+
   const int64_t pairs_per_task = std::max<int64_t>(1, N * N / 2 / blocks.tasks);
   at::parallel_for(0, B * blocks.tasks, std::max<int64_t>(1, 16384 / pairs_per_task),
                    [&](int64_t begin, int64_t end) {
@@ -160,30 +183,15 @@ void symmetric_pass(const T* const (&in)[K], const T* mass, int64_t B, int64_t N
       blocks.for_rows(task % blocks.tasks, N, [&](int64_t i) {
         pair_row<T, D, K>(terms, cols, mass + b * Np, eps2, i, N, Np, acc, acc + D * Np);
       });
+      if (blocks.tasks == 1) finish(b, 0, N);  // the system's only task: its sums are final
     }
   });
-  // every body's sums: the task buffers added in task order, kChunk bodies at a time
-  constexpr int64_t kChunk = 256;
+  if (blocks.tasks == 1) return;
   const int64_t chunks = (N + kChunk - 1) / kChunk;
   at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
-    T s[kChunk];
     for (int64_t w = begin; w < end; ++w) {
-      const int64_t b = w / chunks, j0 = w % chunks * kChunk, n = std::min(N - j0, kChunk);
-      for (int q = 0; q < 2; ++q) {
-        T* out = q == 0 ? out0 : out1;
-        T* soa = q == 0 ? soa0 : soa1;
-        for (int c = 0; c < D; ++c) {
-          const T* rows = buf.data() + b * blocks.tasks * stride + (q * D + c) * Np + j0;
-          std::copy(rows, rows + n, s);
-          for (int64_t t = 1; t < blocks.tasks; ++t) {
-            for (int64_t j = 0; j < n; ++j) s[j] += rows[t * stride + j];
-          }
-          for (int64_t j = 0; j < n; ++j) out[(b * N + j0 + j) * D + c] = G * s[j];
-          if (soa != nullptr) {
-            for (int64_t j = 0; j < n; ++j) soa[(b * D + c) * Np + j0 + j] = G * s[j];
-          }
-        }
-      }
+      const int64_t j0 = w % chunks * kChunk;
+      finish(w / chunks, j0, std::min(N - j0, kChunk));
     }
   });
 }
