@@ -182,11 +182,11 @@ class AarsethPolicy(_Criterion):
     def derivatives(self, state: SystemState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Acceleration, jerk, snap and crackle of mutual gravity, each shaped like ``pos``."""
         n, d = state.n_bodies, state.dim
-        out = aarseth_derivatives(
+        acc, jerk, snap, crackle = (t.reshape(state.pos.shape) for t in aarseth_derivatives(
             state.pos.detach().reshape(-1, n, d), state.vel.detach().reshape(-1, n, d),
             state.mass.detach().reshape(-1, n), state.softening, state.G,
-        )
-        return tuple(t.reshape(state.pos.shape) for t in out)
+        ))
+        return acc, jerk, snap, crackle
 
     @torch.no_grad()
     def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:
