@@ -25,6 +25,9 @@ train: install
 	$(BIN)/python -m aits.train
 
 # Every benchmark in one table (kernels, Part 2 batching, training throughput,
-# model-policy cost, rollout cost per step); rows also in benchmark-suite.json.
+# model-policy and Aarseth-derivative cost, rollout cost per step, few-body
+# ensembles vs REBOUND, long-run integrator drift); rows with a target say met or
+# MISSED; rows also in benchmark-suite.json. `make bench-suite QUICK=1` runs every
+# section shrunk (suite.py --quick: a smoke run, about a minute on 2 cores).
 bench-suite: install
-	$(BIN)/python benchmarks/suite.py --json benchmark-suite.json
+	$(BIN)/python benchmarks/suite.py $(if $(filter 1,$(QUICK)),--quick) --json benchmark-suite.json

@@ -3,6 +3,10 @@
 * :func:`model_policy_cost` — one model-policy step (features + network + leapfrog
   step) against one force evaluation on a Plummer sphere (the issue's target:
   <= 1.5x at N = 1024, float64, CPU), with the parts timed separately.
+* :func:`aarseth_derivative_cost` — the Aarseth criterion's derivative pass
+  (:func:`aits.ops.aarseth_derivatives`) against one force evaluation on the same
+  state (the target: <= 3x at N = 1024, float64, CPU), checked against
+  :mod:`aits.reference` first.
 * :func:`rollout_cost` — wall time per step of :func:`aits.simulation.simulate`
   (policy, guards off, step; energy diagnostics off) for one policy.
 * :func:`training_throughput` — accepted Part 1 steps per second of the default
@@ -21,10 +25,12 @@ from pathlib import Path
 
 import torch
 
+from aits import reference
 from aits.config import TrainConfig, from_mapping
 from aits.features import min_freefall_time
 from aits.ics import figure_eight, plummer
 from aits.model import TimeStepNet
+from aits.ops import aarseth_derivatives
 from aits.policies import CLASSICAL, ModelPolicy, Policy, make_policy
 from aits.simulation import simulate
 from aits.state import SystemState, step
@@ -36,18 +42,34 @@ PARAMS = {"fixed": {"dt": 1e-3}, "freefall": {"eta": 0.02}, "collisional": {"eta
 ROLLOUT_POLICIES = ("model", "fixed") + CLASSICAL
 
 
+def wall_time(fn: Callable[[], object], device: str = "cpu") -> float:
+    """Seconds of one call (the device synchronised before and after)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def best_time(fn: Callable[[], object], repeats: int = 5, device: str = "cpu") -> float:
     """Best wall time of ``repeats`` calls after one warm-up call (seconds)."""
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    return min(wall_time(fn, device) for _ in range(repeats))
+
+
+def best_times_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20,
+                           device: str = "cpu") -> dict[str, float]:
+    """Best wall time (seconds) of each function over ``repeats`` rounds that call
+    them in turn, after one warm-up call each: load from other processes hits all
+    of them alike, so their ratios hold on a shared machine."""
+    for fn in fns.values():
         fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            best[name] = min(best[name], wall_time(fn, device))
     return best
 
 
@@ -94,6 +116,31 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
     if t_dyn is not None:
         t["free_fall_time"] = best_time(lambda: min_freefall_time(state), repeats, device)
     t["ratio"] = t["model_policy_step"] / t["force_evaluation"]
+    return t
+
+
+@torch.no_grad()
+def aarseth_derivative_cost(n: int = 1024, device: str = "cpu", repeats: int = 20,
+                            dtype: torch.dtype = torch.float64) -> dict[str, float]:
+    """Seconds of one force evaluation and of one Aarseth derivative pass (acc, jerk,
+    snap, crackle: what :class:`~aits.policies.AarsethPolicy` computes per call) on
+    one Plummer sphere, timed interleaved, and ``ratio`` = derivative pass / force
+    evaluation. The op is first checked against :mod:`aits.reference` at N = 200
+    (float64, max relative difference <= 1e-12; else RuntimeError)."""
+    check = system(200, device, torch.float64)
+    got = aarseth_derivatives(check.pos, check.vel, check.mass, check.softening, check.G)
+    want = reference.aarseth_derivatives(check.pos, check.vel, check.mass, check.softening,
+                                         check.G)
+    for name, g, w in zip(("acc", "jerk", "snap", "crackle"), got, want):
+        err = float((g - w).abs().max() / w.abs().max())
+        if not err <= 1e-12:
+            raise RuntimeError(f"aarseth_derivatives {name} differs from aits.reference by {err:.2e}")
+    s = system(n, device, dtype)
+    t = best_times_interleaved({
+        "force_evaluation": s.gravity_acceleration,
+        "aarseth_derivatives": lambda: aarseth_derivatives(s.pos, s.vel, s.mass, s.softening, s.G),
+    }, repeats, device)
+    t["ratio"] = t["aarseth_derivatives"] / t["force_evaluation"]
     return t
 
 

@@ -2,8 +2,9 @@
 
     pytest benchmarks/test_rollout.py --benchmark-only
 
-One force evaluation, one model-policy step (features + network + step) and one
-call of each policy, on a Plummer sphere (float64, CPU), and training throughput.
+One force evaluation, one model-policy step (features + network + step), one
+Aarseth derivative pass and one call of each policy, on a Plummer sphere
+(float64, CPU), and training throughput.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import rollout
+from aits.ops import aarseth_derivatives
 from aits.state import step
 
 SIZES = [256, 1024]
@@ -31,6 +33,19 @@ def test_model_policy_step(benchmark, state):
     policy = rollout.policy_for("model", state)
     end = benchmark(lambda: step(state, policy(state)))
     assert torch.isfinite(end.pos).all()
+
+
+def test_aarseth_derivative_pass(benchmark, state):
+    """What AarsethPolicy computes per call (acc, jerk, snap, crackle)."""
+    out = benchmark(aarseth_derivatives, state.pos, state.vel, state.mass, state.softening,
+                    state.G)
+    assert all(torch.isfinite(t).all() for t in out)
+
+
+def test_aarseth_derivative_cost_checks_then_times():
+    c = rollout.aarseth_derivative_cost(256, repeats=2)
+    assert set(c) == {"force_evaluation", "aarseth_derivatives", "ratio"}
+    assert c["ratio"] == c["aarseth_derivatives"] / c["force_evaluation"]
 
 
 @pytest.mark.parametrize("name", rollout.ROLLOUT_POLICIES)

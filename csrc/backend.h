@@ -1,10 +1,9 @@
 // The seam between the device-independent op layer (ops.cpp) and the device
 // back ends (cpu/, cuda/). A back end supplies four primitive kernels with the
 // same signature on every device (pair_forward, pair_backward, potential,
-// aarseth_derivatives) and
-// may add the pair statistics (pair_statistics, and its fusion with the force
-// pass); everything else (checks, batching, the leapfrog composition, backward
-// formulas) is written once in ops.cpp.
+// aarseth_derivatives) and may add the pair statistics (pair_statistics, and
+// its fusion with the force pass); everything else (checks, batching, the
+// leapfrog composition, backward formulas) is written once in ops.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>

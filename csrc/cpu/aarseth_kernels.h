@@ -15,14 +15,16 @@
 // Determinism: the rows of a system are cut into blocks that depend on N only,
 // never on the thread count. A task owns two blocks (r and nb - 1 - r, so that
 // the triangle's work is balanced) and sums into its own (2, D, Np) buffer: its
-// rows' sums over partners j > i, and their pull on those partners. The
-// buffers are added in task order at the end, so every sum has a fixed order
-// and the result is the same on every run and for every thread count.
+// rows' sums over partners j > i, and their pull on those partners. The last
+// task of a system to finish adds its buffers in task order, so every sum has
+// a fixed order and the result is the same on every run and for every thread
+// count.
 // Extra memory: tasks x 2 D Np values per system, at most 16 tasks
 // (16 x 6 x 8 = 768 bytes per body in 3-D float64).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -146,6 +148,34 @@ void symmetric_pass(const T* const (&in)[K], const T* mass, int64_t B, int64_t N
   const int64_t Np = padded<T>(N);
   const int64_t stride = 2 * D * Np;  // one task's buffer: rows (q, c) at (q D + c) Np
   buf.resize(static_cast<size_t>(B * blocks.tasks * stride));
+  constexpr int64_t kChunk = 256;
+
+  // G times the sums of bodies [j0, j0 + n) of system b, n <= kChunk: the task
+  // buffers added in task order.
+  const auto finish = [&](int64_t b, int64_t j0, int64_t n) {
+    T s[kChunk];
+    for (int q = 0; q < 2; ++q) {
+      T* out = q == 0 ? out0 : out1;
+      T* soa = q == 0 ? soa0 : soa1;
+      for (int c = 0; c < D; ++c) {
+        const T* rows = buf.data() + b * blocks.tasks * stride + (q * D + c) * Np + j0;
+        std::copy(rows, rows + n, s);
+        for (int64_t t = 1; t < blocks.tasks; ++t) {
+          for (int64_t j = 0; j < n; ++j) s[j] += rows[t * stride + j];
+        }
+        for (int64_t j = 0; j < n; ++j) out[(b * N + j0 + j) * D + c] = G * s[j];
+        if (soa != nullptr) {
+          for (int64_t j = 0; j < n; ++j) soa[(b * D + c) * Np + j0 + j] = G * s[j];
+        }
+      }
+    }
+  };
+
+  // tasks of each system done so far: the last one to finish adds the buffers
+  // (in task order, whichever thread that is), so no second parallel region
+  // (and barrier) is needed
+  std::vector<std::atomic<int64_t>> done(static_cast<size_t>(B));
+  for (auto& d : done) d.store(0, std::memory_order_relaxed);
   const int64_t pairs_per_task = std::max<int64_t>(1, N * N / 2 / blocks.tasks);
   at::parallel_for(0, B * blocks.tasks, std::max<int64_t>(1, 16384 / pairs_per_task),
                    [&](int64_t begin, int64_t end) {
@@ -160,29 +190,9 @@ void symmetric_pass(const T* const (&in)[K], const T* mass, int64_t B, int64_t N
       blocks.for_rows(task % blocks.tasks, N, [&](int64_t i) {
         pair_row<T, D, K>(terms, cols, mass + b * Np, eps2, i, N, Np, acc, acc + D * Np);
       });
-    }
-  });
-  // every body's sums: the task buffers added in task order, kChunk bodies at a time
-  constexpr int64_t kChunk = 256;
-  const int64_t chunks = (N + kChunk - 1) / kChunk;
-  at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
-    T s[kChunk];
-    for (int64_t w = begin; w < end; ++w) {
-      const int64_t b = w / chunks, j0 = w % chunks * kChunk, n = std::min(N - j0, kChunk);
-      for (int q = 0; q < 2; ++q) {
-        T* out = q == 0 ? out0 : out1;
-        T* soa = q == 0 ? soa0 : soa1;
-        for (int c = 0; c < D; ++c) {
-          const T* rows = buf.data() + b * blocks.tasks * stride + (q * D + c) * Np + j0;
-          std::copy(rows, rows + n, s);
-          for (int64_t t = 1; t < blocks.tasks; ++t) {
-            for (int64_t j = 0; j < n; ++j) s[j] += rows[t * stride + j];
-          }
-          for (int64_t j = 0; j < n; ++j) out[(b * N + j0 + j) * D + c] = G * s[j];
-          if (soa != nullptr) {
-            for (int64_t j = 0; j < n; ++j) soa[(b * D + c) * Np + j0 + j] = G * s[j];
-          }
-        }
+      // acq_rel: the finisher sees every other task's buffer of this system
+      if (done[b].fetch_add(1, std::memory_order_acq_rel) + 1 == blocks.tasks) {
+        for (int64_t j0 = 0; j0 < N; j0 += kChunk) finish(b, j0, std::min(N - j0, kChunk));
       }
     }
   });
