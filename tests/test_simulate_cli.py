@@ -131,7 +131,6 @@ def test_orbit_period():
      "argument --policy: invalid choice: 'rk4'"),
     (["--scenario", "figure8", "--policy", "model", "--checkpoint", "/no/such.pt", "--steps", "1"],
      "checkpoint '/no/such.pt' does not exist"),
-    (["--scenario", "figure8", "--policy", "model", "--steps", "1"], "needs a checkpoint"),
     (["--scenario", "figure8", "--policy", "freefall", "--eta", "0", "--steps", "1"],
      "setting 'eta' must be a number > 0, got 0.0"),
     (["--scenario", "figure8", "--policy", "freefall", "--steps", "1"], "needs eta (--eta)"),
