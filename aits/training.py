@@ -143,7 +143,7 @@ def replay_errors(model: TimeStepNet, states: SystemState, window: Sequence[Syst
     Returns:
         ``(dt, rel_dE)``, each ``(b,)``, differentiable in the model parameters.
     """
-    dt = model.predict_dt(states, window)
+    dt = model.predict_dt(states, window, grad=True)
     return dt, gate.error(states, rollout(states, dt, n_steps))
 
 
@@ -155,7 +155,7 @@ def replay_errors_per_sample(model: TimeStepNet, states: SystemState,
     dts, rels = [], []
     for i in range(states.batch_size):
         s = states.index(i)
-        dt = model.predict_dt(s, _take_window(window, i))
+        dt = model.predict_dt(s, _take_window(window, i), grad=True)
         dts.append(dt)
         rels.append(gate.error(s, rollout(s, dt, n_steps)))
     return torch.stack(dts), torch.stack(rels)
