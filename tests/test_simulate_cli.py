@@ -99,9 +99,10 @@ def test_animation_uses_ffmpeg_when_present(tmp_path, monkeypatch):
         def __init__(self, fig, draw, frames, blit):
             self.draw, self.frames = draw, frames
 
-        def save(self, out, writer, dpi):
+        def save(self, out, writer, dpi, progress_callback):
             for k in range(self.frames):
                 self.draw(k)
+                progress_callback(k, self.frames)
             out.write_bytes(b"mp4")
 
     monkeypatch.setattr(plots.shutil, "which", lambda name: "/usr/bin/ffmpeg")
@@ -112,10 +113,18 @@ def test_animation_uses_ffmpeg_when_present(tmp_path, monkeypatch):
     assert out.suffix == ".mp4" and out.stat().st_size > 0 and calls
 
 
-def test_animation_needs_2d(tmp_path):
-    r = simulate(plummer(4, seed=0), FixedPolicy(0.01), steps=2)
-    with pytest.raises(ValueError, match="needs a 2-D run"):
-        plots.animate(r, tmp_path / "a")
+def test_a_3d_run_is_animated_as_a_projection_in_large_frames(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)  # no ffmpeg: GIF
+    r = simulate(plummer(4, seed=0), FixedPolicy(0.01), steps=6)
+    out = plots.animate(r, tmp_path / "xz", projection="xz")
+    with Image.open(out) as gif:
+        assert gif.size == (600, 600) and gif.n_frames == 7
+    assert plots.animate(r, tmp_path / "xy").is_file()  # x-y, the default
+    with pytest.raises(ValueError, match="'xz' needs a 3-D run"):
+        plots.animate(simulate(kepler_orbit(0.5), FixedPolicy(0.1), steps=2), tmp_path / "a",
+                      projection="xz")
 
 
 def test_orbit_period():
