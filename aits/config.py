@@ -551,6 +551,9 @@ class EvaluateConfig(RunSettings):
         if self.checkpoint is None and self.tolerance is None and self.suite is None:
             raise ConfigError("give --checkpoint (the model sets the target) and/or "
                               "--tolerance")
+        if self.target == "energy" and self.tolerance and max(self.tolerance) >= self.fail_above:
+            raise ConfigError(f"--tolerance {max(self.tolerance):g} must be below --fail-above "
+                              f"{self.fail_above:g} (a run past that has diverged and stops)")
         if self.target == "position" and self.steps is not None:
             raise ConfigError("--target position needs --t-end or --orbits (a time to "
                               "compare at)")
