@@ -25,6 +25,7 @@ from aits.features import ANALYTIC_KINDS, HISTORY_KINDS
 from aits.integrators import INTEGRATORS
 from aits.model import OUTPUTS
 from aits.policies import CLASSICAL, POLICIES
+from aits.results import FAIL_ABOVE
 from aits.scenarios import list_scenarios
 from aits.settings import ConfigError, Settings, setting
 from aits.suites import SUITES
@@ -377,7 +378,11 @@ class RunSettings(SharedSettings):
                                            "steps a step", ge=0, metavar="K", section=RUN)
     max_steps: int = setting(1_000_000, "a system stops (with a warning, keeping its last "
                                         "state) after this many steps", ge=1, section=RUN)
-    quiet: bool = setting(False, "no progress bar, warnings only", section=RUN)
+    quiet: bool = setting(False, "no output but warnings and errors (no summary, tables, "
+                                "progress bars or file list)", section=RUN)
+    fail_above: float = setting(FAIL_ABOVE, "a run whose whole-run |dE/E| passes this has "
+                                            "diverged and stops there (inf: never)", gt=0,
+                                finite=False, section=RUN)
     checkpoint: str | None = setting(None, "training checkpoint (.pt) or run directory of the "
                                            "model", metavar="PATH", section="the policy")
 
@@ -438,10 +443,24 @@ class SimulateConfig(RunSettings):
                                 "aits[hdf5])", section=OUTPUT)
     plots: bool = setting(False, "write DIR/orbits.png and DIR/energy_dt.png (log axes)",
                           section=OUTPUT)
-    animate: bool = setting(False, "write DIR/animation.mp4 (GIF without ffmpeg); 2-D runs "
-                                   "only", section=OUTPUT)
-    frames: int = setting(500, "positions kept for plots/trajectory/animation, at most", ge=2,
+    animate: bool = setting(False, "write DIR/animation.mp4 (GIF without ffmpeg; 3-D runs as "
+                                   "the --projection)", section=OUTPUT)
+    projection: str = setting("xy", "plane of the orbit plot and animation of a 3-D run",
+                              choices=("xy", "xz"), section=OUTPUT)
+    frames: int = setting(500, "frames in trajectory.npz, the orbit plot and the animation "
+                               "(exactly; a run of fewer steps has one a step)", ge=2,
                           section=OUTPUT)
+    output_times: list[float] | None = setting(
+        None, "record the state at these times after the start (steps land on them "
+              "exactly): result.json and trajectory.npz", ge=0, metavar="T",
+        exclusive="outputs", section=OUTPUT)
+    output_every: float | None = setting(None, "record the state every DT from the start to "
+                                               "the end (as --output-times)", gt=0,
+                                         metavar="DT", exclusive="outputs", section=OUTPUT)
+    allow_divergence: bool = setting(False, "a run that diverges (see --fail-above; a step "
+                                            "still failing the gate after --max-retries) runs "
+                                            "on and exits 0 instead of stopping there with "
+                                            "exit status 3", section=RUN)
 
     def integrators(self) -> list[str]:
         return [self.integrator]
@@ -463,6 +482,11 @@ class SimulateConfig(RunSettings):
                                f"to --policy {self.policy} (it is for {', '.join(policies)})")
         if self.files_requested and self.out is None:
             raise ConfigError("--trajectory/--hdf5/--plots/--animate need --out DIR")
+        if (self.output_times or self.output_every) and self.out is None:
+            raise ConfigError("--output-times/--output-every need --out DIR (result.json)")
+        if self.output_every is not None and self.steps is not None:
+            raise ConfigError("--output-every needs --t-end or --orbits (an end to count to); "
+                              "with --steps give --output-times")
 
 
 @dataclass
@@ -539,6 +563,9 @@ class EvaluateConfig(RunSettings):
                 and self.suite is None):
             raise ConfigError("give --checkpoint or --pretrained (the model sets the target) "
                               "and/or --tolerance")
+        if self.target == "energy" and self.tolerance and max(self.tolerance) >= self.fail_above:
+            raise ConfigError(f"--tolerance {max(self.tolerance):g} must be below --fail-above "
+                              f"{self.fail_above:g} (a run past that has diverged and stops)")
         if self.target == "position" and self.steps is not None:
             raise ConfigError("--target position needs --t-end or --orbits (a time to "
                               "compare at)")

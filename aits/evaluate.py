@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,11 +66,12 @@ from aits.simulate import (
     run_length,
 )
 from aits.suites import SUITES
-from aits.simulation import EnergyRecord, SimulationResult, simulate
+from aits.observers import PROGRESS_DELAY
+from aits.simulation import FAIL_ABOVE, EnergyRecord, SimulationResult, simulate
 from aits.state import SystemState
 
-__all__ = ["Baseline", "ScenarioTable", "baseline", "build_parser", "evaluate_scenario", "main",
-           "markdown_table", "position_error", "summary_rows", "tune"]
+__all__ = ["Baseline", "ScenarioTable", "baseline", "build_parser", "count_rows",
+           "evaluate_scenario", "main", "markdown_table", "position_error", "summary_rows", "tune"]
 
 log = logging.getLogger("aits.evaluate")
 
@@ -136,7 +138,8 @@ def tune(
 
     The bracket is found by multiplying/dividing ``first`` by 4; then the bracket
     is halved in log space. A run that did not reach its end (``max_steps``) or
-    blew up counts as too small / too large a parameter respectively.
+    blew up counts as too small / too large a parameter respectively; a run that
+    diverged (its error is counted as ``inf``) as too large.
 
     Args:
         run: ``p -> SimulationResult``.
@@ -161,7 +164,7 @@ def tune(
     while runs < max_runs:
         r = run(p)
         runs += 1
-        err = metric(r)
+        err = math.inf if r.diverged else metric(r)
         trials.append((p, int(r.force_evaluations), err))
         finished = r.stop_reason in ("t_end", "steps")
         if smallest is None or p < smallest[0]:
@@ -229,11 +232,12 @@ def run_ias15(state: SystemState, t_end: float) -> dict:
 def _row(label: str, param: str, r: SimulationResult, pos_err: float, note: str = "",
          matched: bool | None = None) -> dict:
     s = r.summary()
+    note = "; ".join(n for n in (note, r.divergence_note) if n)
     return {"policy": label, "parameter": param, "matched": matched, "steps": s["steps"],
             "force_evaluations": s["force_evaluations"], "wall_time_s": s["wall_time_s"],
             "energy_error_final": s["energy_error_final"], "energy_error_max": s["energy_error_max"],
             "position_error": pos_err, "gate_pass_rate": s["gate_pass_rate"],
-            "step_error_max": s["step_error_max"], "note": note}
+            "step_error_max": s["step_error_max"], "status": s["status"], "note": note}
 
 
 def _cell(c: object) -> str:
@@ -318,10 +322,17 @@ def evaluate_scenario(
     max_runs: int,
     max_steps: int,
     base: Baseline,
+    fail_above: float = FAIL_ABOVE,
+    bar: Any = None,
 ) -> ScenarioTable:
     """Run the model, tune each classical policy (and the model's ``dt_scale`` when a
     ``tolerance`` is given) under each of ``integrators``, the classical policies
-    alone under each of ``references`` (rows noted as references), add IAS15."""
+    alone under each of ``references`` (rows noted as references), add IAS15.
+
+    A run whose whole-run ``|dE/E|`` passes ``fail_above`` has diverged and stops;
+    a row whose run diverged says so in its ``status`` and note. ``bar``: an open
+    tqdm bar advanced by one per row (:func:`count_rows` of them), its postfix the
+    row being tuned and its run."""
     t_end = length.get("t_end")
     ias, ref = base.ias, base.ref
 
@@ -336,12 +347,21 @@ def evaluate_scenario(
     target = tolerance
     first_integ = integrators[0]
 
+    label, tries = "model", 0
+
     def run(policy: Policy, integrator: str | Integrator) -> SimulationResult:
+        nonlocal tries
+        tries += 1
+        if bar is not None:
+            bar.set_postfix_str(f"{label}, run {tries}")
         return simulate(state, policy, integrator=integrator, gate=gate, max_steps=max_steps,
-                        observers=[EnergyRecord()], **length)
+                        observers=[EnergyRecord()], fail_above=fail_above, **length)
 
     if model is not None and target is None:
         r = run(model, first_integ)
+        if r.diverged:
+            raise ValueError(f"the model's run, which sets the target, {r.divergence_note}; "
+                             "give --tolerance")
         target = metric(r)
     if not (target is not None and 0 < target < math.inf):
         raise ValueError(f"cannot tune to a whole-run error of {target!r} (the model's run "
@@ -359,33 +379,41 @@ def evaluate_scenario(
                 candidates.append((name, lambda p, n=name: make_policy(n, eta=p),
                                    _FIRST_GUESS[name], "eta"))
         for name, build, first, pname in candidates:
-            label = f"{name}/{make_integrator(integ).name}"
+            label, tries = f"{name}/{make_integrator(integ).name}", 0
             if name == "model" and tolerance is None and integ == first_integ:
                 r = run(model, integ)
                 rows.append(_row(label, "dt_scale=1 (sets the target)", r, pos_err(r),
                                  matched=True))
                 runs[label] = r
                 curves[label] = [(int(r.force_evaluations), metric(r))]
-                continue
-            tuned = tune(lambda p, b=build, i=integ: run(b(p), i), target, first, rtol=rtol,
-                         max_runs=max_runs, metric=metric)
-            note = f"tuned in {tuned.runs} runs" + ("" if tuned.matched else
-                                                    " (tolerance not reached)")
-            if is_reference:
-                note = "reference; " + note
-            rows.append(_row(label, f"{pname}={tuned.param:.4g}", tuned.result,
-                             pos_err(tuned.result), note, matched=tuned.matched))
-            runs[label] = tuned.result
-            curves[label] = [(evals, err) for _, evals, err in tuned.trials]
+            else:
+                tuned = tune(lambda p, b=build, i=integ: run(b(p), i), target, first,
+                             rtol=rtol, max_runs=max_runs, metric=metric)
+                note = f"tuned in {tuned.runs} runs" + ("" if tuned.matched else
+                                                        " (tolerance not reached)")
+                if is_reference:
+                    note = "reference; " + note
+                rows.append(_row(label, f"{pname}={tuned.param:.4g}", tuned.result,
+                                 pos_err(tuned.result), note, matched=tuned.matched))
+                runs[label] = tuned.result
+                curves[label] = [(evals, err) for _, evals, err in tuned.trials]
+            if bar is not None:
+                bar.update()
     if ias is not None:
         ias = dict(ias)
         final = ias.pop("final_pos")
         rows.append({"policy": "REBOUND IAS15", "parameter": "default epsilon", "matched": None,
                      **ias, "position_error": position_error(state.replace(pos=torch.as_tensor(
                          final, dtype=state.dtype)), ref, state) if ref is not None else math.nan,
-                     "gate_pass_rate": None, "step_error_max": None,
+                     "gate_pass_rate": None, "step_error_max": None, "status": None,
                      "note": "reference, not tuned"})
     return ScenarioTable(target, rows, runs, curves)
+
+
+def count_rows(policies: Sequence[str], integrators: Sequence[object],
+               references: Sequence[object], with_model: bool) -> int:
+    """The tuned (or target) rows :func:`evaluate_scenario` makes for one table."""
+    return len(integrators) * (len(policies) + with_model) + len(references) * len(policies)
 
 
 #: rows that compete with the model for "best classical"
@@ -515,7 +543,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         (out / "evaluation.md").write_text(md)
         write_json(out / "evaluation.json", report)
 
+    from tqdm.auto import tqdm
+
+    say = (lambda text: None) if cfg.quiet else tqdm.write
+    rows_total = len(systems) * len(tolerances) * count_rows(
+        cfg.policies, integrators, references, model is not None)
+    bar = tqdm(total=rows_total, desc="evaluate", unit="row", delay=PROGRESS_DELAY,
+               disable=cfg.quiet, dynamic_ncols=True)
     for name, (state, length) in systems.items():
+        bar.set_postfix_str(f"{name}: reference runs")
         base = baseline(state, length, with_rebound=with_rebound,
                         position=cfg.position_error)
         for tolerance in tolerances:
@@ -525,8 +561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     state, length, model, cfg.policies, integrators=integrators,
                     references=references, tolerance=tolerance, target_kind=cfg.target,
                     gate=gate, rtol=cfg.rtol, max_runs=cfg.max_runs, max_steps=cfg.max_steps,
-                    base=base)
+                    base=base, fail_above=cfg.fail_above, bar=bar)
             except ValueError as e:
+                bar.close()
                 write_report()
                 return run_failed(parser.prog, f"system {name}: {e}")
             if tolerance is not None:
@@ -534,8 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["scenarios"][key] = {"target": table.target, **length, "rows": table.rows}
             sections.append(scenario_markdown(key, table.target, cfg.target, table.rows))
             all_runs[key], targets[key] = table.runs, table.target
-            print(sections[-1] + "\n", flush=True)
+            say(sections[-1] + "\n")
             write_report()  # every finished table is on disk before the next can fail
+    bar.close()
     from aits.plots import plot_comparison, plot_cost_accuracy
 
     plot_comparison(all_runs, out / "evaluation.png",
@@ -552,10 +590,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            else "final position error")
         written.append("cost_accuracy.png")
     if report.get("summary"):
-        print(summary_markdown(report["summary"]) + "\n")
+        say(summary_markdown(report["summary"]) + "\n")
     for note in notes:
-        print(note)
-    print(f"wrote {out / 'evaluation.md'}, {', '.join(written)}")
+        say(note)
+    say(f"wrote {out / 'evaluation.md'}, {', '.join(written)}")
     return 0
 
 

@@ -172,8 +172,17 @@ class TimeStepNet(nn.Module):
             return feats, aarseth_time(state)
         return feats, pairs.min_freefall
 
-    def predict_dt(self, state: SystemState, history=None) -> Tensor:
+    def predict_dt(self, state: SystemState, history=None, *, grad: bool | None = None) -> Tensor:
         """``dt`` for ``state`` (shape ``batch_shape``, state's dtype), computing the
-        features (and ``t_dyn``) from ``state`` and ``history``."""
-        feats, t_dyn = self.inputs(state, history)
-        return self(feats, t_dyn).to(state.dtype)
+        features (and ``t_dyn``) from ``state`` and ``history``.
+
+        Args:
+            grad: record the autograd graph (when gradients are enabled at all).
+                Default: in train mode only, so that a model in eval mode (inference:
+                the policies, the rollout check) returns a ``dt`` without graph that
+                does not require grad. Training passes ``True``, whatever the mode.
+        """
+        record = torch.is_grad_enabled() and (self.training if grad is None else grad)
+        with torch.set_grad_enabled(record):
+            feats, t_dyn = self.inputs(state, history)
+            return self(feats, t_dyn).to(state.dtype)

@@ -2,17 +2,23 @@
 
 The core keeps only per-system totals; an observer sees every step and keeps what
 it needs: :class:`EnergyRecord` (time, ``dt`` and energy errors of every step),
-:class:`Trajectory` (bounded frames of positions and velocities), :class:`Progress`
-(a tqdm bar). Pass ``observers=[...]`` to ``simulate`` (``[]`` records nothing).
+:class:`Trajectory` (a fixed number of frames of positions and velocities),
+:class:`Progress` (a tqdm bar). Pass ``observers=[...]`` to ``simulate`` (``[]``
+records nothing).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from aits.state import SystemState
 
-__all__ = ["EnergyRecord", "Observer", "Progress", "Trajectory"]
+__all__ = ["EnergyRecord", "Observer", "PROGRESS_DELAY", "Progress", "Trajectory"]
+
+#: Seconds before any aits progress bar appears: shorter stretches show nothing.
+PROGRESS_DELAY = 2.0
 
 
 class Observer:
@@ -56,8 +62,13 @@ class EnergyRecord(Observer):
 
 
 class Trajectory(Observer):
-    """Positions and velocities of every system every ``stride`` steps (start and end
-    included); halves itself, doubling the stride, past ``2 * max_frames`` frames."""
+    """Positions and velocities of every system: exactly ``max_frames`` frames per
+    system, evenly spaced in steps with the start and the end included (every step's
+    of a run with fewer steps).
+
+    Frames are kept every ``stride`` steps; past ``2 * max_frames`` kept frames every
+    other one is dropped and the stride doubles, so memory stays bounded, and
+    :meth:`arrays` picks the ``max_frames`` of them."""
 
     def __init__(self, max_frames: int = 500) -> None:
         self.max_frames = max(2, int(max_frames))
@@ -88,28 +99,46 @@ class Trajectory(Observer):
             self._add(state)
 
     def arrays(self, b: int) -> dict[str, np.ndarray]:
-        """Frames of system ``b`` (consecutive frames at one time merged)."""
+        """Frames of system ``b``: ``frame_t (F,)``, ``frame_pos``, ``frame_vel``
+        ``(F, N, D)`` with ``F = max_frames`` (fewer when the system took fewer steps);
+        frames at one time (after the system stopped) count once."""
         t = np.array([f[b] for f in self.t])
-        keep = np.concatenate([[True], np.diff(t) != 0])
-        return {"frame_t": t[keep], "frame_pos": np.stack([f[b] for f in self.pos])[keep],
-                "frame_vel": np.stack([f[b] for f in self.vel])[keep]}
+        keep = np.flatnonzero(np.concatenate([[True], np.diff(t) != 0]))
+        if len(keep) > self.max_frames:  # evenly spaced, first and last included
+            keep = keep[np.round(np.linspace(0, len(keep) - 1, self.max_frames)).astype(int)]
+        return {"frame_t": t[keep], "frame_pos": np.stack([self.pos[i][b] for i in keep]),
+                "frame_vel": np.stack([self.vel[i][b] for i in keep])}
 
 
 class Progress(Observer):
-    """A tqdm bar over the simulated time of all systems (appears after one second)."""
+    """A tqdm bar over the simulated time of all systems, or over their steps; it
+    appears only after :data:`PROGRESS_DELAY` seconds.
 
-    def __init__(self, t_total: float | None, steps_total: int | None) -> None:
+    Args:
+        t_total, steps_total: what the bar counts (give one).
+        bar: an open tqdm bar to advance (by steps) instead of a new one; it is
+            left open, for a bar over several runs.
+    """
+
+    def __init__(self, t_total: float | None = None, steps_total: int | None = None, *,
+                 bar: Any = None) -> None:
         self.total = t_total if t_total is not None else steps_total
-        self.by_time = t_total is not None
+        self.by_time = t_total is not None and bar is None
+        self.shared = bar
 
     def start(self, state, t0):
+        if self.shared is not None:
+            self.bar = self.shared
+            return
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, delay=1.0, unit="time" if self.by_time else "step",
+        self.bar = tqdm(total=self.total, delay=PROGRESS_DELAY,
+                        unit="time" if self.by_time else "step",
                         bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
 
     def update(self, state, active, t, dt, step_error, energy_error):
         self.bar.update(float(dt.sum()) if self.by_time else len(active))
 
     def finish(self, state):
-        self.bar.close()
+        if self.shared is None:
+            self.bar.close()

@@ -48,6 +48,8 @@ STEP_COLUMNS = ("epoch", "round", "system", "time", "dt", "rel_dE")
 
 
 LOCK_NAME = "run.lock"
+#: Systems of a multi-system run named in the legend of plot.png (the rest unlabelled).
+LEGEND_SYSTEMS = 10
 
 
 class RunDirBusyError(ConfigError):
@@ -246,12 +248,21 @@ class RunDir:
 
         systems = sorted({int(r["system"]) for r in rows})
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-        for b in systems:
+        for k, b in enumerate(systems):
             sel = [r for r in rows if int(r["system"]) == b]
             x = [int(r["round"]) for r in sel]
             style = dict(lw=0.6) if len(systems) == 1 else dict(lw=0.4, alpha=0.7)
-            ax1.plot(x, [float(r["dt"]) for r in sel], **style)
+            # a legend entry per system, up to LEGEND_SYSTEMS of them
+            named = len(systems) > 1 and k < LEGEND_SYSTEMS
+            ax1.plot(x, [float(r["dt"]) for r in sel], label=f"system {b}" if named else None,
+                     **style)
             ax2.plot(x, [max(float(r["rel_dE"]), 1e-30) for r in sel], **style)
+        if len(systems) > 1:
+            more = len(systems) - LEGEND_SYSTEMS
+            ax1.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                       fontsize=8, title=f"{len(systems)} systems" + (
+                           f" ({more} more unlabelled)" if more > 0 else ""),
+                       title_fontsize=8)
         epochs_first = {}
         for r in rows:
             epochs_first.setdefault(int(r["epoch"]), int(r["round"]))
@@ -264,12 +275,12 @@ class RunDir:
         ax1.set_ylabel("accepted dt")
         ax2.set_ylabel("per-step rel_dE")
         ax2.set_xlabel("accepted step (Part 1; grey lines: epochs)")
-        ax2.legend(loc="lower right", fontsize=8)
+        ax2.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
         fig.tight_layout()
         out = self.path / "plot.png"
         try:
             with _writing(out):
-                fig.savefig(out, dpi=110)
+                fig.savefig(out, dpi=110, bbox_inches="tight")
         finally:
             plt.close(fig)
         return out

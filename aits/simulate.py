@@ -7,10 +7,16 @@ Examples::
     python -m aits.simulate --scenario binary-e0.9 --policy model --checkpoint runs/demo --orbits 3 \\
         --out out/model --plots --animate --trajectory
 
-Prints a short summary; with ``--out DIR`` writes ``DIR/result.json`` (the keys of
-:data:`aits.simulation.RESULT_KEYS` and more), and on request
+Prints a short summary (``--quiet``: nothing but warnings and errors); with ``--out
+DIR`` writes ``DIR/result.json`` (the keys of :data:`aits.simulation.RESULT_KEYS` and
+more, the states at ``--output-times`` among them), and on request
 ``DIR/trajectory.npz``, ``DIR/orbits.png``, ``DIR/energy_dt.png`` and
-``DIR/animation.mp4`` (``.gif`` without ffmpeg; 2-D runs only).
+``DIR/animation.mp4`` (``.gif`` without ffmpeg; a 3-D run as its ``--projection``).
+
+Exit status: 0 done, 1 a system was lost (non-finite state or bad ``dt``), 2 bad
+input, 3 the run diverged (a step still failing the gate after ``--max-retries``,
+or a whole-run ``|dE/E|`` past ``--fail-above``; ``--allow-divergence`` runs on and
+exits 0).
 """
 
 from __future__ import annotations
@@ -38,10 +44,9 @@ from aits.policies import Policy, make_policy
 from aits.scenarios import make_scenario
 from aits.simulation import SimulationResult, simulate
 from aits.state import SystemState, split, stack
+from aits.textfmt import number
 
-__all__ = ["build_parser", "main", "orbit_period"]
-
-log = logging.getLogger("aits.simulate")
+__all__ = ["DIVERGED", "build_parser", "main", "orbit_period", "output_times"]
 
 
 def orbit_period(state: SystemState, scenario: str | None = None) -> float:
@@ -118,6 +123,19 @@ def run_length(
     return {"t_end": cfg.t_end}
 
 
+def output_times(cfg: SimulateConfig, length: dict) -> list[float] | None:
+    """The times of ``--output-times``, or ``0, DT, 2 DT, ...`` up to the (longest)
+    ``t_end`` for ``--output-every DT``; ``None`` when neither is given."""
+    if cfg.output_times is not None:
+        return list(cfg.output_times)
+    if cfg.output_every is None:
+        return None
+    t_end = length["t_end"]
+    longest = max(t_end) if isinstance(t_end, list) else t_end
+    count = math.floor(longest / cfg.output_every * (1 + 1e-12))
+    return [k * cfg.output_every for k in range(count + 1)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     return SimulateConfig.build_parser(prog="python -m aits.simulate", description=__doc__,
                                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,31 +200,41 @@ def build_guards(parser: argparse.ArgumentParser, cfg: SimulateConfig) -> GuardR
 
 def format_summary(summary: dict) -> str:
     """A few aligned lines for the terminal."""
+    status = summary["status"]
+    if status == "diverged":
+        status = (f"DIVERGED at t={summary['diverged_time']:.6g}, step "
+                  f"{summary['diverged_step']}: {summary['divergence']}")
     rows = [
+        ("status", status),
         ("policy / integrator", f"{summary['policy']} / {summary['integrator']}"),
         ("steps", f"{summary['steps']} ({summary['rejected_steps']} rejected attempts)"),
         ("force evaluations", summary["force_evaluations"]),
-        ("t_end", f"{summary['t_end']:.6g} ({summary['stop_reason']})"),
-        ("dt mean [min, max]", f"{summary['dt_mean']:.3e} [{summary['dt_min']:.3e}, "
-                               f"{summary['dt_max']:.3e}]"),
-        ("|dE/E| final / max", f"{summary['energy_error_final']:.3e} / "
-                               f"{summary['energy_error_max']:.3e}  (whole run)"),
-        ("gate pass rate", f"{summary['gate_pass_rate']:.4f} (rel_dE < "
+        ("t_end", f"{number(summary['t_end'], '.6g')} ({summary['stop_reason']})"),
+        ("dt mean [min, max]", f"{number(summary['dt_mean'], '.3e')} "
+                               f"[{number(summary['dt_min'], '.3e')}, "
+                               f"{number(summary['dt_max'], '.3e')}]; last "
+                               f"{number(summary['dt_last'], '.3e')}"),
+        ("|dE/E| final / max", f"{number(summary['energy_error_final'], '.3e')} / "
+                               f"{number(summary['energy_error_max'], '.3e')}  (whole run)"),
+        ("gate pass rate", f"{number(summary['gate_pass_rate'], '.4f')} (rel_dE < "
                            f"{summary['energy_threshold']:g}; worst step "
-                           f"{summary['step_error_max']:.3e})"),
-        ("momentum / ang. mom.", f"{summary['momentum_error']:.3e} / "
-                                 f"{summary['angular_momentum_error']:.3e}"),
+                           f"{number(summary['step_error_max'], '.3e')})"),
+        ("momentum / ang. mom.", f"{number(summary['momentum_error'], '.3e')} / "
+                                 f"{number(summary['angular_momentum_error'], '.3e')}"),
         ("wall time", f"{summary['wall_time_s']:.3f} s"),
     ]
+    if "outputs" in summary:
+        rows.append(("output times", f"{len(summary['outputs']['t'])} states recorded"))
     return "\n".join(f"{k:<22} {v}" for k, v in rows)
 
 
 def format_totals(totals: dict) -> str:
     """The batch totals, a few aligned lines."""
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(totals["stop_reasons"].items()))
-    rows = [("systems", f"{totals['systems']} (stopped: {reasons})"),
+    rows = [("systems", f"{totals['systems']} (stopped: {reasons}; diverged: "
+                        f"{totals['diverged']})"),
             ("steps / force evals", f"{totals['steps']} / {totals['force_evaluations']}"),
-            ("worst |dE/E| max", f"{totals['energy_error_max']:.3e}  (whole run)"),
+            ("worst |dE/E| max", f"{number(totals['energy_error_max'], '.3e')}  (whole run)"),
             ("wall time", f"{totals['wall_time_s']:.3f} s")]
     return "\n".join(f"{k:<22} {v}" for k, v in rows)
 
@@ -220,9 +248,13 @@ def write_outputs(result: SimulationResult, cfg: SimulateConfig, report: dict) -
         arrays = trajectory_arrays(result)
         if cfg.trajectory:
             path = out / "trajectory.npz"
-            np.savez_compressed(path, **arrays, G=result.state.G,
-                                softening=result.state.softening, units=cfg.units,
-                                policy=result.policy, integrator=result.integrator)
+            outputs = {} if result.output_t is None else dict(
+                output_t=result.output_t, output_pos=result.output_pos,
+                output_vel=result.output_vel, output_energy_error=result.output_energy_error)
+            np.savez_compressed(path, **arrays, **outputs, landing_steps=result.landing_steps,
+                                G=result.state.G, softening=result.state.softening,
+                                units=cfg.units, policy=result.policy,
+                                integrator=result.integrator)
             written.append(path)
         if cfg.hdf5:
             written.append(write_hdf5(
@@ -233,15 +265,26 @@ def write_outputs(result: SimulationResult, cfg: SimulateConfig, report: dict) -
         from aits import plots
 
         if cfg.plots:
-            written.append(plots.plot_orbits(result, out / "orbits.png", units=cfg.units))
+            written.append(plots.plot_orbits(result, out / "orbits.png", units=cfg.units,
+                                             projection=cfg.projection))
             written.append(plots.plot_energy_dt(result, out / "energy_dt.png", units=cfg.units))
         if cfg.animate:
-            if result.state.dim == 2:
-                written.append(plots.animate(result, out / "animation"))
-            else:
-                log.warning("--animate: only 2-D runs are animated; this one is %d-D",
-                            result.state.dim)
+            written.append(plots.animate(result, out / "animation", projection=cfg.projection,
+                                         progress=not cfg.quiet))
     return written
+
+
+def report_divergence(prog: str, result: SimulationResult, allowed: bool) -> None:
+    """The warning line of a run in which a system diverged (stderr)."""
+    diverged = [(i, r) for i, r in enumerate(result.systems) if r.diverged]
+    i, r = diverged[0]
+    batch = len(result.systems) > 1
+    where = f"system {i} " if batch else ""
+    count = f" ({len(diverged)} of {len(result.systems)} systems diverged)" if batch else ""
+    then = ("it ran on (--allow-divergence)" if allowed else
+            "it stopped there; exit status 3 (--allow-divergence runs on)")
+    print(f"{prog}: warning: {where}{r.divergence_note}{count}; {then}; result.json has "
+          "status 'diverged'", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(e))
     device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
     state = load_system(parser, cfg, device, dtype)
+    if cfg.projection != "xy" and state.dim == 2:
+        parser.error(f"--projection {cfg.projection} needs a 3-D run; this one is 2-D")
     if state.is_batched and cfg.files_requested:
         parser.error(f"--trajectory/--plots/--animate need one system; this run is a batch of "
                      f"{state.batch_size} (result.json lists every system)")
@@ -261,30 +306,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     gate_cfg = cfg.gate_over(getattr(policy, "train_config", None))
     guards = build_guards(parser, cfg)
     length = run_length(parser, cfg, state, cfg.scenario)
+    times = output_times(cfg, length)
     try:
         result = simulate(state, policy, integrator=build_integrator(cfg, cfg.integrator),
                           guards=guards, gate=gate_cfg.gate(), max_steps=cfg.max_steps,
-                          max_frames=cfg.frames, progress=not cfg.quiet, **length)
+                          max_frames=cfg.frames, progress=not cfg.quiet,
+                          fail_above=cfg.fail_above, stop_diverged=not cfg.allow_divergence,
+                          output_times=times, **length)
     except ValueError as e:
         return run_failed(parser.prog, e)
     settings = dict(
         scenario=cfg.scenario, ic=cfg.ic, dt=cfg.dt, eta=cfg.eta, dt_scale=cfg.dt_scale,
         checkpoint=cfg.checkpoint, device=str(device), dtype=cfg.dtype, G=state.G,
         softening=state.softening, units=get_units(cfg.units).to_dict(),
-        rebound_bin=cfg.rebound_bin,
+        rebound_bin=cfg.rebound_bin, fail_above=cfg.fail_above,
+        allow_divergence=cfg.allow_divergence, output_times=times,
         guards=dict(dt_min=guards.dt_min, dt_max=guards.dt_max, max_growth=guards.max_growth,
                     gated=guards.gated, shrink=guards.shrink, max_retries=guards.max_retries),
     )
     systems = [result.summary(i) for i in range(len(result.systems))]
-    report = {**(systems[0] if len(systems) == 1 else {}), **settings,
-              "systems": systems, "totals": result.totals()}
-    print(format_summary(systems[0]) if len(systems) == 1 else format_totals(result.totals()))
+    totals = result.totals()
+    report = {**(systems[0] if len(systems) == 1 else {}), "status": totals["status"],
+              **settings, "systems": systems, "totals": totals}
+    say = (lambda text: None) if cfg.quiet else print
+    say(format_summary(systems[0]) if len(systems) == 1 else format_totals(totals))
     if cfg.out is not None:
         for path in write_outputs(result, cfg, report):
-            print(f"wrote {path}")
+            say(f"wrote {path}")
     if cfg.save_final is not None:
         try:
-            print(f"wrote {save_state(result.state, cfg.save_final)}")
+            say(f"wrote {save_state(result.state, cfg.save_final)}")
         except (OSError, ValueError) as e:
             return run_failed(parser.prog, f"--save-final: cannot write {cfg.save_final!r}: "
                                            f"{e}")
@@ -297,11 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        f"t={r.stop_time:.6g} (step {r.steps}); "
                                        f"{len(lost)} of {len(result.systems)} systems lost; a "
                                        "guard rail (--dt-min/--dt-max) can bound the step")
+    if totals["diverged"]:
+        report_divergence(parser.prog, result, cfg.allow_divergence)
+        if not cfg.allow_divergence:
+            return DIVERGED
     return 0
 
 
 #: Stop reasons of a system the run lost.
 LOST = ("bad-dt", "non-finite")
+#: The exit status of a run that diverged.
+DIVERGED = 3
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@ Systems stop on their own: at ``t_end``, after ``steps`` steps, at ``max_steps``
 a proposal that is not finite and > 0): that system keeps its last finite state
 and its stop reason, and the others go on.
 
+A system *diverges* when a step still fails the gate after the gated rail's
+``max_retries`` retries, or when its whole-run ``|dE/E|`` passes ``fail_above``
+(default :data:`FAIL_ABOVE`): its :class:`SystemRun` says so (``status``
+``"diverged"``, the step, time and reason) and, unless ``stop_diverged=False``, it
+stops there (stop reason ``"diverged"``, the state after that step kept). The core
+records this and says nothing; the tools report it.
+
+Steps land exactly on each system's ``t_end`` and on the requested
+``output_times`` (where the state is recorded): the step before such a time is
+shortened to reach it. Those *landing steps* are left out of the ``dt``
+statistics (``dt_min``, ``dt_max``, ``dt_mean``), which describe the policy's
+own steps; ``dt_last`` is the last step taken.
+
 What is recorded per step is up to the *observers* (:class:`EnergyRecord`,
 :class:`Trajectory`, :class:`Progress`); the core itself keeps only per-system
 totals, so a batch of 65,536 systems costs no per-step memory.
@@ -32,7 +45,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,140 +56,13 @@ from aits.history import HistoryBuffer
 from aits.integrators import Integrator, make_integrator
 from aits.observers import EnergyRecord, Observer, Progress, Trajectory
 from aits.policies import Policy
+from aits.results import FAIL_ABOVE, RESULT_KEYS, STOP_REASONS, SimulationResult, SystemRun
 from aits.state import SystemState
 
-__all__ = ["EnergyRecord", "Observer", "Progress", "RESULT_KEYS", "STOP_REASONS",
+__all__ = ["EnergyRecord", "FAIL_ABOVE", "Observer", "Progress", "RESULT_KEYS", "STOP_REASONS",
            "SimulationResult", "SystemRun", "Trajectory", "conservation_scales", "simulate"]
 
 log = logging.getLogger(__name__)
-
-#: Keys every system's summary (and ``result.json``) holds.
-RESULT_KEYS = ("energy_error_final", "energy_error_max", "momentum_error",
-               "angular_momentum_error", "steps", "force_evaluations", "wall_time_s",
-               "gate_pass_rate", "t_end")
-
-#: Why a system stopped.
-STOP_REASONS = ("t_end", "steps", "max_steps", "non-finite", "bad-dt")
-
-
-# ---------------------------------------------------------------------------- results
-
-
-@dataclass
-class SystemRun:
-    """One system's run. ``S`` accepted steps, ``F`` recorded frames; the arrays are
-    ``None`` when their observer was not attached.
-
-    Attributes:
-        steps, force_evaluations, rejected_steps: counts (force evaluations include the
-            start's when it had no cached acceleration, and every retry and trial step).
-        energy_error_max, energy_error_final: whole-run ``|E(t) - E(0)| / |E(0)|``.
-        step_error_max, gate_passes: worst per-step ``rel_dE`` and steps passing the gate.
-        dt_min, dt_max, dt_sum: over the accepted steps.
-        momentum_error, angular_momentum_error: residuals at the end, over the scales
-            of :func:`conservation_scales`.
-        stop_reason: one of :data:`STOP_REASONS`; stop_time, stop_step: where.
-        t, dt, step_error, energy_error: ``(S + 1,)``, ``(S,)``, ``(S,)``, ``(S + 1,)``
-            (:class:`EnergyRecord`).
-        frame_t, frame_pos, frame_vel: ``(F,)``, ``(F, N, D)`` (:class:`Trajectory`).
-    """
-
-    steps: int
-    force_evaluations: int
-    rejected_steps: int
-    energy_error_max: float
-    energy_error_final: float
-    step_error_max: float
-    gate_passes: int
-    dt_min: float
-    dt_max: float
-    dt_sum: float
-    momentum_error: float
-    angular_momentum_error: float
-    stop_reason: str
-    stop_time: float
-    threshold: float
-    t: np.ndarray | None = None
-    dt: np.ndarray | None = None
-    step_error: np.ndarray | None = None
-    energy_error: np.ndarray | None = None
-    frame_t: np.ndarray | None = None
-    frame_pos: np.ndarray | None = None
-    frame_vel: np.ndarray | None = None
-
-    @property
-    def gate_pass_rate(self) -> float:
-        """Fraction of accepted steps whose ``rel_dE`` passed the gate (NaN if none)."""
-        return self.gate_passes / self.steps if self.steps else math.nan
-
-    def summary(self) -> dict:
-        """JSON-friendly numbers: the :data:`RESULT_KEYS` (``wall_time_s`` is the
-        batch's) and a few more."""
-        n = self.steps
-        return {
-            "energy_error_final": self.energy_error_final,
-            "energy_error_max": self.energy_error_max,
-            "momentum_error": self.momentum_error,
-            "angular_momentum_error": self.angular_momentum_error,
-            "steps": n,
-            "force_evaluations": self.force_evaluations,
-            "gate_pass_rate": self.gate_pass_rate,
-            "t_end": self.stop_time,
-            "step_error_max": self.step_error_max if n else math.nan,
-            "energy_threshold": self.threshold,
-            "rejected_steps": self.rejected_steps,
-            "dt_mean": self.dt_sum / n if n else math.nan,
-            "dt_min": self.dt_min if n else math.nan,
-            "dt_max": self.dt_max if n else math.nan,
-            "stop_reason": self.stop_reason,
-        }
-
-
-@dataclass
-class SimulationResult:
-    """What one run produced: the final state, and one :class:`SystemRun` per system.
-
-    For an unbatched start state the attributes of its one :class:`SystemRun`
-    (``t``, ``dt``, ``energy_error``, ``steps``, ``stop_reason``, ...) are readable
-    on the result itself.
-    """
-
-    state: SystemState
-    policy: str
-    integrator: str
-    systems: list[SystemRun]
-    wall_time_s: float
-    extra: dict = field(default_factory=dict)
-
-    def __getattr__(self, name: str):
-        systems = self.__dict__.get("systems")
-        if systems is not None and (name in SystemRun.__dataclass_fields__
-                                    or isinstance(getattr(SystemRun, name, None), property)):
-            if self.state.is_batched:
-                raise AttributeError(f"SimulationResult.{name}: this run is a batch of "
-                                     f"{len(systems)} systems; use result.systems[i].{name}")
-            return getattr(systems[0], name)
-        raise AttributeError(name)
-
-    def summary(self, index: int = 0) -> dict:
-        """System ``index``'s :meth:`SystemRun.summary` plus the run's settings."""
-        s = self.systems[index].summary()
-        s.update(wall_time_s=self.wall_time_s, policy=self.policy, integrator=self.integrator,
-                 n_bodies=self.state.n_bodies, dim=self.state.dim, **self.extra)
-        return s
-
-    def totals(self) -> dict:
-        """Batch totals: systems, steps, force evaluations, rejected steps, wall time,
-        the worst whole-run error and the stop reasons counted."""
-        runs = self.systems
-        reasons: dict[str, int] = {}
-        for r in runs:
-            reasons[r.stop_reason] = reasons.get(r.stop_reason, 0) + 1
-        return {"systems": len(runs), "steps": sum(r.steps for r in runs),
-                "force_evaluations": sum(r.force_evaluations for r in runs),
-                "rejected_steps": sum(r.rejected_steps for r in runs),
-                "energy_error_max": max(r.energy_error_max for r in runs),
-                "wall_time_s": self.wall_time_s, "stop_reasons": reasons}
 
 
 # ------------------------------------------------------------------------ diagnostics
@@ -245,6 +130,21 @@ def _as_batch_tensor(value, name: str, B: int, device) -> Tensor:
     return t.clone()
 
 
+def _output_offsets(output_times: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    """The requested output times as sorted, unique offsets from the start, ``(K,)``."""
+    if output_times is None:
+        return np.zeros(0)
+    t = np.unique(np.asarray(output_times, dtype=np.float64).reshape(-1))
+    if not (np.isfinite(t).all() and (t >= 0).all()):
+        raise ValueError(f"simulate: output_times must be finite and >= 0, got {output_times!r}")
+    return t
+
+
+def _reached(due: np.ndarray | float, t: np.ndarray | float) -> np.ndarray | bool:
+    """Whether time ``t`` has reached ``due`` (to 1e-12 relative); elementwise."""
+    return due - t <= 1e-12 * np.maximum(np.abs(due), 1.0)
+
+
 @torch.no_grad()
 def simulate(
     state: SystemState,
@@ -261,6 +161,9 @@ def simulate(
     diagnostics: bool = True,
     progress: bool = False,
     first_dt: float | Tensor | None = None,
+    fail_above: float = FAIL_ABOVE,
+    stop_diverged: bool = True,
+    output_times: Sequence[float] | np.ndarray | None = None,
 ) -> SimulationResult:
     """Run ``state`` (one system ``(N, D)`` or a batch ``(B, N, D)``) forward with ``policy``.
 
@@ -280,9 +183,17 @@ def simulate(
         max_frames: frames of the default :class:`Trajectory`.
         diagnostics: compute energies every step (one potential evaluation a step);
             off only for timing, and not with a gated rail.
-        progress: show a progress bar for runs longer than a second.
+        progress: show a progress bar for runs longer than :data:`~aits.observers.PROGRESS_DELAY`.
         first_dt: the first step of the ``symmetric`` recurrence (default: the policy's
             proposal); to run a symmetric run back, give its last step.
+        fail_above: a system whose whole-run ``|dE/E|`` exceeds this has diverged
+            (``inf``: never; needs ``diagnostics``). A step that still fails the gate
+            after the gated rail's last retry is a divergence too.
+        stop_diverged: a diverged system stops after the diverging step (else it runs
+            on; its status stays ``"diverged"``).
+        output_times: times after the start (the same for every system, >= 0) at
+            which each system's state is recorded (:attr:`SystemRun.output_t` and on);
+            steps land on them exactly. Times past a system's end are not reached.
 
     Raises:
         ValueError: both or neither of ``t_end``/``steps``, bad values.
@@ -293,6 +204,9 @@ def simulate(
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    if not fail_above > 0:
+        raise ValueError(f"simulate: fail_above must be > 0 (inf: never), got {fail_above!r}")
+    offsets = _output_offsets(output_times)
     guards = guards or GuardRails()
     gate = gate or EnergyGate()
     if guards.gated and not diagnostics:
@@ -328,7 +242,12 @@ def simulate(
     n_steps, evals = np.zeros(B, np.int64), np.full(B, force_evals0, np.int64)
     rejected, passes = np.zeros(B, np.int64), np.zeros(B, np.int64)
     err_max, err_final, step_max = np.zeros(B), np.zeros(B), np.zeros(B)
+    # dt statistics of the policy's own steps, and of the steps shortened to land
     dt_min, dt_max, dt_sum = np.full(B, math.inf), np.zeros(B), np.zeros(B)
+    land_min, land_max, land_sum = np.full(B, math.inf), np.zeros(B), np.zeros(B)
+    dt_last = np.full(B, math.nan)
+    landed: list[list[int]] = [[] for _ in range(B)]
+    rem_dtype = np.float32 if batch.dtype == torch.float32 else np.float64
     prev_dt = torch.zeros(B, dtype=batch.dtype, device=device)
     stop = [""] * B
     running = np.ones(B, bool)
@@ -336,10 +255,39 @@ def simulate(
     bad_dt = np.zeros(B, bool)
     any_bad_dt = False  # whether bad_dt has an entry: one flag to test per step
     has_end = bool(np.isfinite(t_stop_np).any())
+    # divergence: per system, the first step that diverged
+    ok = np.ones(B, bool)
+    div_step: list[int | None] = [None] * B
+    div_time: list[float | None] = [None] * B
+    div_why: list[str | None] = [None] * B
+    watch_error = diagnostics and math.isfinite(fail_above)
+    # output times: each system's next one (inf past the last) and what was recorded
+    n_out = len(offsets)
+    t0_np = t_np.copy()
+    next_out = np.zeros(B, np.int64)
+    t_out_np = t0_np + offsets[0] if n_out else np.full(B, math.inf)
+    outputs: list[list[tuple[float, np.ndarray, np.ndarray, float]]] = [[] for _ in range(B)]
     # every running system takes one step per pass, so the passes count their steps
     passes_done = 0
     for obs in observers:
         obs.start(batch, t_np.copy())
+
+    def record_outputs(moved: np.ndarray) -> None:
+        """Record the state of the systems ``moved`` that have reached their next
+        output time (each requested time within the tolerance gets its record)."""
+        hit = moved[_reached(t_out_np[moved], t_np[moved])]
+        if not len(hit):
+            return
+        index = torch.from_numpy(hit).to(device)
+        pos, vel = batch.pos[index].cpu().numpy(), batch.vel[index].cpu().numpy()
+        for k, b in enumerate(hit.tolist()):
+            j = int(next_out[b])
+            while j < n_out and _reached(t0_np[b] + offsets[j], t_np[b]):
+                outputs[b].append((float(t_np[b]), pos[k], vel[k],
+                                   float(err_final[b]) if diagnostics else math.nan))
+                j += 1
+            next_out[b] = j
+            t_out_np[b] = t0_np[b] + offsets[j] if j < n_out else math.inf
 
     def proposer(rows: np.ndarray | None):
         index = None if rows is None else torch.from_numpy(rows).to(device)
@@ -379,6 +327,8 @@ def simulate(
 
     carry = integ.init(batch, proposer(None), None if first_dt is None else
                        torch.as_tensor(first_dt, dtype=batch.dtype, device=device))
+    if n_out:
+        record_outputs(all_rows)
     start = time.perf_counter()
     n_running = B
     while True:
@@ -408,9 +358,11 @@ def simulate(
         idx = None if rows is None else torch.from_numpy(rows).to(device)
         sub = batch if idx is None else batch.index(idx)
         sub_carry = carry if idx is None else {k: v[idx] for k, v in carry.items()}
-        rem = None  # steps runs have no end to land on
-        if has_end:
-            rem_np = remaining_np if rows is None else remaining_np[rows]
+        rem = rem_np = None  # steps runs without output times have nothing to land on
+        if has_end or n_out:
+            target_np = np.minimum(t_stop_np, t_out_np) if n_out else t_stop_np
+            left = target_np - t_np if n_out else remaining_np
+            rem_np = left if rows is None else left[rows]
             rem = torch.from_numpy(rem_np).to(device)
         new, dt, new_carry, ev = integ.step(sub, sub_carry, proposer(rows), rem, 1.0,
                                             guards.dt_min)
@@ -424,6 +376,7 @@ def simulate(
             E1, scale1 = energies(new)
             err = rel(Ep, E1, sp)
         retries = 0
+        exhausted = None  # systems whose step still fails the gate after the last retry
         if guards.gated:
             scale = 1.0
             for _ in range(guards.max_retries):
@@ -447,6 +400,21 @@ def simulate(
                 r_E1, r_s1 = energies(r_new)
                 E1[f_np], scale1[f_np] = r_E1, r_s1
                 err[f_np] = rel(Ep[f_np], r_E1, sp[f_np])
+            else:
+                exhausted = ~(err < gate.threshold) & (dt_np > guards.dt_min)
+                if not exhausted.any():
+                    exhausted = None
+        # the steps that were shortened to land on t_end or an output time end exactly
+        # there (their dt, in the state's dtype, can miss it by its rounding)
+        land = None if rem_np is None else dt_np >= rem_np.astype(rem_dtype, copy=False)
+        if land is not None:
+            if land.any():
+                target = target_np if rows is None else target_np[rows]
+                new = new.replace(time=torch.where(
+                    torch.from_numpy(land).to(device),
+                    torch.from_numpy(target).to(device), new.time))
+            else:
+                land = None
         rows_all = slice(None) if rows is None else rows  # basic indexing when all run
         evals[rows_all] += ev
         rejected[rows_all] += retries
@@ -456,24 +424,26 @@ def simulate(
             finite = _finite_systems(new)
         if any_bad_dt or not finite.all():
             lost = bad_dt[rows_all]
-            ok = finite & ~lost
+            kept = finite & ~lost
             rows_all = all_rows if rows is None else rows
-            for k in np.flatnonzero(~ok):
+            for k in np.flatnonzero(~kept):
                 b = int(rows_all[k])
                 stop[b] = "bad-dt" if lost[k] else "non-finite"
                 log.error("system %d, step %d at t=%.6g: %s; this system stops", b,
                           n_steps[b], t_np[b],
                           "the policy proposed a dt that is not finite and > 0"
                           if lost[k] else f"dt={dt_np[k]:.3g} gave a non-finite state")
-            running[rows_all[~ok]] = False
+            running[rows_all[~kept]] = False
             n_running = int(running.sum())
-            keep_np = np.flatnonzero(ok)
+            keep_np = np.flatnonzero(kept)
             if not len(keep_np):
                 continue
             keep = torch.from_numpy(keep_np).to(device)
             rows_all, new, dt = rows_all[keep_np], new.index(keep), dt[keep]
             dt_np = dt_np[keep_np]
             err = None if err is None else err[keep_np]
+            land = None if land is None else land[keep_np]
+            exhausted = None if exhausted is None else exhausted[keep_np]
             new_carry = {k: v[keep] for k, v in new_carry.items()}
             if diagnostics:
                 E1, scale1 = E1[keep_np], scale1[keep_np]
@@ -488,18 +458,31 @@ def simulate(
             carry = {k: v.index_copy(0, put, new_carry[k]) for k, v in carry.items()}
             prev_dt = prev_dt.index_copy(0, put, dt)
         passes_done += 1
-        if rows is None:  # in place: the common case, kept cheap
+        if rows is None and land is None:  # in place: the common case, kept cheap
             t_np[:] = new.time.cpu().numpy()
             n_steps += 1
             dt_sum += dt_np
             np.minimum(dt_min, dt_np, out=dt_min)
             np.maximum(dt_max, dt_np, out=dt_max)
+            dt_last[:] = dt_np
         else:
             t_np[rows_all] = new.time.cpu().numpy()
             n_steps[rows_all] += 1
-            dt_sum[rows_all] += dt_np
-            dt_min[rows_all] = np.minimum(dt_min[rows_all], dt_np)
-            dt_max[rows_all] = np.maximum(dt_max[rows_all], dt_np)
+            dt_last[rows_all] = dt_np
+            if land is None:
+                dt_sum[rows_all] += dt_np
+                dt_min[rows_all] = np.minimum(dt_min[rows_all], dt_np)
+                dt_max[rows_all] = np.maximum(dt_max[rows_all], dt_np)
+            else:
+                own, short = np.where(land, math.nan, dt_np), np.where(land, dt_np, math.nan)
+                dt_sum[rows_all] += np.where(land, 0.0, dt_np)
+                dt_min[rows_all] = np.fmin(dt_min[rows_all], own)
+                dt_max[rows_all] = np.fmax(dt_max[rows_all], own)
+                land_sum[rows_all] += np.where(land, dt_np, 0.0)
+                land_min[rows_all] = np.fmin(land_min[rows_all], short)
+                land_max[rows_all] = np.fmax(land_max[rows_all], short)
+                for b in (all_rows if rows is None else rows_all)[land].tolist():
+                    landed[b].append(int(n_steps[b]) - 1)
         if diagnostics:
             E_prev[rows_all], scale_prev[rows_all] = E1, scale1
             run_err = _nan_to_inf(rel(E0[rows_all], E1, scale0[rows_all]))
@@ -507,11 +490,34 @@ def simulate(
             err_max[rows_all] = np.maximum(err_max[rows_all], run_err)
             step_max[rows_all] = np.maximum(step_max[rows_all], _nan_to_inf(err))
             passes[rows_all] += err < gate.threshold
+        moved = all_rows if rows is None else rows_all
+        if n_out:
+            record_outputs(moved)
         if observers:
             nan = np.full(len(dt_np), math.nan)
             for obs in observers:
-                obs.update(batch, all_rows if rows is None else rows, t_np[rows_all], dt_np,
+                obs.update(batch, moved, t_np[rows_all], dt_np,
                            nan if err is None else err, nan if run_err is None else run_err)
+        if watch_error or exhausted is not None:
+            div = run_err > fail_above if watch_error else np.zeros(len(dt_np), bool)
+            if exhausted is not None:
+                div |= exhausted
+            if div.any():
+                for k in np.flatnonzero(div & ok[moved]).tolist():
+                    b = int(moved[k])
+                    ok[b] = False
+                    div_step[b], div_time[b] = int(n_steps[b]), float(t_np[b])
+                    div_why[b] = (
+                        f"the step still fails the energy gate after {guards.max_retries} "
+                        f"{'retry' if guards.max_retries == 1 else 'retries'} (rel_dE "
+                        f"{err[k]:.3g} >= {gate.threshold:g})"
+                        if exhausted is not None and exhausted[k] else
+                        f"whole-run |dE/E| {run_err[k]:.3g} > fail_above {fail_above:g}")
+                if stop_diverged:
+                    for b in moved[div].tolist():
+                        stop[b] = "diverged"
+                    running[moved[div]] = False
+                    n_running = int(running.sum())
     wall = time.perf_counter() - start
     for obs in observers:
         obs.finish(batch)
@@ -525,14 +531,30 @@ def simulate(
     for b in range(B):
         arrays = {**(records[0].arrays(b) if records else {}),
                   **(frames[0].arrays(b) if frames else {})}
+        if output_times is not None:
+            shape = (len(outputs[b]),) + tuple(batch.pos.shape[-2:])
+            arrays.update(
+                output_t=np.array([o[0] for o in outputs[b]], dtype=np.float64),
+                output_pos=np.array([o[1] for o in outputs[b]]).reshape(shape),
+                output_vel=np.array([o[2] for o in outputs[b]]).reshape(shape),
+                output_energy_error=np.array([o[3] for o in outputs[b]], dtype=np.float64))
+        n_own = int(n_steps[b]) - len(landed[b])
+        if n_own:  # the policy's own steps
+            dt_stats = dict(dt_min=float(dt_min[b]), dt_max=float(dt_max[b]),
+                            dt_sum=float(dt_sum[b]), dt_steps=n_own)
+        else:  # every step landed somewhere: describe those
+            dt_stats = dict(dt_min=float(land_min[b]), dt_max=float(land_max[b]),
+                            dt_sum=float(land_sum[b]), dt_steps=int(n_steps[b]))
         runs.append(SystemRun(
             steps=int(n_steps[b]), force_evaluations=int(evals[b]),
             rejected_steps=int(rejected[b]), energy_error_max=float(err_max[b]),
             energy_error_final=float(err_final[b]), step_error_max=float(step_max[b]),
-            gate_passes=int(passes[b]), dt_min=float(dt_min[b]), dt_max=float(dt_max[b]),
-            dt_sum=float(dt_sum[b]), momentum_error=P_err[b], angular_momentum_error=L_err[b],
+            gate_passes=int(passes[b]), **dt_stats, dt_last=float(dt_last[b]),
+            landing_steps=np.array(landed[b], dtype=np.int64),
+            momentum_error=P_err[b], angular_momentum_error=L_err[b],
             stop_reason=stop[b] or "steps", stop_time=float(t_np[b]), threshold=gate.threshold,
-            **arrays))
+            status="ok" if ok[b] else "diverged", diverged_step=div_step[b],
+            diverged_time=div_time[b], divergence=div_why[b], **arrays))
     final = batch.index(0) if single else batch
     return SimulationResult(state=final, policy=getattr(policy, "name", type(policy).__name__),
                             integrator=integ.name, systems=runs, wall_time_s=wall)

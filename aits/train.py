@@ -38,6 +38,9 @@ from aits.ics import InitialConditionsError, kepler_orbit
 from aits.runlog import ExternalLoggers, RunDir, require_loggers, system_label
 from aits.config import resolve_device
 from aits.jsonio import check_writable_dir
+from aits.observers import PROGRESS_DELAY
+from aits.results import FAIL_ABOVE
+from aits.textfmt import number
 from aits.training import RetrainLimitError, Trainer, rollout_check
 
 __all__ = ["build_parser", "main", "run"]
@@ -195,8 +198,16 @@ def _finish(cfg: TrainConfig, trainer: Trainer, rundir: RunDir, last_ckpt: Path 
             stopped_early: bool, started: float) -> dict[str, Any]:
     """Rank 0 after training: rollout check, summary, plot."""
     train_time = time.perf_counter() - started
-    checks = {name: rollout_check(trainer.model, state, trainer.gate, cfg.rollout_steps)
-              for name, state in check_systems(trainer).items()} if cfg.rollout_steps else {}
+    checks = {}
+    if cfg.rollout_steps:
+        systems = check_systems(trainer)
+        total = cfg.rollout_steps * sum(s.batch_size if s.is_batched else 1
+                                        for s in systems.values())
+        with tqdm(total=total, desc="rollout check", unit="step", delay=PROGRESS_DELAY,
+                  disable=cfg.quiet, dynamic_ncols=True) as bar:
+            checks = {name: rollout_check(trainer.model, state, trainer.gate,
+                                          cfg.rollout_steps, progress=bar)
+                      for name, state in systems.items()}
     summary = _summary(cfg, trainer, rundir, last_ckpt, stopped_early, train_time, checks)
     summary["wall_time_s"] = time.perf_counter() - started
     summary["processes"] = trainer.group.world
@@ -244,13 +255,16 @@ def format_summary(s: dict[str, Any]) -> str:
                      f"max {last['p1_rel_dE_max']:.2e}")
     lines.append(f"final checkpoint   {s['final_checkpoint']}")
     if s["rollout_check"]:
-        lines += ["", "rollout check (trained model, eval mode, no rejection)",
+        lines += ["", "rollout check (trained model, eval mode, no rejection; a system whose "
+                      f"whole-run |dE/E| passes {FAIL_ABOVE:g} has diverged and stops)",
                   f"{'system':<26}{'steps':>7}{'pass':>8}{'mean dt':>11}{'min dt':>11}"
-                  f"{'max step dE':>13}{'run |dE/E|':>12}{'t_end':>9}"]
+                  f"{'max step dE':>13}{'run |dE/E|':>12}{'t_end':>11}  status"]
         for name, c in s["rollout_check"].items():
-            lines.append(f"{name:<26}{c['steps']:>7}{c['pass_fraction']:>8.3f}"
-                         f"{c['mean_dt']:>11.4g}{c['min_dt']:>11.3g}{c['max_rel_dE']:>13.2e}"
-                         f"{c['final_rel_dE']:>12.2e}{c['t_end']:>9.1f}")
+            lines.append(f"{name:<26}{c['steps']:>7}{number(c['pass_fraction'], '.3f'):>8}"
+                         f"{number(c['mean_dt'], '.4g'):>11}{number(c['min_dt'], '.3g'):>11}"
+                         f"{number(c['max_rel_dE'], '.2e'):>13}"
+                         f"{number(c['final_rel_dE'], '.2e'):>12}"
+                         f"{number(c['t_end'], '.1f'):>11}  {c['note'] or c['status']}")
     return "\n".join(lines)
 
 

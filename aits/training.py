@@ -40,6 +40,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -143,7 +144,7 @@ def replay_errors(model: TimeStepNet, states: SystemState, window: Sequence[Syst
     Returns:
         ``(dt, rel_dE)``, each ``(b,)``, differentiable in the model parameters.
     """
-    dt = model.predict_dt(states, window)
+    dt = model.predict_dt(states, window, grad=True)
     return dt, gate.error(states, rollout(states, dt, n_steps))
 
 
@@ -155,7 +156,7 @@ def replay_errors_per_sample(model: TimeStepNet, states: SystemState,
     dts, rels = [], []
     for i in range(states.batch_size):
         s = states.index(i)
-        dt = model.predict_dt(s, _take_window(window, i))
+        dt = model.predict_dt(s, _take_window(window, i), grad=True)
         dts.append(dt)
         rels.append(gate.error(s, rollout(s, dt, n_steps)))
     return torch.stack(dts), torch.stack(rels)
@@ -538,34 +539,47 @@ class _Forward(torch.nn.Module):
 
 
 def rollout_check(model: TimeStepNet, state: SystemState, gate: EnergyGate,
-                  steps: int) -> dict[str, float]:
+                  steps: int, progress: Any = None) -> dict[str, Any]:
     """Run ``state`` (one system or a batch) ``steps`` steps with the model's ``dt``
     (eval mode, no rejection) through :func:`aits.simulation.simulate` and measure how
     the gate would have judged each step.
 
+    Args:
+        progress: an open tqdm bar to advance by the steps taken (``None``: no bar).
+
     Returns:
         ``pass_fraction`` (steps with rel_dE < threshold, over all systems),
         ``mean_dt``, ``min_dt``, ``max_rel_dE`` (per step), ``final_rel_dE`` (whole
-        run: ``|E_end - E_0| / |E_0|``, worst system), ``t_end`` (mean time reached)
-        and ``steps`` (taken by the system that took fewest). A system the model loses
+        run: ``|E_end - E_0| / |E_0|``, worst system), ``t_end`` (mean time reached),
+        ``steps`` (taken by the system that took fewest), ``status`` (``"ok"``, or
+        ``"diverged"`` when a system's whole-run ``|dE/E|`` passed
+        :data:`~aits.simulation.FAIL_ABOVE`), ``diverged`` (how many systems) and
+        ``note`` (where the first diverged; ``""`` when ok). A system the model loses
         (a non-finite state, or a ``dt`` that is not finite and > 0, e.g. after an
-        ejection) stops there; its steps not taken count as failed in ``pass_fraction``.
+        ejection) or that diverges stops there; its steps not taken count as failed
+        in ``pass_fraction``.
     """
+    from aits.observers import Progress
     from aits.policies import ModelPolicy
     from aits.simulation import simulate
 
     was_training = model.training
     try:
         result = simulate(state.as_batch(), ModelPolicy(model), steps=steps, gate=gate,
-                          observers=[])
+                          observers=[] if progress is None else [Progress(bar=progress)])
     finally:
         model.train(was_training)
     runs = result.systems
     taken = sum(r.steps for r in runs)
+    if progress is not None:  # the steps the stopped systems did not take
+        progress.update(steps * len(runs) - taken)
+    diverged = [r for r in runs if r.diverged]
     return {"pass_fraction": sum(r.gate_passes for r in runs) / (max(steps, 1) * len(runs)),
-            "mean_dt": sum(r.dt_sum for r in runs) / max(taken, 1),
+            "mean_dt": sum(r.dt_sum for r in runs) / max(sum(r.dt_steps for r in runs), 1),
             "min_dt": min(r.dt_min for r in runs),
             "max_rel_dE": max(r.step_error_max for r in runs),
             "final_rel_dE": max(r.energy_error_final for r in runs),
             "t_end": sum(r.stop_time for r in runs) / len(runs),
-            "steps": min(r.steps for r in runs)}
+            "steps": min(r.steps for r in runs),
+            "status": "diverged" if diverged else "ok", "diverged": len(diverged),
+            "note": diverged[0].divergence_note if diverged else ""}

@@ -40,6 +40,24 @@ def test_tune_reports_a_miss_and_refuses_a_bad_target():
         evaluate.tune(lambda p: None, math.inf, 1.0)
 
 
+def test_a_diverged_run_counts_as_too_large_and_its_row_says_so(tmp_path):
+    s = kepler_orbit(0.5)
+    # fail_above below the target: every run that reaches it diverges, whatever its error
+    tuned = evaluate.tune(lambda p: simulate(s, FixedPolicy(p), t_end=T_END, fail_above=1e-4),
+                          3e-4, 0.05, max_runs=12)
+    assert tuned.result.energy_error_max <= 1e-4 and not tuned.result.diverged
+    assert all(err == math.inf for p, _, err in tuned.trials if p > tuned.param)
+    out = tmp_path / "eval"
+    assert evaluate.main(["--scenarios", "binary-e0.99", "--policies", "fixed", "--tolerance",
+                          "1e-4", "--max-runs", "2", "--t-end", "3.3", "--no-rebound",
+                          "--no-position-error", "--out", str(out), "--quiet"]) == 0
+    row = json.loads((out / "evaluation.json").read_text())["scenarios"]["binary-e0.99"][
+        "rows"][0]
+    assert row["status"] == "diverged" and "diverged at t=" in row["note"]
+    assert row["energy_error_max"] < 0.2  # stopped at the divergence, no runaway number
+    assert "diverged at t=" in (out / "evaluation.md").read_text()
+
+
 def test_markdown_table():
     assert evaluate.markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
 
@@ -57,7 +75,7 @@ def test_evaluate_cli_writes_report(tmp_path, capsys, monkeypatch):
     out = tmp_path / "eval"
     assert evaluate.main(["--checkpoint", str(_checkpoint(tmp_path)), "--scenarios", "binary-e0.5",
                           "--policies", "fixed", "freefall", "--t-end", "1.0", "--rtol", "0.2",
-                          "--out", str(out), "--quiet"]) == 0
+                          "--out", str(out)]) == 0
     report = json.loads((out / "evaluation.json").read_text())
     sc = report["scenarios"]["binary-e0.5"]
     labels = [r["policy"] for r in sc["rows"]]
@@ -98,6 +116,7 @@ def test_evaluate_cli_with_rebound(tmp_path):
     (["--tolerance", "1e-4", "--policies", "rk4"], "invalid choice: 'rk4'"),
     (["--checkpoint", "/no/such.pt"], "does not exist"),
     (["--tolerance", "1e-4", "--t-end", "0"], "setting 't_end' must be a number > 0"),
+    (["--tolerance", "0.2"], "--tolerance 0.2 must be below --fail-above 0.1"),
 ])
 def test_evaluate_bad_arguments(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
@@ -123,7 +142,7 @@ def test_evaluate_ic_files_several_integrators_and_position_target(tmp_path):
     assert report["target"] == "position" and report["integrators"] == ["kdk", "symmetric", "ttl"]
 
 
-def test_evaluate_units_set_G(tmp_path):
+def test_evaluate_units_set_G(tmp_path, capsys):
     out = tmp_path / "eval"
     assert evaluate.main(["--scenarios", "binary-e0.5", "--units", "au-yr-msun", "--tolerance",
                           "1e-3", "--policies", "freefall", "--orbits", "1", "--no-rebound",
@@ -132,6 +151,7 @@ def test_evaluate_units_set_G(tmp_path):
     sc = report["scenarios"]["binary-e0.5"]
     assert report["units"] == "au-yr-msun"
     assert sc["t_end"] == pytest.approx(2 * math.pi / math.sqrt(39.476926), rel=1e-6)
+    assert capsys.readouterr() == ("", "")  # --quiet: nothing but warnings and errors
 
 
 def test_suite_runs_every_system_at_every_tolerance_with_a_summary(tmp_path, monkeypatch):

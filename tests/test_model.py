@@ -77,6 +77,27 @@ def test_gradients_reach_parameters_through_step_and_gate():
     assert net.head.bias.grad is not None and net.head.bias.grad.item() > 0
 
 
+def test_inference_builds_no_graph_and_training_keeps_its_gradients():
+    from aits.gate import EnergyGate
+    from aits.policies import ModelPolicy
+    from aits.training import replay_errors
+
+    net = TimeStepNet("basic", hidden=[8], dropout=0.0, dt_init=0.01).double()
+    s = kepler_batch(3, seed=2)
+    assert net.predict_dt(s).requires_grad  # train mode: a graph for the optimiser
+    net.eval()
+    dt = net.predict_dt(s)
+    assert not dt.requires_grad and dt.grad_fn is None
+    assert not ModelPolicy(net)(s).requires_grad
+    # training's own use asks for the graph whatever the mode (Part 2 in eval mode)
+    dt, rel = replay_errors(net, s, None, EnergyGate())
+    assert dt.requires_grad
+    rel.sum().backward()
+    assert net.head.bias.grad is not None
+    with torch.no_grad():  # and an explicit no_grad still wins
+        assert not net.predict_dt(s, grad=True).requires_grad
+
+
 def test_dynamical_output_transfers_across_scales_direct_does_not():
     spec = FeatureSpec("basic", normalize="state")
     torch.manual_seed(0)

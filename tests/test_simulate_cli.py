@@ -22,14 +22,14 @@ from aits.simulation import RESULT_KEYS, simulate
 PERIOD = 2 * math.pi  # binary-e* scenarios: a = 1, M = 1
 
 
-def _run(tmp_path, *args: str) -> dict:
-    assert main([*args, "--out", str(tmp_path), "--quiet"]) == 0
+def _run(tmp_path, *args: str, quiet: bool = True) -> dict:
+    assert main([*args, "--out", str(tmp_path), *(["--quiet"] if quiet else [])]) == 0
     return json.loads((tmp_path / "result.json").read_text())
 
 
 def test_result_json_schema(tmp_path, capsys):
     res = _run(tmp_path, "--scenario", "binary-e0.5", "--policy", "freefall", "--eta", "0.05",
-               "--orbits", "1")
+               "--orbits", "1", quiet=False)
     for key in RESULT_KEYS:
         assert key in res, key
     for key in ("energy_error_final", "energy_error_max", "momentum_error",
@@ -40,8 +40,17 @@ def test_result_json_schema(tmp_path, capsys):
     assert 0 <= res["gate_pass_rate"] <= 1
     assert res["policy"] == "freefall" and res["eta"] == 0.05 and res["scenario"] == "binary-e0.5"
     assert res["energy_error_final"] <= res["energy_error_max"]
+    assert res["status"] == "ok" and res["totals"]["status"] == "ok"
+    assert res["diverged_step"] is None and res["diverged_time"] is None
     out = capsys.readouterr().out
-    assert "force evaluations" in out and "result.json" in out
+    assert "force evaluations" in out and "result.json" in out and "status" in out
+
+
+def test_quiet_prints_nothing_on_success(tmp_path, capsys):
+    assert main(["--scenario", "figure8", "--policy", "fixed", "--dt", "0.01", "--t-end", "1",
+                 "--out", str(tmp_path), "--trajectory", "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert (tmp_path / "result.json").is_file() and (tmp_path / "trajectory.npz").is_file()
 
 
 def test_kepler_fixed_dt_converges_at_second_order(tmp_path):
@@ -85,7 +94,8 @@ def test_output_files_are_written(tmp_path, monkeypatch):
     for name in ("result.json", "orbits.png", "energy_dt.png", "trajectory.npz", "animation.gif"):
         assert (tmp_path / name).stat().st_size > 0, name
     traj = np.load(tmp_path / "trajectory.npz")
-    assert traj["pos"].shape[1:] == (3, 2) and len(traj["dt"]) == 40
+    assert traj["pos"].shape == (8, 3, 2) and len(traj["frame_t"]) == 8  # exactly --frames
+    assert len(traj["dt"]) == 40 and traj["frame_t"][-1] == traj["t"][-1]
 
 
 def test_animation_uses_ffmpeg_when_present(tmp_path, monkeypatch):
@@ -99,9 +109,10 @@ def test_animation_uses_ffmpeg_when_present(tmp_path, monkeypatch):
         def __init__(self, fig, draw, frames, blit):
             self.draw, self.frames = draw, frames
 
-        def save(self, out, writer, dpi):
+        def save(self, out, writer, dpi, progress_callback):
             for k in range(self.frames):
                 self.draw(k)
+                progress_callback(k, self.frames)
             out.write_bytes(b"mp4")
 
     monkeypatch.setattr(plots.shutil, "which", lambda name: "/usr/bin/ffmpeg")
@@ -112,10 +123,38 @@ def test_animation_uses_ffmpeg_when_present(tmp_path, monkeypatch):
     assert out.suffix == ".mp4" and out.stat().st_size > 0 and calls
 
 
-def test_animation_needs_2d(tmp_path):
-    r = simulate(plummer(4, seed=0), FixedPolicy(0.01), steps=2)
-    with pytest.raises(ValueError, match="needs a 2-D run"):
-        plots.animate(r, tmp_path / "a")
+def test_a_3d_run_is_animated_as_a_projection_in_large_frames(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)  # no ffmpeg: GIF
+    r = simulate(plummer(4, seed=0), FixedPolicy(0.01), steps=6)
+    out = plots.animate(r, tmp_path / "xz", projection="xz")
+    with Image.open(out) as gif:
+        assert gif.size == (600, 600) and gif.n_frames == 7
+    assert plots.animate(r, tmp_path / "xy").is_file()  # x-y, the default
+    with pytest.raises(ValueError, match="'xz' needs a 3-D run"):
+        plots.animate(simulate(kepler_orbit(0.5), FixedPolicy(0.1), steps=2), tmp_path / "a",
+                      projection="xz")
+
+
+def test_projection_on_the_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+    assert main(["--ic", _plummer_file(tmp_path), "--softening", "0.05", "--policy", "fixed",
+                 "--dt", "0.01", "--steps", "6", "--out", str(tmp_path / "xz"), "--animate",
+                 "--plots", "--projection", "xz", "--quiet"]) == 0
+    assert (tmp_path / "xz" / "animation.gif").is_file()
+    assert (tmp_path / "xz" / "orbits.png").is_file()
+    with pytest.raises(SystemExit) as err:
+        main(["--scenario", "figure8", "--policy", "fixed", "--dt", "0.01", "--steps", "2",
+              "--out", str(tmp_path / "2d"), "--animate", "--projection", "xz"])
+    assert err.value.code == 2 and "needs a 3-D run" in capsys.readouterr().err
+
+
+def _plummer_file(tmp_path) -> str:
+    s = plummer(4, seed=0)
+    path = tmp_path / "plummer.npy"
+    np.save(path, np.column_stack([s.mass.numpy(), s.pos.numpy(), s.vel.numpy()]))
+    return str(path)
 
 
 def test_orbit_period():
@@ -297,3 +336,90 @@ def test_save_final_writes_an_ic_file_that_reads_back(tmp_path, name):
     torch.testing.assert_close(back.pos, expected.pos, rtol=0, atol=1e-15)
     torch.testing.assert_close(back.vel, expected.vel, rtol=0, atol=1e-15)
     torch.testing.assert_close(back.mass, expected.mass)
+
+
+# ------------------------------------------------------------ loud failures, outputs
+
+DIVERGING = ["--scenario", "binary-e0.99", "--policy", "fixed", "--dt", "0.05", "--orbits", "1",
+             "--gated", "--max-retries", "1"]
+
+
+def test_a_run_whose_gated_retries_run_out_fails_loudly(tmp_path, capsys):
+    assert main([*DIVERGING, "--out", str(tmp_path / "a")]) == 3
+    err = capsys.readouterr().err
+    assert "warning: diverged at t=" in err and "after 1 retry" in err and "exit status 3" in err
+    res = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert res["status"] == "diverged" and res["stop_reason"] == "diverged"
+    assert res["systems"][0]["status"] == "diverged" and res["totals"]["diverged"] == 1
+    assert res["diverged_step"] == res["steps"] and res["diverged_time"] == res["t_end"]
+    assert res["t_end"] < 2 * math.pi and res["energy_error_max"] < 0.1  # stopped in time
+    # allowed: the run goes on to its end, still marked, and exits 0
+    assert main([*DIVERGING, "--out", str(tmp_path / "b"), "--allow-divergence"]) == 0
+    assert "warning: diverged at t=" in capsys.readouterr().err
+    res_b = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert res_b["status"] == "diverged" and res_b["stop_reason"] == "t_end"
+    assert res_b["diverged_step"] == res["diverged_step"] and res_b["steps"] > res["steps"]
+
+
+def test_fail_above_marks_a_batch_system_by_system(tmp_path, capsys):
+    one = [[0.5, -0.5, 0, 0, -0.5], [0.5, 0.5, 0, 0, 0.5]]  # circular, a = 1
+    ecc = [[0.5, -0.05, 0, 0, -2.179], [0.5, 0.05, 0, 0, 2.179]]  # e = 0.9 at pericentre
+    np.save(tmp_path / "b.npy", np.array([one, ecc]))
+    args = ["--ic", str(tmp_path / "b.npy"), "--policy", "fixed", "--dt", "0.02", "--t-end", "6",
+            "--out", str(tmp_path)]
+    assert main([*args, "--fail-above", "1e-3", "--quiet"]) == 3
+    res = json.loads((tmp_path / "result.json").read_text())
+    ok, bad = res["systems"]
+    assert res["status"] == "diverged" and ok["status"] == "ok" and ok["stop_reason"] == "t_end"
+    assert bad["status"] == "diverged" and "> fail_above 0.001" in bad["divergence"]
+    assert "system 1 diverged" in capsys.readouterr().err
+    assert main([*args, "--fail-above", "inf", "--quiet"]) == 0
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "ok"
+
+
+def test_dt_statistics_leave_out_the_step_that_lands_on_t_end(tmp_path, capsys):
+    res = _run(tmp_path, "--scenario", "binary-e0.5", "--policy", "fixed", "--dt", "1e-3",
+               "--t-end", "0.0105", quiet=False)
+    assert res["steps"] == 11 and res["landing_steps"] == 1
+    assert res["dt_min"] == res["dt_max"] == 1e-3 and res["dt_mean"] == pytest.approx(1e-3)
+    assert res["dt_last"] == pytest.approx(5e-4, rel=1e-9)
+    assert "[1.000e-03, 1.000e-03]; last 5.000e-04" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_output_times_are_hit_exactly(tmp_path, dtype):
+    times = [0.0, 0.1, 0.333, 1.0, 2.5]
+    res = _run(tmp_path, "--scenario", "figure8", "--policy", "aarseth", "--eta", "0.02",
+               "--t-end", "2", "--output-times", *map(str, times), "--trajectory",
+               "--dtype", dtype)
+    out = res["outputs"]
+    np.testing.assert_allclose(out["t"], times[:4], rtol=1e-12, atol=0)  # 2.5 is past the end
+    assert np.array(out["pos"]).shape == (4, 3, 2) and out["energy_error"][0] == 0
+    traj = np.load(tmp_path / "trajectory.npz")
+    np.testing.assert_allclose(traj["output_t"], times[:4], rtol=1e-12, atol=0)
+    assert traj["output_pos"].shape == (4, 3, 2)
+    assert traj["dt"][traj["landing_steps"]].max() <= res["dt_max"]
+    # the recorded state is the run's own: a run to 1.0 ends in the state recorded at 1.0
+    end = _run(tmp_path / "to1", "--scenario", "figure8", "--policy", "aarseth", "--eta", "0.02",
+               "--t-end", "1", "--output-times", "0.1", "0.333", "--save-final",
+               str(tmp_path / "end.npy"), "--dtype", dtype)
+    final = np.load(tmp_path / "end.npy")
+    np.testing.assert_allclose(final[:, 1:3], out["pos"][3], rtol=0, atol=1e-5 if dtype ==
+                               "float32" else 1e-12)
+    assert end["outputs"]["t"] == pytest.approx([0.1, 0.333], rel=1e-12)
+
+
+def test_output_every_and_its_rules(tmp_path, capsys):
+    res = _run(tmp_path, "--scenario", "binary-e0.5", "--policy", "fixed", "--dt", "0.03",
+               "--orbits", "1", "--output-every", "0.5")
+    expected = [0.5 * k for k in range(13)]  # 0 .. 6.0 within one period 2 pi
+    np.testing.assert_allclose(res["outputs"]["t"], expected, rtol=1e-12, atol=1e-15)
+    assert res["output_times"] == pytest.approx(expected)
+    for args, message in ((["--steps", "5", "--output-every", "0.1", "--out", str(tmp_path)],
+                           "--output-every needs --t-end or --orbits"),
+                          (["--t-end", "1", "--output-times", "0.5"], "need --out DIR"),
+                          (["--t-end", "1", "--output-times", "-1", "--out", str(tmp_path)],
+                           "must be a number >= 0")):
+        with pytest.raises(SystemExit) as err:
+            main(["--scenario", "figure8", "--policy", "fixed", "--dt", "0.01", *args])
+        assert err.value.code == 2 and message in capsys.readouterr().err

@@ -87,10 +87,17 @@ def test_gated_retry_counts_extra_force_evaluations():
 def test_gated_retry_gives_up_at_the_cap_and_at_dt_min():
     s = kepler_orbit(0.9, at="pericentre")
     gate = EnergyGate(threshold=1e-12)  # unreachable: every step fails
-    r = simulate(s, FixedPolicy(0.01), steps=3, gate=gate,
-                 guards=GuardRails(gated=True, shrink=0.9, max_retries=2))
+    gated = GuardRails(gated=True, shrink=0.9, max_retries=2)
+    r = simulate(s, FixedPolicy(0.01), steps=3, gate=gate, guards=gated)
+    # the retries run out on the first step: the run diverged there, and stops
+    assert r.steps == 1 and r.rejected_steps == 2 and r.stop_reason == "diverged"
+    assert r.status == "diverged" and r.diverged_step == 1
+    assert r.diverged_time == pytest.approx(0.01 * 0.9**2)
+    assert "after 2 retries" in r.divergence and r.summary()["status"] == "diverged"
+    r = simulate(s, FixedPolicy(0.01), steps=3, gate=gate, guards=gated, stop_diverged=False)
     assert r.steps == 3 and r.rejected_steps == 6 and r.gate_pass_rate == 0.0
-    assert r.force_evaluations == 1 + 3 * 3
+    assert r.force_evaluations == 1 + 3 * 3 and r.stop_reason == "steps"
+    assert r.status == "diverged" and r.diverged_step == 1  # the first divergence
     r = simulate(s, FixedPolicy(0.01), steps=2, gate=gate,
                  guards=GuardRails(gated=True, shrink=0.5, dt_min=0.004))
     np.testing.assert_allclose(r.dt, [0.004, 0.004])  # 0.01 -> 0.005 -> 0.004, then stop
@@ -124,10 +131,14 @@ def test_max_steps_returns_the_last_state(caplog):
     assert "max_steps" in caplog.text
 
 
-def test_frames_stay_bounded():
-    r = simulate(kepler_orbit(0.5), FixedPolicy(0.01), steps=300, max_frames=20)
-    assert len(r.frame_t) <= 41 and r.frame_t[0] == 0 and r.frame_t[-1] == r.t[-1]
-    assert np.all(np.diff(r.frame_t) > 0)
+@pytest.mark.parametrize("steps", [19, 20, 300, 1001])
+def test_a_trajectory_holds_exactly_the_frames_asked_for(steps):
+    r = simulate(kepler_orbit(0.5), FixedPolicy(0.01), steps=steps, max_frames=20)
+    assert len(r.frame_t) == 20 and r.frame_pos.shape == (20, 2, 2)
+    assert r.frame_t[0] == 0 and r.frame_t[-1] == r.t[-1] and np.all(np.diff(r.frame_t) > 0)
+    assert set(r.frame_t) <= set(r.t)  # frames are states the run passed through
+    short = simulate(kepler_orbit(0.5), FixedPolicy(0.01), steps=5, max_frames=20)
+    assert len(short.frame_t) == 6  # a run of fewer steps: every state
 
 
 def test_bad_policy_output_and_arguments():
@@ -157,3 +168,54 @@ def test_json_safe():
 def test_progress_bar_runs(capsys):
     r = simulate(kepler_orbit(0.5), FixedPolicy(0.01), t_end=0.5, progress=True)
     assert r.stop_reason == "t_end"
+
+
+def test_dt_statistics_are_the_policys_own_steps():
+    s = kepler_orbit(0.5)
+    r = simulate(s, FixedPolicy(0.3), t_end=1.0)  # 0.3, 0.3, 0.3, then 0.1 lands on 1.0
+    assert r.dt_min == r.dt_max == 0.3 and r.dt_steps == 3 and r.dt_last == pytest.approx(0.1)
+    assert r.landing_steps.tolist() == [3] and r.summary()["dt_mean"] == pytest.approx(0.3)
+    r = simulate(s, FixedPolicy(0.3), t_end=1.0, output_times=[0.5])
+    np.testing.assert_allclose(r.dt, [0.3, 0.2, 0.3, 0.2], rtol=1e-12)
+    assert r.landing_steps.tolist() == [1, 3] and r.dt_min == r.dt_max == 0.3
+    # every step shortened: the statistics describe those steps
+    r = simulate(s, FixedPolicy(0.5), t_end=1.0, output_times=np.arange(0.0, 1.0, 0.1))
+    assert r.steps == r.dt_steps == 10 and r.dt_min == pytest.approx(0.1)
+    # steps runs have nothing to land on
+    r = simulate(s, FixedPolicy(0.3), steps=4)
+    assert len(r.landing_steps) == 0 and r.dt_min == 0.3 and r.dt_last == 0.3
+
+
+def test_output_times_record_the_state_there_per_system():
+    from aits.state import stack
+
+    batch = stack([kepler_orbit(0.5), kepler_orbit(0.9)])
+    times = [0.0, 0.25, 1.0, 1.7]
+    r = simulate(batch, FreeFallPolicy(0.05), t_end=[2.0, 1.5], output_times=times)
+    long, short = r.systems
+    np.testing.assert_allclose(long.output_t, times, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(short.output_t, times[:3], rtol=1e-12, atol=0)  # ends at 1.5
+    assert long.output_pos.shape == (4, 2, 2) and short.output_vel.shape == (3, 2, 2)
+    assert long.output_energy_error[0] == 0 and np.all(long.output_energy_error[1:] > 0)
+    # the state recorded at 1.0 is the one a run ending at 1.0 ends in
+    alone = simulate(kepler_orbit(0.9), FreeFallPolicy(0.05), t_end=1.0, output_times=[0.25])
+    np.testing.assert_allclose(short.output_pos[2], alone.state.pos.numpy(), rtol=0, atol=1e-13)
+    # with steps runs too; times not reached are left out
+    r = simulate(kepler_orbit(0.5), FixedPolicy(0.3), steps=3, output_times=[0.5, 5.0])
+    assert r.output_t.tolist() == [0.5] and r.steps == 3
+    with pytest.raises(ValueError, match="output_times must be finite and >= 0"):
+        simulate(kepler_orbit(0.5), FixedPolicy(0.3), steps=3, output_times=[-1.0])
+
+
+def test_fail_above_stops_a_system_that_diverges():
+    s = kepler_orbit(0.9, at="pericentre")
+    r = simulate(s, FixedPolicy(0.02), t_end=3.0, fail_above=1e-2)
+    assert r.status == "diverged" and r.stop_reason == "diverged"
+    assert r.energy_error_final > 1e-2 and r.diverged_step == r.steps
+    assert r.energy_error[-2] <= 1e-2  # the step before was within the level
+    assert "> fail_above 0.01" in r.divergence and r.divergence_note.startswith("diverged at t=")
+    on = simulate(s, FixedPolicy(0.02), t_end=3.0, fail_above=1e-2, stop_diverged=False)
+    assert on.status == "diverged" and on.stop_reason == "t_end" and on.steps > r.steps
+    assert simulate(s, FixedPolicy(0.02), t_end=3.0, fail_above=math.inf).status == "ok"
+    with pytest.raises(ValueError, match="fail_above must be > 0"):
+        simulate(s, FixedPolicy(0.02), t_end=3.0, fail_above=0.0)

@@ -172,6 +172,40 @@ def test_rollout_check_stops_when_the_model_loses_the_system():
     assert out["mean_dt"] == pytest.approx(0.01)
 
 
+def test_a_diverging_rollout_is_marked_and_its_table_stays_readable():
+    from aits.features import FeatureSpec
+    from aits.gate import EnergyGate
+    from aits.ics import kepler_orbit
+    from aits.model import TimeStepNet
+    from aits.train import format_summary
+    from aits.training import rollout_check
+
+    class Blowup(TimeStepNet):
+        """dt 0.01 for five steps, then a runaway 6.7e117."""
+
+        calls = 0
+
+        def predict_dt(self, state, history=None):
+            self.calls += 1
+            value = 0.01 if self.calls <= 5 else 6.7e117
+            return torch.full(state.batch_shape, value, dtype=state.dtype)
+
+    net = Blowup(FeatureSpec(kind="basic")).double()
+    out = rollout_check(net, kepler_orbit(0.5), EnergyGate(), steps=50)
+    assert out["status"] == "diverged" and out["diverged"] == 1 and out["steps"] == 6
+    assert out["note"].startswith("diverged at t=6.7e+117, step 6: whole-run |dE/E|")
+    table = format_summary({
+        "run_dir": "r", "system": "s", "epochs_completed": 1, "epochs_requested": 1,
+        "stopped_by_duration": False, "train_time_s": 1.0, "accepted_steps": 1, "retrains": 0,
+        "replay_iterations": 0, "last_epoch": {}, "final_checkpoint": None,
+        "rollout_check": {"binary": out}})
+    row = table.splitlines()[-1]
+    assert "6.700e+117" in row and "diverged at t=" in row and len(row) < 200
+    ok = rollout_check(TimeStepNet("basic", hidden=[4], dt_init=1e-3).double(),
+                       kepler_orbit(0.5), EnergyGate(), steps=5)
+    assert ok["status"] == "ok" and ok["note"] == ""
+
+
 # ------------------------------------------------------------- run directory ownership
 
 FAST = ["--hidden", "8", "--steps-per-epoch", "5", "--rollout-steps", "0", "--epochs", "1",

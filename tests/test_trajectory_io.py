@@ -54,7 +54,7 @@ def test_the_arrays_are_those_of_trajectory_npz(tmp_path):
             "--quiet", "--trajectory", "--out", str(tmp_path)]
     assert simulate_main(args) == 0
     npz = np.load(tmp_path / "trajectory.npz")
-    settings = {"G", "softening", "units", "policy", "integrator"}
+    settings = {"G", "softening", "units", "policy", "integrator", "landing_steps"}
     assert sorted(npz.files) == sorted(set(TRAJECTORY_KEYS) | settings)
     assert float(npz["G"]) == 1.0 and str(npz["policy"]) == "fixed"
     assert str(npz["integrator"]) == "kdk" and str(npz["units"]) == "nbody"
