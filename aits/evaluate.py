@@ -59,8 +59,8 @@ from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy, Policy, make_
 from aits.scenarios import make_scenario
 from aits.simulate import (
     build_integrator,
+    cli_length,
     load_ic_file,
-    orbit_period,
     parse_settings,
     run_failed,
     run_length,
@@ -357,12 +357,13 @@ def evaluate_scenario(
         return simulate(state, policy, integrator=integrator, gate=gate, max_steps=max_steps,
                         observers=[EnergyRecord()], fail_above=fail_above, **length)
 
+    target_run = None  # the model's run that sets the target (no tolerance given)
     if model is not None and target is None:
-        r = run(model, first_integ)
-        if r.diverged:
-            raise ValueError(f"the model's run, which sets the target, {r.divergence_note}; "
-                             "give --tolerance")
-        target = metric(r)
+        target_run = run(model, first_integ)
+        if target_run.diverged:
+            raise ValueError(f"the model's run, which sets the target, "
+                             f"{target_run.divergence_note}; give --tolerance")
+        target = metric(target_run)
     if not (target is not None and 0 < target < math.inf):
         raise ValueError(f"cannot tune to a whole-run error of {target!r} (the model's run "
                          "blew up?); give --tolerance")
@@ -380,8 +381,8 @@ def evaluate_scenario(
                                    _FIRST_GUESS[name], "eta"))
         for name, build, first, pname in candidates:
             label, tries = f"{name}/{make_integrator(integ).name}", 0
-            if name == "model" and tolerance is None and integ == first_integ:
-                r = run(model, integ)
+            if name == "model" and target_run is not None and integ == first_integ:
+                r = target_run
                 rows.append(_row(label, "dt_scale=1 (sets the target)", r, pos_err(r),
                                  matched=True))
                 runs[label] = r
@@ -470,24 +471,20 @@ def _systems(parser: argparse.ArgumentParser, cfg: EvaluateConfig, device: torch
     """Name -> (start state, run length) of every system to evaluate."""
     systems: dict[str, tuple[SystemState, dict]] = {}
     try:
-        named = ([(s.scenario, dict(s.length)) for s in SUITES[cfg.suite].systems] if cfg.suite
-                 else [(name, None) for name in cfg.systems()])
+        named = ([(s.scenario, s.length) for s in SUITES[cfg.suite].systems] if cfg.suite
+                 else [(name, cli_length(cfg)) for name in cfg.systems()])
         for name, length in named:
             state = make_scenario(name, dtype=dtype, device=device, seed=cfg.seed,
                                   softening=cfg.softening, G=cfg.gravitational_constant)
-            systems[name] = (state, length or run_length(parser, cfg, state, name))
+            systems[name] = (state, run_length(parser, length, state, name))
         for path in cfg.ic or []:
             state = load_ic_file(parser, cfg, Path(path), device, dtype)
             if state.is_batched:
                 parser.error(f"--ic: {path!r} holds a batch of {state.batch_size} systems; "
                              "evaluate takes one system per file")
-            systems[path] = (state, run_length(parser, cfg, state, None))
+            systems[path] = (state, run_length(parser, cli_length(cfg), state, None))
     except (InitialConditionsError, ValueError) as e:
         parser.error(str(e))
-    if cfg.suite:  # the suite's lengths in periods become times (as run_length does)
-        for name, (state, length) in systems.items():
-            if "orbits" in length:
-                systems[name] = (state, {"t_end": length["orbits"] * orbit_period(state, name)})
     return systems
 
 

@@ -25,7 +25,7 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,20 +107,27 @@ def run_failed(prog: str, error: Exception | str) -> int:
 
 
 def run_length(
-    parser: argparse.ArgumentParser, cfg: RunSettings, state: SystemState,
-    scenario: str | None,
+    parser: argparse.ArgumentParser, length: Mapping[str, float | int | None],
+    state: SystemState, scenario: str | None,
 ) -> dict[str, float | int]:
-    """``{"t_end": ...}`` or ``{"steps": ...}`` for :func:`~aits.simulation.simulate`."""
-    if cfg.steps is not None:
-        return {"steps": cfg.steps}
-    if cfg.orbits is not None:
+    """``{"t_end": ...}`` or ``{"steps": ...}`` for :func:`~aits.simulation.simulate`
+    from the one of ``t_end``/``orbits``/``steps`` that ``length`` sets (periods of
+    :func:`orbit_period` become a time, one per system of a batch)."""
+    if length.get("steps") is not None:
+        return {"steps": length["steps"]}
+    if length.get("orbits") is not None:
         try:
             periods = [orbit_period(s, scenario) for s in split(state)]
         except ValueError as e:
             parser.error(str(e))
-        t = [cfg.orbits * p for p in periods]
+        t = [length["orbits"] * p for p in periods]
         return {"t_end": t[0] if len(t) == 1 else t}
-    return {"t_end": cfg.t_end}
+    return {"t_end": length["t_end"]}
+
+
+def cli_length(cfg: RunSettings) -> dict[str, float | int | None]:
+    """The run length the command line gave: ``t_end``, ``orbits`` and ``steps``."""
+    return {"t_end": cfg.t_end, "orbits": cfg.orbits, "steps": cfg.steps}
 
 
 def output_times(cfg: SimulateConfig, length: dict) -> list[float] | None:
@@ -305,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy = build_policy(parser, cfg, device, dtype)
     gate_cfg = cfg.gate_over(getattr(policy, "train_config", None))
     guards = build_guards(parser, cfg)
-    length = run_length(parser, cfg, state, cfg.scenario)
+    length = run_length(parser, cli_length(cfg), state, cfg.scenario)
     times = output_times(cfg, length)
     try:
         result = simulate(state, policy, integrator=build_integrator(cfg, cfg.integrator),
