@@ -387,6 +387,7 @@ class RunSettings(SharedSettings):
                                            "model", metavar="PATH", section="the policy")
 
     def integrators(self) -> list[str]:
+        """The integrators the run uses (each tool says)."""
         raise NotImplementedError
 
     def check(self) -> None:

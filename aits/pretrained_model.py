@@ -11,15 +11,12 @@ writes both.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = ["PRETRAINED", "pretrained", "pretrained_info", "pretrained_path"]
-
-log = logging.getLogger("aits.pretrained")
 
 #: the folder of the shipped models
 FOLDER = Path(__file__).resolve().parent / "models"
