@@ -99,8 +99,8 @@ def _per_body(state: SystemState) -> _PerBody:
     a, j, s, c = (t.norm(dim=-1) for t in gravity_derivatives(state))
     ok = _massive(state).unsqueeze(-1)
     a, j, s, c = (torch.where(ok, t, 0.0) for t in (a, j, s, c))  # zero-mass: NaN -> 0
-    tau = torch.exp(0.5 * _log_ratio(a * s + j * j, j * c + s * s))
-    tau = torch.where(a > 0, tau, math.inf)  # a body feeling no force sets no step
+    tau = ((a * s + j * j) / (j * c + s * s)).sqrt()  # as aits.features.aarseth_time
+    tau = torch.where((a > 0) & ~torch.isnan(tau), tau, math.inf)  # no force: no step limit
     return _PerBody(a, j, s, c, tau)
 
 

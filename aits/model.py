@@ -166,6 +166,12 @@ class TimeStepNet(nn.Module):
         and the time scale ``batch_shape``: the minimum pairwise free-fall time for
         ``output="dynamical"`` (one pass over the body pairs serves both), Aarseth's
         time scale for ``"aarseth"``, else ``None``."""
+        if self.output == "aarseth" and self.spec.kind == "encounter" and not self.spec.history_dim:
+            # the encounter features hold Aarseth's time: one set of derivative passes
+            from aits.encounter import encounter_features  # encounter imports policies
+
+            feats, times = encounter_features(state)
+            return feats, times.aarseth_min
         pairs = state_pair_stats(state, freefall=self.output == "dynamical")
         feats = self.spec(state, history, pairs)
         if self.output == "aarseth":

@@ -170,3 +170,16 @@ def test_aarseth_output_starts_as_aarseths_criterion():
     with pytest.raises(ValueError, match="needs t_dyn"):
         net(feats)
     assert tau.shape == () and float(tau) > 0
+
+
+@pytest.mark.parametrize("scenario", ["binary-e0.9", "plummer64", "triple"])
+def test_aarseth_head_on_encounter_features_reuses_their_derivatives(scenario):
+    from aits.features import aarseth_time
+    from aits.scenarios import make_scenario
+
+    state = make_scenario(scenario).as_batch()
+    net = TimeStepNet(FeatureSpec(kind="encounter", normalize="state"), hidden=[8],
+                      output="aarseth", dt_init=0.1)
+    feats, tau = net.inputs(state)
+    assert torch.equal(feats, net.spec(state))
+    torch.testing.assert_close(tau, aarseth_time(state), rtol=1e-15, atol=0)
