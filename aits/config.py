@@ -25,6 +25,7 @@ from aits.features import ANALYTIC_KINDS, HISTORY_KINDS
 from aits.integrators import INTEGRATORS
 from aits.model import OUTPUTS
 from aits.policies import CLASSICAL, POLICIES
+from aits.population import POPULATIONS
 from aits.results import FAIL_ABOVE
 from aits.scenarios import list_scenarios
 from aits.settings import ConfigError, Settings, setting
@@ -43,6 +44,12 @@ NORMALIZATIONS = ("none", "fixed", "state")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 HISTORY_TYPES = ("none",) + HISTORY_KINDS
+#: What training optimises (aits.training's two gated phases, or aits.whole_run).
+OBJECTIVES = ("gate", "whole-run")
+#: Which gated steps train.
+BANDS = ("one-sided", "two-sided")
+#: Integrators whole-run training differentiates through (ttl fixes its step at the start).
+ROLLOUT_INTEGRATORS = ("kdk", "symmetric")
 #: Largest seed (torch seeds are 64-bit).
 MAX_SEED = 2**63 - 1
 #: What evaluate tunes: the fixed step and the classical criteria.
@@ -213,6 +220,38 @@ class TrainConfig(SharedSettings):
     min_replay_size: int = setting(32, "Part 2 is skipped when fewer states were "
                                    "recorded", ge=0, section="the two-phase loop")
 
+    band: str = setting("one-sided", "which gated steps train: one-sided (only steps failing the "
+                                     "gate) or two-sided (also steps below E_lower, so dt grows "
+                                     "where it is wastefully small)",
+                        choices=BANDS, section="the two-phase loop")
+
+    # --- whole-run training ---------------------------------------------------------
+    objective: str = setting("gate", "what training optimises: gate (the two seed phases, each "
+                                     "step against the energy gate) or whole-run (K-step "
+                                     "differentiable rollouts against a whole-run energy budget "
+                                     "and the steps per unit time)",
+                             choices=OBJECTIVES, section="whole-run training")
+    population: str = setting("config", "systems whole-run training draws: config (the system "
+                                        "above: scenario, num_orbits or ic_file) or generalist "
+                                        "(binaries, triples and small clusters; see "
+                                        "aits.population)",
+                              choices=POPULATIONS, section="whole-run training")
+    rollout_integrator: str = setting("kdk", "integrator of the whole-run rollouts: kdk or "
+                                             "symmetric (its recurrence differentiated through)",
+                                      choices=ROLLOUT_INTEGRATORS, section="whole-run training")
+    run_budget: float = setting(1e-3, "whole-run max |dE/E| the rollouts aim at (> 0)", gt=0,
+                                finite=True, section="whole-run training")
+    window: int = setting(64, "steps of one differentiable rollout (truncated back-propagation; "
+                              "the state is detached between windows)", ge=1,
+                          section="whole-run training")
+    windows_per_epoch: int = setting(40, "windows (each one optimiser step) per epoch", ge=1,
+                                     section="whole-run training")
+    restart_windows: int = setting(8, "windows a drawn system runs before it is drawn afresh",
+                                   ge=1, section="whole-run training")
+    cost_weight: float = setting(0.1, "weight of log(steps per unit time) against the squared "
+                                      "log excess of the error over run_budget (> 0)", gt=0,
+                                 finite=True, section="whole-run training")
+
     # --- features -------------------------------------------------------------------
     feature_type: str = setting("basic", "analytic features of the current state: basic (11) or "
                                       "rich (23)", choices=ANALYTIC_KINDS, section="features")
@@ -295,6 +334,17 @@ class TrainConfig(SharedSettings):
                               f"E_lower={self.E_lower!r} >= E_upper={self.E_upper!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"setting 'dropout' must be in [0, 1), got {self.dropout!r}")
+        whole_run = self.objective == "whole-run"
+        for name in ("population", "rollout_integrator", "run_budget", "window",
+                     "windows_per_epoch", "restart_windows", "cost_weight"):
+            self.refuse_unless(name, whole_run, "without objective = 'whole-run'")
+        for name in ("band", "steps_per_epoch", "n_steps", "max_retrain_steps", "replay_steps",
+                     "replay_batch_size", "min_replay_size"):
+            self.refuse_unless(name, not whole_run, "with objective = 'whole-run' (it "
+                               "belongs to the two gated phases)")
+        if whole_run and self.history_type != "none":
+            raise ConfigError("objective 'whole-run' trains models without history features: "
+                              "set history_type = 'none'")
         if self.history_type != "none" and self.history_len == 0:
             raise ConfigError("setting 'history_len' must be >= 1 with "
                               f"history_type={self.history_type!r}, got 0")

@@ -287,7 +287,10 @@ class RunDir:
 
 
 def system_label(cfg: TrainConfig) -> str:
-    """Short name of the training system: scenario, IC file stem or ``keplerK``."""
+    """Short name of the training system: scenario, IC file stem, ``keplerK`` or the
+    whole-run population (``generalist``)."""
+    if cfg.objective == "whole-run" and cfg.population != "config":
+        return cfg.population
     if cfg.num_orbits > 1:
         return f"kepler{cfg.num_orbits}"
     if cfg.ic_file:

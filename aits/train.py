@@ -42,6 +42,7 @@ from aits.observers import PROGRESS_DELAY
 from aits.results import FAIL_ABOVE
 from aits.textfmt import number
 from aits.training import RetrainLimitError, Trainer, rollout_check
+from aits.whole_run import WholeRunTrainer
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -108,6 +109,9 @@ def _run_dir_for_resume(path: Path, cfg: TrainConfig) -> RunDir:
 
 
 def _postfix(m: dict[str, Any]) -> dict[str, str]:
+    if "wr_loss" in m:
+        return {"loss": f"{m['wr_loss']:.3g}", "dE": f"{m['wr_err_median']:.2g}",
+                "steps/t": f"{m['wr_steps_per_time']:.3g}", "restarts": str(m["wr_restarts"])}
     return {"acc": f"{m['p1_acceptance']:.2f}", "retr": str(m["p1_retrains"]),
             "dt": f"{m['p1_dt_mean']:.3g}", "dE": f"{m['p1_rel_dE_mean']:.2g}",
             "p2": "skip" if m["p2_skipped"] else f"{m['p2_iterations']}"}
@@ -134,7 +138,7 @@ def run(cfg: TrainConfig, resume: str | Path | None = None,
     other ranks return a result without run directory or summary.
     """
     started = time.perf_counter()
-    trainer = Trainer(cfg, device)
+    trainer = (WholeRunTrainer if cfg.objective == "whole-run" else Trainer)(cfg, device)
     group = trainer.group
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
@@ -228,9 +232,11 @@ def _summary(cfg: TrainConfig, trainer: Trainer, rundir: RunDir, ckpt: Path | No
         "epochs_requested": cfg.epochs,
         "stopped_by_duration": stopped_early,
         "train_time_s": train_time,
-        "accepted_steps": sum(m["p1_accepted"] for m in metrics),
-        "retrains": sum(m["p1_retrains"] for m in metrics),
-        "replay_iterations": sum(m["p2_iterations"] for m in metrics),
+        "objective": cfg.objective,
+        "accepted_steps": sum(m.get("p1_accepted", 0) for m in metrics),
+        "retrains": sum(m.get("p1_retrains", 0) for m in metrics),
+        "replay_iterations": sum(m.get("p2_iterations", 0) for m in metrics),
+        "windows": sum(m.get("wr_windows", 0) for m in metrics),
         "last_epoch": last,
         "final_checkpoint": None if ckpt is None else str(ckpt),
         "rollout_check": checks,
@@ -246,10 +252,17 @@ def format_summary(s: dict[str, Any]) -> str:
         f"epochs             {s['epochs_completed']} of {s['epochs_requested']}"
         + (" (stopped by --duration)" if s["stopped_by_duration"] else ""),
         f"training time      {s['train_time_s']:.1f} s",
-        f"accepted steps     {s['accepted_steps']}   retrains {s['retrains']}   "
-        f"Part 2 iterations {s['replay_iterations']}",
     ]
-    if last:
+    if s.get("objective") == "whole-run":
+        lines.append(f"rollout windows    {s['windows']}")
+        if last:
+            lines.append(f"last epoch         loss {last['wr_loss']:.4g}   steps per unit time "
+                         f"{last['wr_steps_per_time']:.4g}   whole-run |dE/E| median "
+                         f"{last['wr_err_median']:.2e} max {last['wr_err_max']:.2e}")
+    else:
+        lines.append(f"accepted steps     {s['accepted_steps']}   retrains {s['retrains']}   "
+                     f"Part 2 iterations {s['replay_iterations']}")
+    if last and s.get("objective") != "whole-run":
         lines.append(f"last epoch         acceptance {last['p1_acceptance']:.3f}   mean dt "
                      f"{last['p1_dt_mean']:.4g}   rel_dE mean {last['p1_rel_dE_mean']:.2e} "
                      f"max {last['p1_rel_dE_max']:.2e}")

@@ -318,7 +318,7 @@ class Trainer:
         B = self.live.batch_size
         rec_states, rec_windows, rec_dt = [], [], []
         step_t, step_dt, step_rel = [], [], []
-        retrains = 0
+        retrains = raised = 0
         rejected = torch.zeros((), dtype=torch.long, device=self.device)
         for s in range(cfg.steps_per_epoch):
             start, window = self.live, self._window()
@@ -348,6 +348,8 @@ class Trainer:
                     self._raise_retrain_limit(s, failing, rel_d, attempt)
                 self._optimise(self._masked_mean_loss(rel, dt, failing, n_failing))
                 retrains += 1
+            if cfg.band == "two-sided":
+                raised += self._raise_small_steps(start, window, kept_rel)
             if self.rounds >= cfg.history_len:
                 rec_states.append(start)
                 rec_windows.append(window)
@@ -374,6 +376,7 @@ class Trainer:
             "p1_accepted": cfg.steps_per_epoch * B,
             "p1_recorded": 0 if traj is None else len(traj) * self.group.world,
             "p1_retrains": retrains,
+            "p1_raised": raised,
             "p1_rejected": int(rejected),
             "p1_acceptance": cfg.steps_per_epoch * B / (cfg.steps_per_epoch * B + int(rejected)),
             "p1_rel_dE_mean": float(steps["rel_dE"].mean()),
@@ -383,6 +386,21 @@ class Trainer:
             "p1_dt_max": float(steps["dt"].max()),
         }
         return traj, metrics, steps
+
+    def _raise_small_steps(self, start: SystemState, window: Window | None, rel: Tensor) -> int:
+        """The two-sided band: one optimiser step on the band loss of the systems whose
+        accepted step fell below ``E_lower`` (which pushes their ``dt`` up); returns 1
+        when it was taken, else 0. The accepted steps stand."""
+        low = rel < self.gate.E_lower
+        n_low = self.group.sum(low.sum())
+        if int(n_low) == 0:
+            return 0
+        dt = self._predict(start, window)
+        end = rollout(start, dt, self.cfg.n_steps)
+        again = relative_energy_error(start.total_energy(), end.total_energy(),
+                                      energy_scale(start), self.gate.floor)
+        self._optimise(self._masked_mean_loss(again, dt, low, n_low))
+        return 1
 
     def _raise_retrain_limit(self, step: int, failing: Tensor, rel: Tensor,
                              retrains: int) -> None:
@@ -417,6 +435,8 @@ class Trainer:
             dt, rel = traj.errors(self.net, idx, self.gate, cfg.n_steps)
             ok = self.gate.passes(rel)
             failing = ~ok & weight
+            if cfg.band == "two-sided":  # too small a step trains too (not counted as failing)
+                failing = failing | ((rel < self.gate.E_lower) & weight)
             if self.group.active:  # one all-reduce: every rank sees the same count
                 n_ok = self.group.sum((ok & weight).sum())
                 n_failing = b - n_ok
@@ -424,7 +444,9 @@ class Trainer:
             else:
                 n_failing = failing.sum()
                 rates.append(float(ok.to(rel.dtype).mean()))  # the converged decision: one sync
-            if rates[-1] == 1.0:
+            if cfg.band == "two-sided":
+                n_failing = self.group.sum(failing.sum())
+            if int(n_failing) == 0:
                 break
             self._optimise(self._masked_mean_loss(rel, dt, failing, n_failing))
         return {"p2_skipped": False, "p2_converged": rates[-1] == 1.0,

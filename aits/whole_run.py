@@ -1,0 +1,271 @@
+"""Whole-run training (``objective = "whole-run"``): differentiable rollouts against a
+whole-run energy budget (issue 11, item 1).
+
+The two seed phases train each step on its own energy error; what a user judges
+is the error of the whole run, ``max_t |E(t) - E(0)| / |E(0)|``, and the steps it
+costs. This trainer optimises that directly, by truncated back-propagation
+through time:
+
+1. each group of the population (:mod:`aits.population`) is a live batch
+   ``(B, N, D)`` that runs on from window to window; a *window* is ``window``
+   steps of the configured integrator (``kdk`` or ``symmetric``) with the model's
+   ``dt``, recorded by autograd through the native ops;
+2. after every step the run's relative energy error is measured against the
+   energy the system had when it was drawn (not the window's start), so the
+   error a window is judged by includes everything accumulated before it;
+3. the window's loss per system is ``cost_weight * log(window * t_unit / sum dt)``
+   (the log of the steps per unit time, ``t_unit`` the system's initial time
+   scale) plus the mean over its steps of ``relu(log(err / run_budget))^2``; a
+   non-finite error costs ``nonfinite_penalty`` with a gradient that shrinks the
+   window's steps;
+4. one optimiser step per window; the end state (and the integrator's carry) is
+   detached and becomes the next window's start;
+5. every ``restart_windows`` windows of a group, or as soon as one of its systems
+   has blown up (non-finite, or an error above :data:`~aits.results.FAIL_ABOVE`),
+   the group is drawn afresh.
+
+An epoch is ``windows_per_epoch`` windows, the groups taken in turn. The absolute
+``dt`` level the model settles at is near the budget; what evaluation judges is
+the shape of the schedule, since every policy is tuned to each tolerance by its
+own knob (``--dt-scale`` for the model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from aits.checkpoint import CheckpointError, restore_model, validate_checkpoint
+from aits.config import ConfigError, TrainConfig, resolve_device, resolve_dtype
+from aits.distributed import Group as ProcessGroup
+from aits.gate import EnergyGate, energy_scale, relative_energy_error
+from aits.integrators import Carry, make_integrator
+from aits.population import Group, generalist
+from aits.results import FAIL_ABOVE
+from aits.state import SystemState
+from aits.training import build_model, build_optimizer, build_spec, build_system
+
+__all__ = ["WholeRunTrainer", "time_unit"]
+
+
+def time_unit(state: SystemState) -> Tensor:
+    """A system's dynamical time ``sqrt(r_rms^3 / (G M))`` (``r_rms`` the mass-weighted
+    rms distance from the centre of mass); ``batch_shape``."""
+    c = state.centered()
+    M = state.mass.sum(-1)
+    r2 = (c.mass * c.pos.square().sum(-1)).sum(-1) / M
+    return (r2.pow(1.5) / (state.G * M)).sqrt()
+
+
+@dataclass
+class _Live:
+    """One group's running batch and what its windows are judged against."""
+
+    state: SystemState  # (B, N, D) with its acceleration cached
+    carry: Carry
+    E0: Tensor  # (B,) energy when drawn
+    E_scale: Tensor  # (B,) T + |U| when drawn
+    t_unit: Tensor  # (B,)
+    windows: int = 0  # windows since the draw
+
+
+def _draw(group: Group, gen: torch.Generator, dtype, device, integrator) -> _Live:
+    state = group.draw(gen, dtype, device).as_batch().with_acceleration()
+    carry = integrator.init(state, None, None)
+    return _Live(state, carry, state.total_energy().detach(), energy_scale(state).detach(),
+                 time_unit(state).detach())
+
+
+class WholeRunTrainer:
+    """A whole-run training run (module docstring); the interface of
+    :class:`aits.training.Trainer` that :func:`aits.train.run` uses.
+
+    Attributes:
+        initial: the first group's first draw (the rollout check's training system).
+        epoch: epochs completed; rounds: windows completed over the whole run.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.device = device if device is not None else resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype)
+        self.group = ProcessGroup.current()
+        if self.group.active:
+            raise ConfigError("objective 'whole-run' trains in one process (run it without "
+                              "torchrun)")
+        torch.manual_seed(cfg.seed)
+        if cfg.population == "generalist":
+            self.population = generalist()
+        else:
+            fixed = build_system(cfg, self.dtype, self.device)
+            self.population = [Group("train", lambda gen, dtype, device: fixed)]
+        self.integrator = make_integrator(cfg.rollout_integrator)
+        self.generators = [torch.Generator().manual_seed(cfg.seed * 1000 + i)
+                           for i in range(len(self.population))]
+        self.live = [self._draw(i) for i in range(len(self.population))]
+        self.initial = self.live[0].state
+        self.spec = build_spec(cfg, self.initial)
+        self.model = build_model(cfg, self.spec).to(device=self.device, dtype=self.dtype)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.gate = EnergyGate(cfg.energy_threshold, cfg.E_lower, cfg.E_upper)
+        self.epoch = 0
+        self.rounds = 0
+
+    def _draw(self, i: int) -> _Live:
+        return _draw(self.population[i], self.generators[i], self.dtype, self.device,
+                     self.integrator)
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.model
+
+    # ------------------------------------------------------------------------- windows
+
+    def window_loss(self, live: _Live) -> tuple[Tensor, SystemState, Carry, dict[str, Tensor]]:
+        """Run one window from ``live`` with gradients and return its loss (a scalar),
+        the end state and carry (not yet detached) and per-step ``dt``, ``err``
+        ``(window, B)`` and the per-system cost ``(B,)`` (detached)."""
+        cfg = self.cfg
+        self.model.train()
+
+        def propose(s: SystemState) -> Tensor:
+            return self.model.predict_dt(s.detach(), None, grad=True)  # features: observations
+
+        state, carry = live.state, live.carry
+        dts, errs = [], []
+        for _ in range(cfg.window):
+            state, dt, carry, _ = self.integrator.step(state, carry, propose, None, 1.0, 0.0)
+            errs.append(relative_energy_error(live.E0, state.total_energy(), live.E_scale,
+                                              self.gate.floor))
+            dts.append(dt)
+        dt, err = torch.stack(dts), torch.stack(errs)
+        span = dt.sum(0)
+        cost = torch.log(cfg.window * live.t_unit / span)
+        finite = torch.isfinite(err).all(0) & torch.isfinite(span)
+        safe = torch.where(torch.isfinite(err), err, torch.ones_like(err)).clamp_min(1e-30)
+        excess = (safe.log() - math.log(cfg.run_budget)).clamp_min(0)
+        per_system = cfg.cost_weight * cost + excess.square().mean(0)
+        # a blown-up system: a constant penalty whose gradient shrinks its steps
+        blown = self.gate.nonfinite_penalty * span / span.detach()
+        loss = torch.where(finite, per_system, blown.nan_to_num(0.0)).mean()
+        return loss, state, carry, {"dt": dt.detach(), "err": err.detach(),
+                                    "cost": cost.detach(), "finite": finite}
+
+    def run_window(self, i: int) -> dict[str, Tensor]:
+        """One window of group ``i`` and its optimiser step; the group runs on from the
+        (detached) end state, or is drawn afresh when due or blown up."""
+        live = self.live[i]
+        loss, state, carry, out = self.window_loss(live)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        live.windows += 1
+        blown = (~out["finite"]) | (out["err"].nan_to_num(math.inf).amax(0) > FAIL_ABOVE)
+        out["restarted"] = bool(blown.any()) or live.windows >= self.cfg.restart_windows
+        out["blown"] = int(blown.sum())
+        out["loss"] = loss.detach()
+        out["t0"] = live.state.time.detach()
+        if out["restarted"]:
+            self.live[i] = self._draw(i)
+        else:
+            live.state = state.detach()
+            live.carry = {k: v.detach() for k, v in carry.items()}
+        return out
+
+    def run_epoch(self) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """``windows_per_epoch`` windows, the groups in turn; returns the epoch's metrics
+        (``wr_*``) and the first group's per-step ``time``, ``dt`` and whole-run
+        ``rel_dE`` (each ``(steps, B)``) for the run log."""
+        cfg = self.cfg
+        losses, costs, errs, dts = [], [], [], []
+        restarts = blown = 0
+        steps: dict[str, list[Tensor]] = {"time": [], "dt": [], "rel_dE": []}
+        for _ in range(cfg.windows_per_epoch):
+            i = self.rounds % len(self.population)
+            out = self.run_window(i)
+            self.rounds += 1
+            losses.append(float(out["loss"]))
+            costs.append(out["cost"].mean())
+            errs.append(out["err"].nan_to_num(math.inf).amax())
+            dts.append((out["dt"] / self.live[i].t_unit).mean() if not out["restarted"]
+                       else out["dt"].new_tensor(math.nan))
+            restarts += int(out["restarted"])
+            blown += out["blown"]
+            if i == 0:
+                t = out["t0"] + out["dt"].to(torch.float64).cumsum(0)
+                steps["time"].append(t)
+                steps["dt"].append(out["dt"])
+                steps["rel_dE"].append(out["err"])
+        self.epoch += 1
+        metrics = {
+            "epoch": self.epoch,
+            "wr_windows": cfg.windows_per_epoch,
+            "wr_loss": sum(losses) / len(losses),
+            "wr_steps_per_time": float(torch.stack(costs).exp().mean()),
+            "wr_err_max": float(torch.stack(errs).max()),
+            "wr_err_median": float(torch.stack(errs).median()),
+            "wr_dt_mean": float(torch.stack(dts).nanmean()),
+            "wr_restarts": restarts,
+            "wr_blown": blown,
+        }
+        return metrics, {k: torch.cat(v) for k, v in steps.items()}
+
+    # ------------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: the model, optimiser, generators and every
+        group's live batch, carry and reference energies (plain tensors and dicts)."""
+        groups = [{"state": g.state.to_dict(), "carry": dict(g.carry), "E0": g.E0,
+                   "E_scale": g.E_scale, "t_unit": g.t_unit, "windows": g.windows}
+                  for g in self.live]
+        return {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "rounds": self.rounds,
+            "model_config": self.model.config(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "sampler": self.generators[0].get_state(),
+                    "device": self.device.type,
+                    "groups": [g.get_state() for g in self.generators]},
+            "live": groups[0]["state"],
+            "history": [],
+            "whole_run": groups,
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore a :meth:`state_dict`.
+
+        Raises:
+            CheckpointError: ``d`` is malformed or is not a whole-run checkpoint of
+                this population.
+        """
+        try:
+            validate_checkpoint(d)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint state is malformed: {e}") from None
+        groups = d.get("whole_run")
+        if not isinstance(groups, list) or len(groups) != len(self.population):
+            raise CheckpointError("checkpoint is not a whole-run checkpoint of this population "
+                                  f"({len(self.population)} groups): resume it with the "
+                                  "objective it was written with")
+        restore_model(self.model, d["model"])
+        try:
+            self.optimizer.load_state_dict(d["optimizer"])
+            live = []
+            for g in groups:
+                state = SystemState.from_dict(g["state"], self.device)
+                live.append(_Live(state, {k: v.to(self.device) for k, v in g["carry"].items()},
+                                  g["E0"].to(self.device), g["E_scale"].to(self.device),
+                                  g["t_unit"].to(self.device), int(g["windows"])))
+            states = d["rng"]["groups"]
+            for gen, s in zip(self.generators, states, strict=True):
+                gen.set_state(s)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint holds an unusable whole-run state: {e}") from None
+        self.live = live
+        self.epoch, self.rounds = int(d["epoch"]), int(d["rounds"])
+        torch.set_rng_state(d["rng"]["torch"])

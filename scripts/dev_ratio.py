@@ -1,0 +1,73 @@
+"""Development check of a model against Aarseth's criterion on systems that are in
+neither the training population nor the evaluation suite.
+
+    python scripts/dev_ratio.py CHECKPOINT [--integrator kdk symmetric] [--tolerance 1e-3]
+
+For each development system, the model's ``dt_scale`` and Aarseth's ``eta`` are
+tuned (``aits.evaluate.tune``) to the same whole-run max |dE/E| and their force
+evaluations compared. Used to choose training settings without looking at the
+suite (whose table is the reported result); prints one line per system and
+integrator and the geometric mean of the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+import aits
+from aits.evaluate import tune
+from aits.ics import hierarchical_triple, kepler_orbit, kepler_period, plummer
+from aits.policies import AarsethPolicy, ModelPolicy, make_policy
+from aits.simulation import simulate
+
+
+def systems() -> dict[str, tuple[aits.SystemState, float]]:
+    """The development systems and their run lengths."""
+    q = 0.3
+    return {
+        "binary e=0.7 q=0.3": (kepler_orbit(0.7, 1.0, m1=1 / (1 + q), m2=q / (1 + q)),
+                               5 * kepler_period(1.0, 1 / (1 + q), q / (1 + q))),
+        "binary e=0.95": (kepler_orbit(0.95, 1.0), 5 * kepler_period(1.0)),
+        "triple e_in=0.5": (hierarchical_triple(e_in=0.5, a_out=10.0, masses=(0.6, 0.4, 0.3),
+                                                inclination=1.0), 60.0),
+        "plummer32": (plummer(32, seed=7, softening=0.01), 3.0),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--integrator", nargs="+", default=["kdk"])
+    p.add_argument("--tolerance", type=float, default=1e-3)
+    p.add_argument("--only", nargs="*", help="system names to run (default: all)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    model = (make_policy("model") if args.checkpoint == "pretrained"
+             else ModelPolicy.from_checkpoint(args.checkpoint))
+    ratios = []
+    for name, (state, t_end) in systems().items():
+        if args.only and name not in args.only:
+            continue
+        for integ in args.integrator:
+            t0 = time.perf_counter()
+            m = tune(lambda s: simulate(state, ModelPolicy(model.net, s), integrator=integ,
+                                        t_end=t_end, observers=[]), args.tolerance, 1.0,
+                     rtol=0.05)
+            a = tune(lambda e: simulate(state, AarsethPolicy(e), integrator=integ, t_end=t_end,
+                                        observers=[]), args.tolerance, 0.01, rtol=0.05)
+            r = m.result.force_evaluations / a.result.force_evaluations
+            ratios.append(r)
+            print(f"{name:<22} {integ:<9} model {m.result.force_evaluations:>7} "
+                  f"(scale {m.param:.3g}, {float(m.result.energy_error_max):.2e})  aarseth "
+                  f"{a.result.force_evaluations:>7} (eta {a.param:.3g}, "
+                  f"{float(a.result.energy_error_max):.2e})  ratio {r:.3f}  "
+                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    print(f"geometric mean ratio {math.exp(sum(map(math.log, ratios)) / len(ratios)):.3f}")
+
+
+if __name__ == "__main__":
+    main()
