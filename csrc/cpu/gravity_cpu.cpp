@@ -495,6 +495,22 @@ class CpuBackend final : public GravityBackend {
     });
   }
 
+  bool kdk_step_with_statistics(const at::Tensor& pos, const at::Tensor& vel,
+                                const at::Tensor& mass, const at::Tensor& dt,
+                                const at::Tensor& acc0, double softening, double G,
+                                at::Tensor& pos1, at::Tensor& vel1, at::Tensor& acc1,
+                                at::Tensor& stats) const override {
+    if (!few_body(pos)) return false;
+    with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      fewbody::kdk_statistics<T, decltype(dim)::value, StatAcc<T>>(
+          s.x, vel.data_ptr<T>(), s.mass, dt.data_ptr<T>(), acc0.data_ptr<T>(), s.B, s.N,
+          s.eps2, s.G, pos1.data_ptr<T>(), vel1.data_ptr<T>(), acc1.data_ptr<T>(),
+          stats.data_ptr<T>(), StatHelpers{});
+    });
+    return true;
+  }
+
   void pair_backward(const at::Tensor& pos, const at::Tensor& mass, const at::Tensor& grad_acc,
                      double softening, double G, at::Tensor& grad_pos,
                      at::Tensor& grad_mass) const override {
