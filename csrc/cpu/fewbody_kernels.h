@@ -57,27 +57,38 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
     for (int64_t b = begin; b < end; ++b) {
       const T* xb = x + b * N * D;
       const T* mb = mass + b * N;
+      // every pair's 1 / s once (symmetric in i, j, bit for bit): independent
+      // roots and divisions, pipelined
+      T invs[kMaxBodies<T>][kMaxBodies<T>];
       for (int64_t i = 0; i < N; ++i) {
         const Vec3<T> xi = body<T, D>(xb, i);
-        // the two sides of i, each summed in order from 0, then added
-        T side[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-        for (int64_t j = 0; j < N; ++j) {
-          if (j == i) continue;
-          T* s = side[j > i];
+        for (int64_t j = i + 1; j < N; ++j) {
           const Vec3<T> d = rel(body<T, D>(xb, j), xi);
-          T inv, pot;
-          const T w = pull_scale(eps2 + dot(d, d), mb[j], inv, pot);
-          if constexpr (kAcc) {
-            s[0] += w * (d.x * inv);
-            s[1] += w * (d.y * inv);
-            if constexpr (D == 3) s[2] += w * (d.z * inv);
+          invs[i][j] = invs[j][i] = inverse_distance(eps2 + dot(d, d));
+        }
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        const Vec3<T> xi = body<T, D>(xb, i);
+        // each side of i summed in order from its first partner, then the two added
+        const auto side = [&](int64_t j0, int64_t j1, T (&s)[4]) {
+          for (int64_t j = j0; j < j1; ++j) {
+            const Vec3<T> d = rel(body<T, D>(xb, j), xi);
+            const T inv = invs[i][j], pot = mb[j] * inv, w = pot * inv;  // pull_scale
+            if constexpr (kAcc) {
+              s[0] += w * (d.x * inv);
+              s[1] += w * (d.y * inv);
+              if constexpr (D == 3) s[2] += w * (d.z * inv);
+            }
+            if constexpr (kPhi) s[3] += pot;
           }
-          if constexpr (kPhi) s[3] += pot;
-        }
+        };
+        T lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+        side(0, i, lo);
+        side(i + 1, N, hi);
         if constexpr (kAcc) {
-          for (int c = 0; c < D; ++c) acc[(b * N + i) * D + c] = G * (side[0][c] + side[1][c]);
+          for (int c = 0; c < D; ++c) acc[(b * N + i) * D + c] = G * (lo[c] + hi[c]);
         }
-        if constexpr (kPhi) phi[b * N + i] = -G * (side[0][3] + side[1][3]);
+        if constexpr (kPhi) phi[b * N + i] = -G * (lo[3] + hi[3]);
       }
     }
   });
@@ -90,41 +101,59 @@ template <typename T, int D, typename A, typename Helpers>
 void forward_statistics(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* acc,
                         T* stats, const Helpers& h, bool parallel = true) {
   constexpr A inf = std::numeric_limits<A>::infinity();
+  static_assert(kMaxBodies<T> <= 16, "fixed-size pair tables");
   const auto systems = [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* xb = x + b * N * D;
       const T* mb = mass + b * N;
       // over all rows: min s^2, sum s, max s^2, max q (merged row by row)
       A t_min = inf, t_sum = 0, t_max = 0, t_q = 0;
+      // every pair's s^2 and 1 / s once (both are symmetric in i, j, bit for bit),
+      // in a loop of independent roots and divisions that pipelines
+      T s2s[kMaxBodies<T>][kMaxBodies<T>], invs[kMaxBodies<T>][kMaxBodies<T>];
+      for (int64_t i = 0; i < N; ++i) {
+        const Vec3<T> xi = body<T, D>(xb, i);
+        for (int64_t j = i + 1; j < N; ++j) {
+          const Vec3<T> d = rel(body<T, D>(xb, j), xi);
+          const T s2 = h.distinct_s2(eps2 + dot(d, d), d);
+          s2s[i][j] = s2s[j][i] = s2;
+          invs[i][j] = invs[j][i] = inverse_distance(s2);
+        }
+      }
       for (int64_t i = 0; i < N; ++i) {
         const Vec3<T> xi = body<T, D>(xb, i);
         const T mi = mb[i];
-        A a[2][3] = {{0, 0, 0}, {0, 0, 0}};
-        A mn[2] = {inf, inf}, sm[2] = {0, 0}, mx[2] = {0, 0}, q[2] = {0, 0};
-        for (int64_t j = 0; j < N; ++j) {
-          if (j == i) continue;
-          const int k = j > i;
-          const Vec3<T> d = rel(body<T, D>(xb, j), xi);
-          const T s2 = h.distinct_s2(eps2 + dot(d, d), d);
-          T inv, pot;
-          const T w = pull_scale(s2, mb[j], inv, pot);
-          a[k][0] += w * (d.x * inv);
-          a[k][1] += w * (d.y * inv);
-          if constexpr (D == 3) a[k][2] += w * (d.z * inv);
-          const A as2 = s2;
-          mn[k] = as2 < mn[k] ? as2 : mn[k];
-          sm[k] += s2 * inv;
-          mx[k] = as2 > mx[k] ? as2 : mx[k];
-          const A qq = h.template freefall_weight<A>(mi + mb[j], inv);
-          q[k] = qq > q[k] ? qq : q[k];
-        }
-        for (int c = 0; c < D; ++c) {
-          acc[(b * N + i) * D + c] = static_cast<T>(A(G) * (a[0][c] + a[1][c]));
-        }
-        const A r_min = mn[1] < mn[0] ? mn[1] : mn[0];
-        const A r_sum = sm[0] + sm[1];
-        const A r_max = mx[1] > mx[0] ? mx[1] : mx[0];
-        const A r_q = q[1] > q[0] ? q[1] : q[0];
+        // each side of i summed in order from its first partner, then the two merged
+        struct Side {
+          A ax = 0, ay = 0, az = 0, mn = std::numeric_limits<A>::infinity(), sm = 0, mx = 0,
+            q = 0;
+        };
+        const auto side = [&](int64_t j0, int64_t j1) {
+          Side r;
+          for (int64_t j = j0; j < j1; ++j) {
+            const Vec3<T> d = rel(body<T, D>(xb, j), xi);
+            const T s2 = s2s[i][j], inv = invs[i][j];
+            const T w = mb[j] * inv * inv;  // pull_scale's (m_j / s) / s
+            r.ax += w * (d.x * inv);
+            r.ay += w * (d.y * inv);
+            if constexpr (D == 3) r.az += w * (d.z * inv);
+            const A as2 = s2;
+            r.mn = as2 < r.mn ? as2 : r.mn;
+            r.sm += s2 * inv;
+            r.mx = as2 > r.mx ? as2 : r.mx;
+            const A qq = h.template freefall_weight<A>(mi + mb[j], inv);
+            r.q = qq > r.q ? qq : r.q;
+          }
+          return r;
+        };
+        const Side lo = side(0, i), hi = side(i + 1, N);
+        acc[(b * N + i) * D] = static_cast<T>(A(G) * (lo.ax + hi.ax));
+        acc[(b * N + i) * D + 1] = static_cast<T>(A(G) * (lo.ay + hi.ay));
+        if constexpr (D == 3) acc[(b * N + i) * D + 2] = static_cast<T>(A(G) * (lo.az + hi.az));
+        const A r_min = hi.mn < lo.mn ? hi.mn : lo.mn;
+        const A r_sum = lo.sm + hi.sm;
+        const A r_max = hi.mx > lo.mx ? hi.mx : lo.mx;
+        const A r_q = hi.q > lo.q ? hi.q : lo.q;
         t_min = r_min < t_min ? r_min : t_min;
         t_sum += r_sum;
         t_max = r_max > t_max ? r_max : t_max;
