@@ -17,10 +17,10 @@ Sections, each measured in this run:
   N = 1024 Plummer, float64 (target <= 3x); N = 1024 under ``--quick`` too.
 * ``rollout`` — seconds per step of the simulation loop for the model policy and
   the classical criteria at N = 3 (figure-eight) and N = 1024 (Plummer).
-* ``ensemble`` — batched three-body ensembles, aits (fixed dt and Aarseth, one
-  batched call) vs REBOUND's leapfrog and IAS15 one system at a time
-  (``benchmarks/ensemble.py``); aits fixed dt / REBOUND leapfrog, target >= 5x
-  at B = 4096. REBOUND rows are left out, with a note, when ``rebound`` is missing.
+* ``ensemble`` — batched three-body ensembles, aits (fixed dt, Aarseth and the
+  shipped model, one batched call each) vs REBOUND's leapfrog and IAS15 one
+  system at a time (``benchmarks/ensemble.py``); each aits code / REBOUND
+  leapfrog, target >= 5x at B = 4096. REBOUND rows are left out, with a note, when ``rebound`` is missing.
 * ``integrators`` — whole-run max |dE/E| of ``kdk``, ``symmetric`` and ``ttl`` on
   the Kepler e = 0.9 binary under the free-fall criterion
   (``benchmarks/integrators.py``); the time-symmetric step's whole-run error

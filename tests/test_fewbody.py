@@ -59,6 +59,12 @@ def test_fused_step_matches_reference(dtype, dim, n, softening, massless):
     want = ref.leapfrog_step(*args)
     for got, w in zip((pos1, vel1, acc1), want):
         assert_close_rel(got, w, RTOL[dtype])
+    # the start acceleration given (as simulate passes it) or computed: one result
+    a0 = aits.accelerations(s["pos"], s["mass"], softening, 1.1)
+    given = leapfrog_step_with_statistics(*args, acc=a0)
+    for got, g in zip((pos1, vel1, acc1), given):
+        assert_close_rel(g, got, RTOL[dtype])
+    torch.testing.assert_close(given[3], stats, rtol=RTOL[dtype], atol=0)  # inf where no pull
     # the statistics of the end positions, as the separate op computes them
     expect = pair_statistics(pos1, s["mass"], softening, 1.1)
     assert stats.shape == (7, 4)
