@@ -104,16 +104,17 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
     state = step(system(n, device).with_acceleration(), 1e-4)
     policy = ModelPolicy(model_net(state, checkpoint))
     net = policy.net
-    feats = net.spec(state)
-    t_dyn = min_freefall_time(state) if net.output == "dynamical" else None
+    # the network's inputs as the policy forms them: features and its time scale
+    # (free-fall for "dynamical", Aarseth's for "aarseth", None otherwise)
+    feats, t_dyn = net.inputs(state)
     t = {
         "force_evaluation": best_time(state.gravity_acceleration, repeats, device),
-        "features": best_time(lambda: net.spec(state), repeats, device),
+        "features": best_time(lambda: net.inputs(state), repeats, device),
         "network": best_time(lambda: net(feats, t_dyn), repeats, device),
         "leapfrog_step": best_time(lambda: step(state, 1e-4), repeats, device),
         "model_policy_step": best_time(lambda: step(state, policy(state)), repeats, device),
     }
-    if t_dyn is not None:
+    if net.output == "dynamical":
         t["free_fall_time"] = best_time(lambda: min_freefall_time(state), repeats, device)
     t["ratio"] = t["model_policy_step"] / t["force_evaluation"]
     return t

@@ -23,6 +23,13 @@ void GravityBackend::pair_forward_with_statistics(const at::Tensor& pos, const a
   pair_statistics(pos, mass, softening, G, /*freefall=*/true, stats);
 }
 
+bool GravityBackend::kdk_step_with_statistics(const at::Tensor&, const at::Tensor&,
+                                              const at::Tensor&, const at::Tensor&,
+                                              const at::Tensor&, double, double, at::Tensor&,
+                                              at::Tensor&, at::Tensor&, at::Tensor&) const {
+  return false;
+}
+
 void GravityBackend::pair_statistics(const at::Tensor& pos, const at::Tensor&, double, double,
                                      bool, at::Tensor&) const {
   TORCH_CHECK(false, "aits: the pair statistics (aits.ops.pair_statistics, "

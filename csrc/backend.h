@@ -55,6 +55,18 @@ class GravityBackend {
                                             double softening, double G, at::Tensor& acc,
                                             at::Tensor& stats) const;
 
+  // One kick-drift-kick step with the statistics of its end positions, fused:
+  // v_half = v + a0 dt/2, x1 = x + v_half dt, (a1, stats) as
+  // pair_forward_with_statistics(x1), v1 = v_half + a1 dt/2; dt (B,), the
+  // rest (B, N, D), stats (B, 4), all contiguous, outputs preallocated.
+  // Returns false (writing nothing) where the back end has no fused form for
+  // these inputs; the caller then composes the step from the primitives.
+  virtual bool kdk_step_with_statistics(const at::Tensor& pos, const at::Tensor& vel,
+                                        const at::Tensor& mass, const at::Tensor& dt,
+                                        const at::Tensor& acc0, double softening, double G,
+                                        at::Tensor& pos1, at::Tensor& vel1, at::Tensor& acc1,
+                                        at::Tensor& stats) const;
+
   // stats (B, 4): min, mean and max of the softened pairwise distances
   // s = sqrt(r^2 + eps^2) over i != j, and the minimum pairwise free-fall time
   // sqrt(s^3 / (G (m_i + m_j))) when `freefall` (else NaN).

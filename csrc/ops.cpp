@@ -134,6 +134,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> leapfrog_step(const Tensor& pos, cons
   values.run();
   if (!a0.defined()) a0 = forward_acc(sys, sys.pos, softening, G);
 
+  if (statistics && sys.B > 0) {
+    Tensor x1 = at::empty_like(sys.pos), v1 = at::empty_like(sys.pos);
+    Tensor a1 = at::empty_like(sys.pos), stats = at::empty({sys.B, 4}, sys.pos.options());
+    if (backend_for(sys.pos).kdk_step_with_statistics(sys.pos, v, sys.mass, h.view({-1}), a0,
+                                                      softening, G, x1, v1, a1, stats)) {
+      return {sys.unbatch(x1), sys.unbatch(v1), sys.unbatch(a1), sys.unbatch(stats)};
+    }
+  }
   const Tensor half = h * 0.5;
   const Tensor v_half = at::addcmul(v, a0, half);
   const Tensor x1 = at::addcmul(sys.pos, v_half, h);

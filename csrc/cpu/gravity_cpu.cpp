@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "cpu/aarseth_kernels.h"
+#include "cpu/fewbody_kernels.h"
 #include "cpu/pair_kernel.h"
 #include "cpu/rsqrt_kernels.h"
 #include "gravity.h"
@@ -396,6 +397,39 @@ void with_system(const at::Tensor& pos, const at::Tensor& mass, double softening
   });
 }
 
+// The statistics helpers above, for fewbody::forward_statistics.
+struct StatHelpers {
+  template <typename T>
+  T distinct_s2(T s2, const Vec3<T>& d) const { return aits::distinct_s2(s2, d); }
+  template <typename A, typename T>
+  A freefall_weight(T M, T inv) const { return aits::freefall_weight<A>(M, inv); }
+  template <typename T, typename A>
+  T freefall_time(A G, A max_q, A min_s) const { return aits::freefall_time<T>(G, max_q, min_s); }
+};
+
+// Whether the few-body kernels take this system: N small enough for their
+// sequential rows (fewbody_kernels.h), by dtype; never chosen by B, so one
+// system and a batch of it give the same numbers.
+bool few_body(const at::Tensor& pos) {
+  const int64_t N = pos.size(1);
+  return pos.scalar_type() == at::kFloat ? N <= fewbody::kMaxBodies<float>
+                                         : N <= fewbody::kMaxBodies<double>;
+}
+
+// with_system for the few-body kernels: the (B, N, D) tensors as they are.
+template <typename Fn>
+void with_system_aos(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
+                     Fn&& fn) {
+  const at::Tensor x = pos.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_cpu_fewbody", [&] {
+    const SystemArgs<scalar_t> s{x.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(),
+                                 pos.size(0),           pos.size(1),
+                                 static_cast<scalar_t>(softening * softening),
+                                 static_cast<scalar_t>(G)};
+    dispatch_dim(pos.size(2), [&](auto dim) { fn(s, dim); });
+  });
+}
+
 template <typename Args>
 using Scalar = typename std::decay_t<Args>::scalar;
 
@@ -403,6 +437,22 @@ class CpuBackend final : public GravityBackend {
  public:
   void pair_forward(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
                     at::Tensor& acc, at::Tensor& phi) const override {
+    if (few_body(pos) && current_pair_kernel() == PairKernel::kDivide) {
+      with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
+        using T = Scalar<decltype(s)>;
+        constexpr int D = decltype(dim)::value;
+        T* a = acc.defined() ? acc.data_ptr<T>() : nullptr;
+        T* p = phi.defined() ? phi.data_ptr<T>() : nullptr;
+        if (a && p) {
+          fewbody::forward<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+        } else if (a) {
+          fewbody::forward<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+        } else if (p) {
+          fewbody::forward<T, D, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
+        }
+      });
+      return;
+    }
     with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       constexpr int D = decltype(dim)::value;
@@ -429,11 +479,36 @@ class CpuBackend final : public GravityBackend {
   void pair_forward_with_statistics(const at::Tensor& pos, const at::Tensor& mass,
                                     double softening, double G, at::Tensor& acc,
                                     at::Tensor& stats) const override {
+    if (few_body(pos)) {
+      with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
+        using T = Scalar<decltype(s)>;
+        fewbody::forward_statistics<T, decltype(dim)::value, StatAcc<T>>(
+            s.x, s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(), stats.data_ptr<T>(),
+            StatHelpers{});
+      });
+      return;
+    }
     with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       forward_statistics_kernel<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
                                                          acc.data_ptr<T>(), stats.data_ptr<T>());
     });
+  }
+
+  bool kdk_step_with_statistics(const at::Tensor& pos, const at::Tensor& vel,
+                                const at::Tensor& mass, const at::Tensor& dt,
+                                const at::Tensor& acc0, double softening, double G,
+                                at::Tensor& pos1, at::Tensor& vel1, at::Tensor& acc1,
+                                at::Tensor& stats) const override {
+    if (!few_body(pos)) return false;
+    with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      fewbody::kdk_statistics<T, decltype(dim)::value, StatAcc<T>>(
+          s.x, vel.data_ptr<T>(), s.mass, dt.data_ptr<T>(), acc0.data_ptr<T>(), s.B, s.N,
+          s.eps2, s.G, pos1.data_ptr<T>(), vel1.data_ptr<T>(), acc1.data_ptr<T>(),
+          stats.data_ptr<T>(), StatHelpers{});
+    });
+    return true;
   }
 
   void pair_backward(const at::Tensor& pos, const at::Tensor& mass, const at::Tensor& grad_acc,
@@ -453,6 +528,14 @@ class CpuBackend final : public GravityBackend {
 
   void potential(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
                  at::Tensor& energy) const override {
+    if (few_body(pos)) {
+      with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
+        using T = Scalar<decltype(s)>;
+        fewbody::potential<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
+                                                    energy.data_ptr<T>());
+      });
+      return;
+    }
     with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       potential_kernel<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
@@ -465,6 +548,16 @@ class CpuBackend final : public GravityBackend {
   void aarseth_derivatives(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
                            double softening, double G, at::Tensor& acc, at::Tensor& jerk,
                            at::Tensor& snap, at::Tensor& crackle) const override {
+    if (few_body(pos)) {
+      const at::Tensor v = vel.contiguous();
+      with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
+        using T = Scalar<decltype(s)>;
+        fewbody::derivatives<T, decltype(dim)::value>(
+            s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
+            jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>());
+      });
+      return;
+    }
     const at::Tensor v = to_soa(vel);
     with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
