@@ -213,6 +213,14 @@ class Trajectory:
 # ------------------------------------------------------------------------------ trainer
 
 
+def run_entries(trainer: Trainer | Any, rng: dict) -> dict:
+    """The checkpoint entries every trainer writes (config, counters, model, optimiser,
+    RNG states); each trainer adds its systems (:data:`aits.checkpoint._ENTRIES`)."""
+    return {"config": trainer.cfg.to_dict(), "epoch": trainer.epoch, "rounds": trainer.rounds,
+            "model_config": trainer.model.config(), "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(), "rng": rng}
+
+
 class Trainer:
     """A training run: build from a config, then call :meth:`run_epoch` repeatedly.
 
@@ -488,13 +496,7 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "config": self.cfg.to_dict(),
-            "epoch": self.epoch,
-            "rounds": self.rounds,
-            "model_config": self.model.config(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": rng,
+            **run_entries(self, rng),
             "live": self._gathered(self.live).to_dict(),
             "history": [self._gathered(s).to_dict() for s in self.history.states()],
         }

@@ -46,7 +46,7 @@ from aits.integrators import Carry, make_integrator
 from aits.population import Group, generalist
 from aits.results import FAIL_ABOVE
 from aits.state import SystemState
-from aits.training import build_model, build_optimizer, build_spec, build_system
+from aits.training import build_model, build_optimizer, build_spec, build_system, run_entries
 
 __all__ = ["WholeRunTrainer", "time_unit"]
 
@@ -221,16 +221,10 @@ class WholeRunTrainer:
         groups = [{"state": g.state.to_dict(), "carry": dict(g.carry), "E0": g.E0,
                    "E_scale": g.E_scale, "t_unit": g.t_unit, "windows": g.windows}
                   for g in self.live]
+        rng = {"torch": torch.get_rng_state(), "sampler": self.generators[0].get_state(),
+               "device": self.device.type, "groups": [g.get_state() for g in self.generators]}
         return {
-            "config": self.cfg.to_dict(),
-            "epoch": self.epoch,
-            "rounds": self.rounds,
-            "model_config": self.model.config(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "sampler": self.generators[0].get_state(),
-                    "device": self.device.type,
-                    "groups": [g.get_state() for g in self.generators]},
+            **run_entries(self, rng),
             "live": groups[0]["state"],
             "history": [],
             "whole_run": groups,
