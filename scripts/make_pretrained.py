@@ -63,7 +63,8 @@ def main() -> None:
               "git_dirty": dirty,
               "seed": cfg.seed, "trained_with": cfg.to_dict(),
               "training_summary": {k: result.summary.get(k) for k in
-                                   ("epochs_completed", "train_time_s", "accepted_steps", "retrains")},
+                                   ("objective", "epochs_completed", "train_time_s", "windows",
+                                   "accepted_steps", "retrains")},
               "accuracy_check": accuracy_check(args.name)}
     if args.evaluation is not None:
         report = json.loads(args.evaluation.read_text())
