@@ -15,20 +15,25 @@ from aits.policies import ModelPolicy, make_policy
 from aits.simulate import main as simulate_main
 
 
-def test_shipped_model_is_small_loads_weights_only_and_records_its_making():
-    path = pretrained_path()
+SHIPPED = [PRETRAINED, "generalist"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_is_small_loads_weights_only_and_records_its_making(name):
+    path = pretrained_path(name)
     assert path.stat().st_size < 2 * 2**20
     data = torch.load(path, weights_only=True)  # plain tensors and containers only
     assert {"model_config", "model", "config"} <= set(data)
-    info = pretrained_info()
-    assert info["name"] == PRETRAINED and info["seed"] == info["trained_with"]["seed"]
+    info = pretrained_info(name)
+    assert info["name"] == name and info["seed"] == info["trained_with"]["seed"]
     assert info["aits_version"] and info["git_commit"]
     assert info["trained_with"]["output"] == data["model_config"]["output"]
 
 
-def test_shipped_model_meets_its_recorded_accuracy():
-    check = pretrained_info()["accuracy_check"]
-    policy = aits.pretrained()
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_meets_its_recorded_accuracy(name):
+    check = pretrained_info(name)["accuracy_check"]
+    policy = aits.pretrained(name)
     assert isinstance(policy, ModelPolicy)
     r = aits.simulate(aits.make_scenario(check["scenario"]), policy,
                       t_end=check["orbits"] * 2 * math.pi, integrator=check["integrator"],
@@ -58,3 +63,10 @@ def test_simulate_runs_the_shipped_model_by_default(tmp_path):
 def test_unknown_shipped_model_lists_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match=f"shipped: .*{PRETRAINED}"):
         pretrained_path("nope")
+
+
+def test_generalist_is_the_whole_run_preset():
+    info = pretrained_info("generalist")
+    assert info["trained_with"]["objective"] == "whole-run"
+    assert info["trained_with"]["population"] == "generalist"
+    assert info["trained_with"]["feature_type"] == "encounter"
