@@ -404,9 +404,7 @@ class Trainer:
         if int(n_low) == 0:
             return 0
         dt = self._predict(start, window)
-        end = rollout(start, dt, self.cfg.n_steps)
-        again = relative_energy_error(start.total_energy(), end.total_energy(),
-                                      energy_scale(start), self.gate.floor)
+        again = self.gate.error(start, rollout(start, dt, self.cfg.n_steps))
         self._optimise(self._masked_mean_loss(again, dt, low, n_low))
         return 1
 
@@ -443,8 +441,6 @@ class Trainer:
             dt, rel = traj.errors(self.net, idx, self.gate, cfg.n_steps)
             ok = self.gate.passes(rel)
             failing = ~ok & weight
-            if cfg.band == "two-sided":  # too small a step trains too (not counted as failing)
-                failing = failing | ((rel < self.gate.E_lower) & weight)
             if self.group.active:  # one all-reduce: every rank sees the same count
                 n_ok = self.group.sum((ok & weight).sum())
                 n_failing = b - n_ok
@@ -452,9 +448,12 @@ class Trainer:
             else:
                 n_failing = failing.sum()
                 rates.append(float(ok.to(rel.dtype).mean()))  # the converged decision: one sync
-            if cfg.band == "two-sided":
+            if cfg.band == "two-sided":  # too small a step trains too (not counted as failing)
+                failing = failing | ((rel < self.gate.E_lower) & weight)
                 n_failing = self.group.sum(failing.sum())
-            if int(n_failing) == 0:
+                if int(n_failing) == 0:
+                    break
+            elif rates[-1] == 1.0:
                 break
             self._optimise(self._masked_mean_loss(rel, dt, failing, n_failing))
         return {"p2_skipped": False, "p2_converged": rates[-1] == 1.0,
