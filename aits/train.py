@@ -262,10 +262,10 @@ def format_summary(s: dict[str, Any]) -> str:
     else:
         lines.append(f"accepted steps     {s['accepted_steps']}   retrains {s['retrains']}   "
                      f"Part 2 iterations {s['replay_iterations']}")
-    if last and s.get("objective") != "whole-run":
-        lines.append(f"last epoch         acceptance {last['p1_acceptance']:.3f}   mean dt "
-                     f"{last['p1_dt_mean']:.4g}   rel_dE mean {last['p1_rel_dE_mean']:.2e} "
-                     f"max {last['p1_rel_dE_max']:.2e}")
+        if last:
+            lines.append(f"last epoch         acceptance {last['p1_acceptance']:.3f}   mean dt "
+                         f"{last['p1_dt_mean']:.4g}   rel_dE mean {last['p1_rel_dE_mean']:.2e} "
+                         f"max {last['p1_rel_dE_max']:.2e}")
     lines.append(f"final checkpoint   {s['final_checkpoint']}")
     if s["rollout_check"]:
         lines += ["", "rollout check (trained model, eval mode, no rejection; a system whose "

@@ -41,6 +41,7 @@ from torch import Tensor
 from aits.checkpoint import CheckpointError, restore_model, validate_checkpoint
 from aits.config import ConfigError, TrainConfig, resolve_device, resolve_dtype
 from aits.distributed import Group as ProcessGroup
+from aits.features import FeatureScales
 from aits.gate import EnergyGate, energy_scale, relative_energy_error
 from aits.integrators import Carry, make_integrator
 from aits.population import Group, generalist
@@ -52,12 +53,9 @@ __all__ = ["WholeRunTrainer", "time_unit"]
 
 
 def time_unit(state: SystemState) -> Tensor:
-    """A system's dynamical time ``sqrt(r_rms^3 / (G M))`` (``r_rms`` the mass-weighted
-    rms distance from the centre of mass); ``batch_shape``."""
-    c = state.centered()
-    M = state.mass.sum(-1)
-    r2 = (c.mass * c.pos.square().sum(-1)).sum(-1) / M
-    return (r2.pow(1.5) / (state.G * M)).sqrt()
+    """A system's dynamical time ``sqrt(r_rms^3 / (G M))`` (``r_rms`` the rms distance
+    from the centre of mass: :class:`~aits.features.FeatureScales` ``T0``); ``batch_shape``."""
+    return FeatureScales.from_state(state, per_system=True).T0
 
 
 @dataclass
