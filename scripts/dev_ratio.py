@@ -25,6 +25,18 @@ from aits.policies import AarsethPolicy, ModelPolicy, make_policy
 from aits.simulation import simulate
 
 
+def rotating_square() -> aits.SystemState:
+    """Four bodies of nearly equal mass on a square of radius 1, moving tangentially at
+    0.8 of the circular speed: a democratic system that falls into close passages and
+    later breaks up (run to t = 8, before it does)."""
+    angle = torch.arange(4, dtype=torch.float64) * math.pi / 2
+    zero = torch.zeros_like(angle)
+    speed = 0.8 * math.sqrt(0.25 + 1 / math.sqrt(2))
+    return aits.SystemState(pos=torch.stack([angle.cos(), angle.sin(), zero], -1),
+                            vel=speed * torch.stack([-angle.sin(), angle.cos(), zero], -1),
+                            mass=torch.tensor([1.0, 1.1, 0.9, 1.0], dtype=torch.float64)).centered()
+
+
 def systems() -> dict[str, tuple[aits.SystemState, float]]:
     """The development systems and their run lengths."""
     q = 0.3
@@ -35,6 +47,7 @@ def systems() -> dict[str, tuple[aits.SystemState, float]]:
         "triple e_in=0.5": (hierarchical_triple(e_in=0.5, a_out=10.0, masses=(0.6, 0.4, 0.3),
                                                 inclination=1.0), 60.0),
         "plummer32": (plummer(32, seed=7, softening=0.01), 3.0),
+        "rotating square": (rotating_square(), 8.0),
     }
 
 
