@@ -397,19 +397,20 @@ void with_system(const at::Tensor& pos, const at::Tensor& mass, double softening
   });
 }
 
-// The statistics helpers above, for fewbody::forward_statistics.
-struct StatHelpers {
-  template <typename T>
-  T distinct_s2(T s2, const Vec3<T>& d) const { return aits::distinct_s2(s2, d); }
-  template <typename A, typename T>
-  A freefall_weight(T M, T inv) const { return aits::freefall_weight<A>(M, inv); }
-  template <typename T, typename A>
-  T freefall_time(A G, A max_q, A min_s) const { return aits::freefall_time<T>(G, max_q, min_s); }
-};
+// Calls fn(inverse) with the few-body kernels' inverse distance for the
+// selected pair kernel (lanes.h).
+template <typename Fn>
+void with_inverse(Fn&& fn) {
+  if (current_pair_kernel() == PairKernel::kRsqrt) {
+    fn(lanes::RsqrtInverse{});
+  } else {
+    fn(lanes::DivideInverse{});
+  }
+}
 
-// Whether the few-body kernels take this system: N small enough for their
-// sequential rows (fewbody_kernels.h), by dtype; never chosen by B, so one
-// system and a batch of it give the same numbers.
+// Whether the few-body kernels take this system: N <= kMaxBodies (8 float64,
+// 16 float32; fewbody_kernels.h), by dtype; never chosen by B, so one system
+// and a batch of it give the same numbers.
 bool few_body(const at::Tensor& pos) {
   const int64_t N = pos.size(1);
   return pos.scalar_type() == at::kFloat ? N <= fewbody::kMaxBodies<float>
@@ -437,19 +438,21 @@ class CpuBackend final : public GravityBackend {
  public:
   void pair_forward(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
                     at::Tensor& acc, at::Tensor& phi) const override {
-    if (few_body(pos) && current_pair_kernel() == PairKernel::kDivide) {
+    if (few_body(pos)) {
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
         constexpr int D = decltype(dim)::value;
         T* a = acc.defined() ? acc.data_ptr<T>() : nullptr;
         T* p = phi.defined() ? phi.data_ptr<T>() : nullptr;
-        if (a && p) {
-          fewbody::forward<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
-        } else if (a) {
-          fewbody::forward<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
-        } else if (p) {
-          fewbody::forward<T, D, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
-        }
+        with_inverse([&](auto inv) {
+          if (a && p) {
+            fewbody::forward<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p, inv);
+          } else if (a) {
+            fewbody::forward<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p, inv);
+          } else if (p) {
+            fewbody::forward<T, D, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p, inv);
+          }
+        });
       });
       return;
     }
@@ -482,9 +485,10 @@ class CpuBackend final : public GravityBackend {
     if (few_body(pos)) {
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
-        fewbody::forward_statistics<T, decltype(dim)::value, StatAcc<T>>(
-            s.x, s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(), stats.data_ptr<T>(),
-            StatHelpers{});
+        with_inverse([&](auto inv) {
+          fewbody::forward_statistics<T, decltype(dim)::value>(
+              s.x, s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(), stats.data_ptr<T>(), inv);
+        });
       });
       return;
     }
@@ -503,10 +507,12 @@ class CpuBackend final : public GravityBackend {
     if (!few_body(pos)) return false;
     with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
-      fewbody::kdk_statistics<T, decltype(dim)::value, StatAcc<T>>(
-          s.x, vel.data_ptr<T>(), s.mass, dt.data_ptr<T>(), acc0.data_ptr<T>(), s.B, s.N,
-          s.eps2, s.G, pos1.data_ptr<T>(), vel1.data_ptr<T>(), acc1.data_ptr<T>(),
-          stats.data_ptr<T>(), StatHelpers{});
+      with_inverse([&](auto inv) {
+        fewbody::kdk_statistics<T, decltype(dim)::value>(
+            s.x, vel.data_ptr<T>(), s.mass, dt.data_ptr<T>(), acc0.data_ptr<T>(), s.B, s.N,
+            s.eps2, s.G, pos1.data_ptr<T>(), vel1.data_ptr<T>(), acc1.data_ptr<T>(),
+            stats.data_ptr<T>(), inv);
+      });
     });
     return true;
   }
@@ -531,8 +537,10 @@ class CpuBackend final : public GravityBackend {
     if (few_body(pos)) {
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
-        fewbody::potential<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
-                                                    energy.data_ptr<T>());
+        with_inverse([&](auto inv) {
+          fewbody::potential<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
+                                                      energy.data_ptr<T>(), inv);
+        });
       });
       return;
     }
@@ -543,8 +551,9 @@ class CpuBackend final : public GravityBackend {
     });
   }
 
-  // One kernel for both pair-kernel settings: simd::rsqrt per pair (the estimate
-  // of simd.h, or its portable form without AVX).
+  // All-pairs: one kernel for both pair-kernel settings, simd::rsqrt per pair
+  // (the estimate of simd.h, or its portable form without AVX). Few-body: the
+  // selected pair kernel's inverse distance.
   void aarseth_derivatives(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
                            double softening, double G, at::Tensor& acc, at::Tensor& jerk,
                            at::Tensor& snap, at::Tensor& crackle) const override {
@@ -552,9 +561,11 @@ class CpuBackend final : public GravityBackend {
       const at::Tensor v = vel.contiguous();
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
-        fewbody::derivatives<T, decltype(dim)::value>(
-            s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
-            jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>());
+        with_inverse([&](auto inv) {
+          fewbody::derivatives<T, decltype(dim)::value>(
+              s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
+              jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>(), inv);
+        });
       });
       return;
     }
