@@ -50,13 +50,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aits import native_run
 from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.history import HistoryBuffer
 from aits.integrators import Integrator, make_integrator
 from aits.observers import EnergyRecord, Observer, Progress, Trajectory
 from aits.policies import Policy
-from aits.results import FAIL_ABOVE, RESULT_KEYS, STOP_REASONS, SimulationResult, SystemRun
+from aits.results import (FAIL_ABOVE, RESULT_KEYS, STOP_REASONS, SimulationResult, SystemRun,
+                          SystemRuns)
 from aits.state import SystemState
 
 __all__ = ["EnergyRecord", "FAIL_ABOVE", "Observer", "Progress", "RESULT_KEYS", "STOP_REASONS",
@@ -170,6 +172,7 @@ def simulate(
     fail_above: float = FAIL_ABOVE,
     stop_diverged: bool = True,
     output_times: Sequence[float] | np.ndarray | None = None,
+    native: bool = True,
 ) -> SimulationResult:
     """Run ``state`` (one system ``(N, D)`` or a batch ``(B, N, D)``) forward with ``policy``.
 
@@ -200,6 +203,10 @@ def simulate(
         output_times: times after the start (the same for every system, >= 0) at
             which each system's state is recorded (:attr:`SystemRun.output_t` and on);
             steps land on them exactly. Times past a system's end are not reached.
+        native: run natively where that gives this loop's results (to rounding): a
+            fixed dt or Aarseth's criterion under ``kdk``, no guard rail, observer,
+            progress bar or output times, a CPU few-body batch without a field
+            (:mod:`aits.native_run`). ``False`` always runs the Python loop.
 
     Raises:
         ValueError: both or neither of ``t_end``/``steps``, bad values.
@@ -337,6 +344,25 @@ def simulate(
         record_outputs(all_rows)
     start = time.perf_counter()
     n_running = B
+    if native and native_run.applies(batch, policy, integ, guards, observers, progress, n_out):
+        fast = native_run.run(batch, policy, t_stop, steps, max_steps, diagnostics, gate,
+                              fail_above, stop_diverged, force_evals0)
+        batch = fast.state
+        t_np[:] = batch.time.numpy()
+        n_steps[:], evals[:], passes[:] = fast.steps, fast.force_evaluations, fast.gate_passes
+        err_max[:], err_final[:] = fast.energy_error_max, fast.energy_error_final
+        step_max[:] = fast.step_error_max
+        dt_min[:], dt_max[:], dt_sum[:] = fast.dt_min, fast.dt_max, fast.dt_sum
+        dt_last[:] = fast.dt_last
+        land_min[fast.landed] = land_max[fast.landed] = land_sum[fast.landed] = \
+            fast.land_dt[fast.landed]
+        for b in np.flatnonzero(fast.landed).tolist():
+            landed[b].append(int(n_steps[b]) - 1)
+        stop[:], div_step[:], div_time[:], div_why[:] = (fast.stop, fast.diverged_step,
+                                                         fast.diverged_time, fast.divergence)
+        ok[:] = [d is None for d in div_step]
+        running[:] = False  # the loop below ends at once
+        n_running = 0
     while True:
         if has_end:
             remaining_np = t_stop_np - t_np
@@ -533,34 +559,37 @@ def simulate(
     L_err = _residual(batch.angular_momentum(), L0, L_scale).tolist()
     records = [o for o in observers if isinstance(o, EnergyRecord)]
     frames = [o for o in observers if isinstance(o, Trajectory)]
-    runs = []
-    for b in range(B):
-        arrays = {**(records[0].arrays(b) if records else {}),
-                  **(frames[0].arrays(b) if frames else {})}
+    # the per-system totals as columns; each SystemRun is built when first read
+    n_land = np.array([len(x) for x in landed], np.int64)
+    own = n_steps > n_land  # else every step landed somewhere: describe those
+    columns = {
+        "steps": n_steps.tolist(), "force_evaluations": evals.tolist(),
+        "rejected_steps": rejected.tolist(), "energy_error_max": err_max.tolist(),
+        "energy_error_final": err_final.tolist(), "step_error_max": step_max.tolist(),
+        "gate_passes": passes.tolist(), "dt_min": np.where(own, dt_min, land_min).tolist(),
+        "dt_max": np.where(own, dt_max, land_max).tolist(),
+        "dt_sum": np.where(own, dt_sum, land_sum).tolist(),
+        "dt_steps": np.where(own, n_steps - n_land, n_steps).tolist(),
+        "dt_last": dt_last.tolist(), "momentum_error": P_err, "angular_momentum_error": L_err,
+        "stop_reason": [r or "steps" for r in stop], "stop_time": t_np.tolist(),
+        "threshold": [gate.threshold] * B, "status": ["ok" if x else "diverged" for x in ok],
+        "diverged_step": div_step, "diverged_time": div_time, "divergence": div_why,
+    }
+
+    def arrays(b: int) -> dict:
+        out = {**(records[0].arrays(b) if records else {}),
+               **(frames[0].arrays(b) if frames else {}),
+               "landing_steps": np.array(landed[b], dtype=np.int64)}
         if output_times is not None:
             shape = (len(outputs[b]),) + tuple(batch.pos.shape[-2:])
-            arrays.update(
+            out.update(
                 output_t=np.array([o[0] for o in outputs[b]], dtype=np.float64),
                 output_pos=np.array([o[1] for o in outputs[b]]).reshape(shape),
                 output_vel=np.array([o[2] for o in outputs[b]]).reshape(shape),
                 output_energy_error=np.array([o[3] for o in outputs[b]], dtype=np.float64))
-        n_own = int(n_steps[b]) - len(landed[b])
-        if n_own:  # the policy's own steps
-            dt_stats = dict(dt_min=float(dt_min[b]), dt_max=float(dt_max[b]),
-                            dt_sum=float(dt_sum[b]), dt_steps=n_own)
-        else:  # every step landed somewhere: describe those
-            dt_stats = dict(dt_min=float(land_min[b]), dt_max=float(land_max[b]),
-                            dt_sum=float(land_sum[b]), dt_steps=int(n_steps[b]))
-        runs.append(SystemRun(
-            steps=int(n_steps[b]), force_evaluations=int(evals[b]),
-            rejected_steps=int(rejected[b]), energy_error_max=float(err_max[b]),
-            energy_error_final=float(err_final[b]), step_error_max=float(step_max[b]),
-            gate_passes=int(passes[b]), **dt_stats, dt_last=float(dt_last[b]),
-            landing_steps=np.array(landed[b], dtype=np.int64),
-            momentum_error=P_err[b], angular_momentum_error=L_err[b],
-            stop_reason=stop[b] or "steps", stop_time=float(t_np[b]), threshold=gate.threshold,
-            status="ok" if ok[b] else "diverged", diverged_step=div_step[b],
-            diverged_time=div_time[b], divergence=div_why[b], **arrays))
+        return out
+
+    runs = SystemRuns(columns, arrays)
     final = batch.index(0) if single else batch
     return SimulationResult(state=final, policy=getattr(policy, "name", type(policy).__name__),
                             integrator=integ.name, systems=runs, wall_time_s=wall)

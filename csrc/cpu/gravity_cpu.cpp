@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "cpu/aarseth_kernels.h"
 #include "cpu/fewbody_kernels.h"
+#include "cpu/fewbody_run.h"
 #include "cpu/pair_kernel.h"
 #include "cpu/rsqrt_kernels.h"
 #include "gravity.h"
@@ -575,6 +576,34 @@ class CpuBackend final : public GravityBackend {
       aarseth_kernels::derivatives<T, decltype(dim)::value>(
           s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
           jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>());
+    });
+  }
+
+  void kdk_run(const KdkRunArgs& run) const override {
+    TORCH_CHECK_VALUE(few_body(run.pos), "aits.kdk_run: N = ", run.pos.size(1),
+                      " bodies is above the few-body sizes it runs (at most ",
+                      fewbody::kMaxBodies<double>, " in float64, ", fewbody::kMaxBodies<float>,
+                      " in float32); aits.simulate runs such systems in its Python loop.");
+    const fewbody::RunConfig cfg{run.aarseth,   run.value,     run.max_steps, run.diagnostics,
+                                 run.threshold, run.floor,     run.fail_above,
+                                 run.stop_diverged};
+    with_system_aos(run.pos, run.mass, run.softening, run.G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      const fewbody::RunIO<T> io{s.x,
+                                 run.vel.data_ptr<T>(),
+                                 s.mass,
+                                 run.acc.data_ptr<T>(),
+                                 run.time.data_ptr<double>(),
+                                 run.t_stop.data_ptr<double>(),
+                                 run.pos1.data_ptr<T>(),
+                                 run.vel1.data_ptr<T>(),
+                                 run.acc1.data_ptr<T>(),
+                                 run.time1.data_ptr<double>(),
+                                 run.counts.data_ptr<int64_t>(),
+                                 run.stats.data_ptr<double>()};
+      with_inverse([&](auto inv) {
+        fewbody::kdk_run<T, decltype(dim)::value>(io, s.B, s.N, s.eps2, s.G, cfg, inv);
+      });
     });
   }
 

@@ -1,0 +1,384 @@
+// A native multi-step loop for few-body ensembles: kick-drift-kick leapfrog of
+// every system up to its end time, with per-system dt chosen in the loop (a
+// fixed dt, or Aarseth's criterion), the bookkeeping of aits.simulate (steps,
+// dt statistics, the step that lands on t_end, energy errors and the
+// divergence check) kept per system. It is aits.simulate's loop for the
+// policies that need no Python per step (aits/native_run.py), step for step:
+//
+//   each pass, for each running system: stop at t_end (t_stop - t <= tol) or at
+//   the step limit; h = the policy's dt (a system whose h is not finite and
+//   > 0 stops, "bad-dt"); dt = min(h, T(t_stop - t)); one KDK step; a
+//   non-finite result (the energy with diagnostics, else the state) stops the
+//   system and is not kept ("non-finite"); else the step is taken, landing
+//   exactly on t_stop when dt >= T(t_stop - t); with diagnostics the step's and
+//   the whole run's relative energy errors are measured, and a whole-run error
+//   above fail_above marks the system diverged (and stops it when asked).
+//
+// Vectorised across systems as the few-body kernels (fewbody_kernels.h): a
+// thread owns a range of systems and runs them kLanes at a time; a lane whose
+// system stops takes the range's next system, so systems needing many steps
+// do not leave lanes idle. Every lane's arithmetic is its own, so a system's
+// results do not depend on the batch, its lane or the thread count.
+//
+// Aarseth's criterion reads the pair table of the step that ended at the
+// state (the same inverse distances), so each step costs one inverse distance
+// per pair: dt = sqrt(min_i eta (|a||s| + |j|^2) / (|j||c| + |s|^2)), a body
+// whose ratio is NaN (no force) not limiting it.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/Parallel.h>
+
+#include "cpu/fewbody_kernels.h"
+
+namespace aits {
+namespace fewbody {
+
+// Columns of the per-system outputs.
+enum RunCount : int { kSteps, kStop, kLanded, kGatePasses, kDivergedStep, kCounts };
+enum RunStat : int {
+  kDtMin, kDtMax, kDtSum, kDtLast, kLandDt, kErrMax, kErrFinal, kStepErrMax, kDivergedTime,
+  kDivergedErr, kDtTried, kStats
+};
+// Stop codes (column kStop).
+constexpr int64_t kStopTEnd = 0, kStopLimit = 1, kStopNonFinite = 2, kStopBadDt = 3,
+                  kStopDiverged = 4;
+
+struct RunConfig {
+  bool aarseth;        // Aarseth's criterion with eta = value, else a fixed dt = value
+  double value;
+  int64_t max_steps;   // a running system stops after this many steps
+  bool diagnostics;    // energies every step
+  double threshold;    // the energy gate (gate passes)
+  double floor;        // rel_dE's floor on the energy scale
+  double fail_above;   // whole-run |dE/E| above which a system diverged (inf: never)
+  bool stop_diverged;
+};
+
+template <typename T>
+struct RunIO {
+  const T *x, *v, *mass, *a;
+  const double *time, *t_stop;
+  T *x_out, *v_out, *a_out;
+  double* time_out;
+  int64_t* counts;  // (B, kCounts)
+  double* stats;    // (B, kStats)
+};
+
+namespace run_detail {
+
+using lanes::F64;
+using lanes::I64;
+
+template <typename T>
+using Mask = lanes::M<T>;
+
+template <typename T, int D>
+AITS_SIMD void select(const Mask<T>& m, Bodies<T>& to, const Bodies<T>& from, int64_t N) {
+  for (int64_t i = 0; i < N; ++i) {
+    for (int c = 0; c < D; ++c) to(i, c) = m ? from(i, c) : to(i, c);
+  }
+}
+
+template <typename T>
+AITS_SIMD void select(const Mask<T>& m, PairTable<T>& to, const PairTable<T>& from, int64_t N) {
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      if (j != i) to.v[i][j] = m ? from.v[i][j] : to.v[i][j];
+    }
+  }
+}
+
+// Kinetic energy sum_i m_i |v_i|^2 / 2 per lane.
+template <typename T, int D>
+AITS_SIMD V<T> kinetic(const Bodies<T>& v, const V<T>* m, int64_t N) {
+  V<T> k{};
+  for (int64_t i = 0; i < N; ++i) {
+    V<T> v2 = v(i, 0) * v(i, 0);
+    for (int c = 1; c < D; ++c) v2 += v(i, c) * v(i, c);
+    k += m[i] * v2;
+  }
+  return T(0.5) * k;
+}
+
+// |b - a| / max(|a|, floor scale_a, tiny), as aits.simulate's rel.
+AITS_SIMD F64 rel(const F64& a, const F64& b, const F64& scale_a, double floor) {
+  const F64 denom = lanes::max(lanes::max(a < 0 ? -a : a, floor * scale_a),
+                               lanes::splat<double>(std::numeric_limits<double>::min()));
+  const F64 d = b - a;
+  return (d < 0 ? -d : d) / denom;
+}
+
+AITS_SIMD F64 nan_to_inf(const F64& x) {
+  return x == x ? x : lanes::splat<double>(std::numeric_limits<double>::infinity());
+}
+
+// sqrt(x) sqrt(y) per lane as sqrt(x y), one root instead of two; the two roots
+// where x y overflows or leaves the normal range.
+template <typename T>
+AITS_SIMD V<T> product_of_roots(const V<T>& x, const V<T>& y) {
+  const V<T> p = x * y;
+  const auto normal = (p >= std::numeric_limits<T>::min()) & (p <= std::numeric_limits<T>::max());
+  if (!lanes::any(~normal)) return lanes::sqrt(p);
+  return normal ? lanes::sqrt(p) : lanes::sqrt(x) * lanes::sqrt(y);
+}
+
+// Aarseth's dt per lane from the derivatives at the state.
+template <typename T, int D>
+AITS_SIMD V<T> aarseth_dt(const Bodies<T>& x, const Bodies<T>& v, const V<T>* m, int64_t N, T G,
+                          const PairTable<T>& inv, T eta) {
+  Bodies<T> A, J, S, C;
+  derivatives<T, D>(x, v, m, N, G, inv, A, J, S, C);
+  const V<T> inf = lanes::splat<T>(std::numeric_limits<T>::infinity());
+  V<T> best = inf;
+  for (int64_t i = 0; i < N; ++i) {
+    V<T> a2 = A(i, 0) * A(i, 0), j2 = J(i, 0) * J(i, 0), s2 = S(i, 0) * S(i, 0),
+         c2 = C(i, 0) * C(i, 0);
+    for (int c = 1; c < D; ++c) {
+      a2 += A(i, c) * A(i, c);
+      j2 += J(i, c) * J(i, c);
+      s2 += S(i, c) * S(i, c);
+      c2 += C(i, c) * C(i, c);
+    }
+    V<T> dt2 = eta * (product_of_roots<T>(a2, s2) + j2) / (product_of_roots<T>(j2, c2) + s2);
+    dt2 = dt2 == dt2 ? dt2 : inf;
+    best = lanes::min(dt2, best);  // torch's amin: the smaller, in body order
+  }
+  return lanes::sqrt(best);
+}
+
+// The systems [begin, end) of one thread, kLanes at a time.
+template <typename T, int D, bool kAarseth, bool kDiagnostics, typename Inv>
+void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2, T G,
+               const RunConfig& cfg, const Inv& inverse) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+  const bool watch = kDiagnostics && std::isfinite(cfg.fail_above);
+  const T fixed_dt = static_cast<T>(cfg.value), eta = static_cast<T>(cfg.value);
+
+  // the lanes' systems (-1: empty) and state
+  int64_t sys[kLanes];
+  Bodies<T> X, Vel, A;
+  V<T> m[kMaxBodies<T>];
+  PairTable<T> inv;
+  F64 t{}, t_stop{}, tol{}, dt_min{}, dt_max{}, dt_sum{}, dt_last{}, land_dt{}, E0{}, s0{},
+      Ep{}, sp{}, err_max{}, err_final{}, step_max{}, div_time{}, div_err{}, dt_tried{};
+  I64 steps{}, landed{}, passes{}, div_step{}, stop{};
+  for (int l = 0; l < kLanes; ++l) sys[l] = -1;
+  for (int64_t i = 0; i < N; ++i) m[i] = V<T>{};
+  int64_t next = begin;
+
+  const auto load = [&](int l, int64_t b) {
+    sys[l] = b;
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        const int64_t k = (b * N + i) * D + c;
+        X(i, c)[l] = io.x[k];
+        Vel(i, c)[l] = io.v[k];
+        A(i, c)[l] = io.a[k];
+      }
+      m[i][l] = io.mass[b * N + i];
+    }
+    t[l] = io.time[b];
+    t_stop[l] = io.t_stop[b];
+    tol[l] = std::isfinite(t_stop[l]) ? 1e-12 * std::max(std::abs(t_stop[l]), 1.0) : 0.0;
+    dt_min[l] = inf;
+    dt_max[l] = dt_sum[l] = err_max[l] = err_final[l] = step_max[l] = 0.0;
+    dt_last[l] = land_dt[l] = div_time[l] = div_err[l] = dt_tried[l] = nan;
+    steps[l] = landed[l] = passes[l] = div_step[l] = 0;
+    stop[l] = -1;
+  };
+  const auto finish = [&](int l) {
+    const int64_t b = sys[l];
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        const int64_t k = (b * N + i) * D + c;
+        io.x_out[k] = X(i, c)[l];
+        io.v_out[k] = Vel(i, c)[l];
+        io.a_out[k] = A(i, c)[l];
+      }
+    }
+    io.time_out[b] = t[l];
+    int64_t* n = io.counts + b * kCounts;
+    n[kSteps] = steps[l];
+    n[kStop] = stop[l];
+    n[kLanded] = landed[l];
+    n[kGatePasses] = passes[l];
+    n[kDivergedStep] = div_step[l];
+    double* s = io.stats + b * kStats;
+    s[kDtMin] = dt_min[l];
+    s[kDtMax] = dt_max[l];
+    s[kDtSum] = dt_sum[l];
+    s[kDtLast] = dt_last[l];
+    s[kLandDt] = land_dt[l];
+    s[kErrMax] = kDiagnostics ? err_max[l] : nan;
+    s[kErrFinal] = kDiagnostics ? err_final[l] : nan;
+    s[kStepErrMax] = kDiagnostics ? step_max[l] : nan;
+    s[kDivergedTime] = div_time[l];
+    s[kDivergedErr] = div_err[l];
+    s[kDtTried] = dt_tried[l];
+    sys[l] = -1;
+  };
+  // Empty lanes take the next systems; the new lanes' pair tables (and start
+  // energies) are computed for the whole group and kept for those lanes only.
+  // Returns the mask of lanes holding a system.
+  const auto refill = [&]() {
+    I64 fresh{};
+    for (int l = 0; l < kLanes; ++l) {
+      if (sys[l] < 0 && next < end) {
+        load(l, next++);
+        fresh[l] = -1;
+      }
+    }
+    if (lanes::any(fresh)) {
+      const Mask<T> f = lanes::narrow<T>(fresh);
+      PairTable<T> table;
+      pair_inverses<T, D>(X, N, eps2, inverse, table);
+      select<T>(f, inv, table, N);
+      if constexpr (kDiagnostics) {
+        const V<T> K = kinetic<T, D>(Vel, m, N), U = potential_energy<T>(m, N, G, inv);
+        const F64 E = lanes::cast<double>(K + U);
+        const F64 sc = lanes::cast<double>(K + (U < 0 ? -U : U));
+        E0 = fresh ? E : E0;
+        s0 = fresh ? sc : s0;
+        Ep = fresh ? E : Ep;
+        sp = fresh ? sc : sp;
+      }
+    }
+    I64 held{};
+    for (int l = 0; l < kLanes; ++l) held[l] = sys[l] >= 0 ? -1 : 0;
+    return held;
+  };
+  // Lanes of `done` stop with their codes set; returns the lanes holding a system after the refill.
+  const auto retire = [&](const I64& done) {
+    for (int l = 0; l < kLanes; ++l) {
+      if (done[l] && sys[l] >= 0) finish(l);
+    }
+    return refill();
+  };
+
+  I64 active = refill();
+  while (lanes::any(active)) {
+    // stops at the start of a pass: t_end, then the step limit
+    const I64 at_end = active & (t_stop - t <= tol);
+    const I64 at_limit = active & ~at_end & (steps >= cfg.max_steps);
+    if (lanes::any(at_end | at_limit)) {
+      stop = at_end ? I64{} + kStopTEnd : (at_limit ? I64{} + kStopLimit : stop);
+      active = retire(at_end | at_limit);
+      continue;
+    }
+    // the policy's step, clipped to the time left
+    V<T> h;
+    if constexpr (kAarseth) {
+      h = aarseth_dt<T, D>(X, Vel, m, N, G, inv, eta);
+    } else {
+      h = lanes::splat<T>(fixed_dt);
+    }
+    const I64 bad = active & ~lanes::wide<T>((h > 0) & (h < std::numeric_limits<T>::infinity()));
+    const V<T> rem = lanes::cast<T>(t_stop - t);
+    const V<T> dt = lanes::min(h, rem);
+    const I64 land = lanes::wide<T>(dt >= rem);
+    const F64 dt64 = lanes::cast<double>(dt);
+    // one KDK step
+    const V<T> half = dt * T(0.5);
+    Bodies<T> X1, V1, A1;
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        V1(i, c) = Vel(i, c) + A(i, c) * half;
+        X1(i, c) = X(i, c) + V1(i, c) * dt;
+      }
+    }
+    PairTable<T> inv1;
+    pair_inverses<T, D>(X1, N, eps2, inverse, inv1);
+    accelerations<T, D>(X1, m, N, G, inv1, A1);
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) V1(i, c) += A1(i, c) * half;
+    }
+    I64 ok;
+    F64 E1{}, s1{};
+    if constexpr (kDiagnostics) {
+      const V<T> K = kinetic<T, D>(V1, m, N), U = potential_energy<T>(m, N, G, inv1);
+      E1 = lanes::cast<double>(K + U);
+      s1 = lanes::cast<double>(K + (U < 0 ? -U : U));
+      ok = lanes::finite(E1);
+    } else {
+      Mask<T> fin = lanes::finite(X1(0, 0)) & lanes::finite(V1(0, 0));
+      for (int64_t i = 0; i < N; ++i) {
+        for (int c = 0; c < D; ++c) fin &= lanes::finite(X1(i, c)) & lanes::finite(V1(i, c));
+      }
+      ok = lanes::wide<T>(fin);
+    }
+    const I64 nonfinite = active & ~bad & ~ok;
+    const I64 commit = active & ~bad & ok;
+    const Mask<T> keep = lanes::narrow<T>(commit);
+    select<T, D>(keep, X, X1, N);
+    select<T, D>(keep, Vel, V1, N);
+    select<T, D>(keep, A, A1, N);
+    if constexpr (kAarseth || kDiagnostics) select<T>(keep, inv, inv1, N);
+    t = commit ? (land ? t_stop : t + dt64) : t;
+    steps -= commit;  // masks are -1
+    const I64 own = commit & ~land, landing = commit & land;
+    dt_sum += own ? dt64 : F64{};
+    dt_min = own ? lanes::min(dt_min, dt64) : dt_min;
+    dt_max = own ? lanes::max(dt_max, dt64) : dt_max;
+    land_dt = landing ? dt64 : land_dt;
+    landed = landing ? I64{} + 1 : landed;
+    dt_last = commit ? dt64 : dt_last;
+    dt_tried = active & ~bad ? dt64 : dt_tried;
+    I64 diverged{};
+    if constexpr (kDiagnostics) {
+      const F64 err = rel(Ep, E1, sp, cfg.floor);
+      const F64 run = nan_to_inf(rel(E0, E1, s0, cfg.floor));
+      err_final = commit ? run : err_final;
+      err_max = commit ? lanes::max(err_max, run) : err_max;
+      step_max = commit ? lanes::max(step_max, nan_to_inf(err)) : step_max;
+      passes -= commit & (err < cfg.threshold);
+      Ep = commit ? E1 : Ep;
+      sp = commit ? s1 : sp;
+      if (watch) {
+        diverged = commit & (run > cfg.fail_above);
+        const I64 first = diverged & (div_step == 0);
+        div_step = first ? steps : div_step;
+        div_time = first ? t : div_time;
+        div_err = first ? run : div_err;
+        if (!cfg.stop_diverged) diverged = I64{};
+      }
+    }
+    const I64 stopped = bad | nonfinite | diverged;
+    if (lanes::any(stopped)) {
+      stop = bad ? I64{} + kStopBadDt
+                 : (nonfinite ? I64{} + kStopNonFinite
+                              : (diverged ? I64{} + kStopDiverged : stop));
+      active = retire(stopped);
+    }
+  }
+}
+
+}  // namespace run_detail
+
+// Runs every system of the batch (B systems of N bodies, (B, N, D) inputs, a
+// the gravitational acceleration at x; time and t_stop (B,) float64, t_stop
+// inf for no end time) as described above, writing the end states and the
+// per-system counts and statistics.
+template <typename T, int D, typename Inv>
+void kdk_run(const RunIO<T>& io, int64_t B, int64_t N, T eps2, T G, const RunConfig& cfg,
+             const Inv& inverse) {
+  const auto range = [&](auto aarseth, auto diagnostics) {
+    at::parallel_for(0, B, 4 * kLanes, [&](int64_t begin, int64_t end) {
+      run_detail::run_range<T, D, decltype(aarseth)::value, decltype(diagnostics)::value>(
+          io, begin, end, N, eps2, G, cfg, inverse);
+    });
+  };
+  using yes = std::true_type;
+  using no = std::false_type;
+  if (cfg.aarseth) {
+    cfg.diagnostics ? range(yes{}, yes{}) : range(yes{}, no{});
+  } else {
+    cfg.diagnostics ? range(no{}, yes{}) : range(no{}, no{});
+  }
+}
+
+}  // namespace fewbody
+}  // namespace aits
