@@ -259,7 +259,9 @@ def simulate(
     dt_min, dt_max, dt_sum = np.full(B, math.inf), np.zeros(B), np.zeros(B)
     land_min, land_max, land_sum = np.full(B, math.inf), np.zeros(B), np.zeros(B)
     dt_last = np.full(B, math.nan)
-    landed: list[list[int]] = [[] for _ in range(B)]
+    # per system, the steps that landed (only systems with one hold a list: B lists would
+    # cost a garbage-collector pass or more per call)
+    landed: dict[int, list[int]] = {}
     rem_dtype = np.float32 if batch.dtype == torch.float32 else np.float64
     prev_dt = torch.zeros(B, dtype=batch.dtype, device=device)
     stop = [""] * B
@@ -279,7 +281,7 @@ def simulate(
     t0_np = t_np.copy()
     next_out = np.zeros(B, np.int64)
     t_out_np = t0_np + offsets[0] if n_out else np.full(B, math.inf)
-    outputs: list[list[tuple[float, np.ndarray, np.ndarray, float]]] = [[] for _ in range(B)]
+    outputs: dict[int, list[tuple[float, np.ndarray, np.ndarray, float]]] = {}
     # every running system takes one step per pass, so the passes count their steps
     passes_done = 0
     for obs in observers:
@@ -296,7 +298,7 @@ def simulate(
         for k, b in enumerate(hit.tolist()):
             j = int(next_out[b])
             while j < n_out and _reached(t0_np[b] + offsets[j], t_np[b]):
-                outputs[b].append((float(t_np[b]), pos[k], vel[k],
+                outputs.setdefault(b, []).append((float(t_np[b]), pos[k], vel[k],
                                    float(err_final[b]) if diagnostics else math.nan))
                 j += 1
             next_out[b] = j
@@ -344,6 +346,7 @@ def simulate(
         record_outputs(all_rows)
     start = time.perf_counter()
     n_running = B
+    native_landing = None
     if native and native_run.applies(batch, policy, integ, guards, observers, progress, n_out):
         fast = native_run.run(batch, policy, t_stop, steps, max_steps, diagnostics, gate,
                               fail_above, stop_diverged, force_evals0)
@@ -356,8 +359,8 @@ def simulate(
         dt_last[:] = fast.dt_last
         land_min[fast.landed] = land_max[fast.landed] = land_sum[fast.landed] = \
             fast.land_dt[fast.landed]
-        for b in np.flatnonzero(fast.landed).tolist():
-            landed[b].append(int(n_steps[b]) - 1)
+        # at most one landing a system (on t_end): its step index, -1 for none
+        native_landing = np.where(fast.landed, n_steps - 1, -1)
         stop[:], div_step[:], div_time[:], div_why[:] = (fast.stop, fast.diverged_step,
                                                          fast.diverged_time, fast.divergence)
         ok[:] = [d is None for d in div_step]
@@ -514,7 +517,7 @@ def simulate(
                 land_min[rows_all] = np.fmin(land_min[rows_all], short)
                 land_max[rows_all] = np.fmax(land_max[rows_all], short)
                 for b in (all_rows if rows is None else rows_all)[land].tolist():
-                    landed[b].append(int(n_steps[b]) - 1)
+                    landed.setdefault(b, []).append(int(n_steps[b]) - 1)
         if diagnostics:
             E_prev[rows_all], scale_prev[rows_all] = E1, scale1
             run_err = _nan_to_inf(rel(E0[rows_all], E1, scale0[rows_all]))
@@ -560,7 +563,12 @@ def simulate(
     records = [o for o in observers if isinstance(o, EnergyRecord)]
     frames = [o for o in observers if isinstance(o, Trajectory)]
     # the per-system totals as columns; each SystemRun is built when first read
-    n_land = np.array([len(x) for x in landed], np.int64)
+    if native_landing is not None:
+        n_land = (native_landing >= 0).astype(np.int64)
+    else:
+        n_land = np.zeros(B, np.int64)
+        for b, steps_landed in landed.items():
+            n_land[b] = len(steps_landed)
     own = n_steps > n_land  # else every step landed somewhere: describe those
     columns = {
         "steps": n_steps.tolist(), "force_evaluations": evals.tolist(),
@@ -579,14 +587,17 @@ def simulate(
     def arrays(b: int) -> dict:
         out = {**(records[0].arrays(b) if records else {}),
                **(frames[0].arrays(b) if frames else {}),
-               "landing_steps": np.array(landed[b], dtype=np.int64)}
+               "landing_steps": np.array(
+                   landed.get(b, ()) if native_landing is None
+                   else native_landing[b:b + 1][native_landing[b:b + 1] >= 0], dtype=np.int64)}
         if output_times is not None:
-            shape = (len(outputs[b]),) + tuple(batch.pos.shape[-2:])
+            rec = outputs.get(b, [])
+            shape = (len(rec),) + tuple(batch.pos.shape[-2:])
             out.update(
-                output_t=np.array([o[0] for o in outputs[b]], dtype=np.float64),
-                output_pos=np.array([o[1] for o in outputs[b]]).reshape(shape),
-                output_vel=np.array([o[2] for o in outputs[b]]).reshape(shape),
-                output_energy_error=np.array([o[3] for o in outputs[b]], dtype=np.float64))
+                output_t=np.array([o[0] for o in rec], dtype=np.float64),
+                output_pos=np.array([o[1] for o in rec]).reshape(shape),
+                output_vel=np.array([o[2] for o in rec]).reshape(shape),
+                output_energy_error=np.array([o[3] for o in rec], dtype=np.float64))
         return out
 
     runs = SystemRuns(columns, arrays)

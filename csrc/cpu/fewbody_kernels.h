@@ -309,13 +309,17 @@ void kdk_statistics(const T* x, const T* v, const T* mass, const T* dt, const T*
 
 // Acc, jerk, snap and crackle (G included) of a group from the pair table:
 // the two symmetric passes of aarseth_kernels.h, pair (i, j) once for i < j,
-// in order.
-template <typename T, int D>
+// in order. kAccGiven: A holds the acceleration already (e.g. the step's
+// force pass, equal to pass 1's to rounding) and pass 1 sums the jerk only.
+template <typename T, int D, bool kAccGiven = false>
 AITS_SIMD void derivatives(const Bodies<T>& x, const Bodies<T>& v, const V<T>* m, int64_t N,
                            T G, const PairTable<T>& inv, Bodies<T>& A, Bodies<T>& J,
                            Bodies<T>& S, Bodies<T>& C) {
   for (int64_t i = 0; i < N; ++i) {
-    for (int c = 0; c < D; ++c) A(i, c) = J(i, c) = S(i, c) = C(i, c) = V<T>{};
+    for (int c = 0; c < D; ++c) {
+      if constexpr (!kAccGiven) A(i, c) = V<T>{};
+      J(i, c) = S(i, c) = C(i, c) = V<T>{};
+    }
   }
   // pass 1: acc and jerk
   for (int64_t i = 0; i < N; ++i) {
@@ -328,16 +332,18 @@ AITS_SIMD void derivatives(const Bodies<T>& x, const Bodies<T>& v, const V<T>* m
       const V<T> inv3 = aarseth_acc_jerk_terms<D, T>(dx, dv, inv.v[i][j], tA, tJ);
       const V<T> qi = m[j] * inv3, qj = m[i] * inv3;
       for (int c = 0; c < D; ++c) {
-        A(i, c) += qi * tA[c];
+        if constexpr (!kAccGiven) {
+          A(i, c) += qi * tA[c];
+          A(j, c) -= qj * tA[c];
+        }
         J(i, c) += qi * tJ[c];
-        A(j, c) -= qj * tA[c];
         J(j, c) -= qj * tJ[c];
       }
     }
   }
   for (int64_t i = 0; i < N; ++i) {
     for (int c = 0; c < D; ++c) {
-      A(i, c) *= G;
+      if constexpr (!kAccGiven) A(i, c) *= G;
       J(i, c) *= G;
     }
   }

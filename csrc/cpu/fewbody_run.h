@@ -20,10 +20,12 @@
 // do not leave lanes idle. Every lane's arithmetic is its own, so a system's
 // results do not depend on the batch, its lane or the thread count.
 //
-// Aarseth's criterion reads the pair table of the step that ended at the
-// state (the same inverse distances), so each step costs one inverse distance
-// per pair: dt = sqrt(min_i eta (|a||s| + |j|^2) / (|j||c| + |s|^2)), a body
-// whose ratio is NaN (no force) not limiting it.
+// Aarseth's criterion reads the pair table and the acceleration of the step
+// that ended at the state (the same inverse distances; the acceleration equal
+// to the derivatives' own to rounding), so each step costs one inverse
+// distance per pair: dt = sqrt(min_i eta (|a||s| + |j|^2) / (|j||c| + |s|^2)),
+// a body whose ratio is NaN (no force) not limiting it. Under the "rsqrt" pair
+// kernel its roots and division are refined estimates too (lanes.h).
 #pragma once
 
 #include <cmath>
@@ -117,20 +119,19 @@ AITS_SIMD F64 nan_to_inf(const F64& x) {
 
 // sqrt(x) sqrt(y) per lane as sqrt(x y), one root instead of two; the two roots
 // where x y overflows or leaves the normal range.
-template <typename T>
-AITS_SIMD V<T> product_of_roots(const V<T>& x, const V<T>& y) {
+template <typename T, typename Inv>
+AITS_SIMD V<T> product_of_roots(const V<T>& x, const V<T>& y, const Inv& arith) {
   const V<T> p = x * y;
   const auto normal = (p >= std::numeric_limits<T>::min()) & (p <= std::numeric_limits<T>::max());
-  if (!lanes::any(~normal)) return lanes::sqrt(p);
-  return normal ? lanes::sqrt(p) : lanes::sqrt(x) * lanes::sqrt(y);
+  if (!lanes::any(~normal)) return arith.root(p);
+  return normal ? arith.root(p) : arith.root(x) * arith.root(y);
 }
 
-// Aarseth's dt per lane from the derivatives at the state.
-template <typename T, int D>
-AITS_SIMD V<T> aarseth_dt(const Bodies<T>& x, const Bodies<T>& v, const V<T>* m, int64_t N, T G,
-                          const PairTable<T>& inv, T eta) {
-  Bodies<T> A, J, S, C;
-  derivatives<T, D>(x, v, m, N, G, inv, A, J, S, C);
+// Aarseth's dt per lane from the acceleration and its derivatives (A, J, S, C)
+// of every body at the state.
+template <typename T, int D, typename Inv>
+AITS_SIMD V<T> aarseth_dt(const Bodies<T>& A, const Bodies<T>& J, const Bodies<T>& S,
+                          const Bodies<T>& C, int64_t N, T eta, const Inv& arith) {
   const V<T> inf = lanes::splat<T>(std::numeric_limits<T>::infinity());
   V<T> best = inf;
   for (int64_t i = 0; i < N; ++i) {
@@ -142,21 +143,33 @@ AITS_SIMD V<T> aarseth_dt(const Bodies<T>& x, const Bodies<T>& v, const V<T>* m,
       s2 += S(i, c) * S(i, c);
       c2 += C(i, c) * C(i, c);
     }
-    V<T> dt2 = eta * (product_of_roots<T>(a2, s2) + j2) / (product_of_roots<T>(j2, c2) + s2);
+    V<T> dt2 = eta * arith.divide(product_of_roots<T>(a2, s2, arith) + j2,
+                                  product_of_roots<T>(j2, c2, arith) + s2);
     dt2 = dt2 == dt2 ? dt2 : inf;
     best = lanes::min(dt2, best);  // torch's amin: the smaller, in body order
   }
-  return lanes::sqrt(best);
+  return arith.root(best);
 }
 
-// The systems [begin, end) of one thread, kLanes at a time.
-template <typename T, int D, bool kAarseth, bool kDiagnostics, typename Inv>
-void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2, T G,
-               const RunConfig& cfg, const Inv& inverse) {
-  constexpr double inf = std::numeric_limits<double>::infinity();
-  constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-  const bool watch = kDiagnostics && std::isfinite(cfg.fail_above);
-  const T fixed_dt = static_cast<T>(cfg.value), eta = static_cast<T>(cfg.value);
+// kLanes lanes of one thread's systems (see the file comment): a lane whose
+// system stops takes the range's next system. A pass is four phases (derive,
+// propose, advance, commit) so that a thread can interleave two groups: their
+// dependency chains (the criterion's roots and divisions above all) are
+// independent, and the processor overlaps them.
+template <typename T, int D, bool kAarseth, bool kDiagnostics, int kN, typename Inv>
+struct LaneGroup {
+  static constexpr double inf = std::numeric_limits<double>::infinity();
+  static constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+  const RunIO<T>& io;
+  const int64_t n_;  // N; kN when > 0 (known at compile time)
+  const T eps2, G;
+  const RunConfig& cfg;
+  const Inv& inverse;
+  int64_t& next;  // the range's next system, shared by the groups of a thread
+  const int64_t end;
+  const bool watch;
+  const T fixed_dt, eta;
 
   // the lanes' systems (-1: empty) and state
   int64_t sys[kLanes];
@@ -165,12 +178,29 @@ void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2
   PairTable<T> inv;
   F64 t{}, t_stop{}, tol{}, dt_min{}, dt_max{}, dt_sum{}, dt_last{}, land_dt{}, E0{}, s0{},
       Ep{}, sp{}, err_max{}, err_final{}, step_max{}, div_time{}, div_err{}, dt_tried{};
-  I64 steps{}, landed{}, passes{}, div_step{}, stop{};
-  for (int l = 0; l < kLanes; ++l) sys[l] = -1;
-  for (int64_t i = 0; i < N; ++i) m[i] = V<T>{};
-  int64_t next = begin;
+  I64 steps{}, landed{}, passes{}, div_step{}, stop{}, active{};
+  // the pass in flight: its step, and the state it would end in
+  V<T> dt{};
+  F64 dt64{}, E1{}, s1{};
+  I64 bad{}, land{}, ok{};
+  Bodies<T> X1, V1, A1;
+  PairTable<T> inv1;
+  Bodies<T> dA, dJ, dS, dC;  // Aarseth's derivatives at the state
 
-  const auto load = [&](int l, int64_t b) {
+  LaneGroup(const RunIO<T>& io_, int64_t N_, T eps2_, T G_, const RunConfig& cfg_,
+            const Inv& inverse_, int64_t& next_, int64_t end_)
+      : io(io_), n_(N_), eps2(eps2_), G(G_), cfg(cfg_), inverse(inverse_), next(next_), end(end_),
+        watch(kDiagnostics && std::isfinite(cfg_.fail_above)),
+        fixed_dt(static_cast<T>(cfg_.value)), eta(static_cast<T>(cfg_.value)) {
+    for (int l = 0; l < kLanes; ++l) sys[l] = -1;
+    for (int64_t i = 0; i < kMaxBodies<T>; ++i) m[i] = V<T>{};
+    active = refill();
+  }
+
+  int64_t bodies() const { return kN > 0 ? kN : n_; }
+
+  void load(int l, int64_t b) {
+    const int64_t N = bodies();
     sys[l] = b;
     for (int64_t i = 0; i < N; ++i) {
       for (int c = 0; c < D; ++c) {
@@ -189,8 +219,10 @@ void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2
     dt_last[l] = land_dt[l] = div_time[l] = div_err[l] = dt_tried[l] = nan;
     steps[l] = landed[l] = passes[l] = div_step[l] = 0;
     stop[l] = -1;
-  };
-  const auto finish = [&](int l) {
+  }
+
+  void finish(int l) {
+    const int64_t N = bodies();
     const int64_t b = sys[l];
     for (int64_t i = 0; i < N; ++i) {
       for (int c = 0; c < D; ++c) {
@@ -220,11 +252,13 @@ void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2
     s[kDivergedErr] = div_err[l];
     s[kDtTried] = dt_tried[l];
     sys[l] = -1;
-  };
+  }
+
   // Empty lanes take the next systems; the new lanes' pair tables (and start
   // energies) are computed for the whole group and kept for those lanes only.
   // Returns the mask of lanes holding a system.
-  const auto refill = [&]() {
+  I64 refill() {
+    const int64_t N = bodies();
     I64 fresh{};
     for (int l = 0; l < kLanes; ++l) {
       if (sys[l] < 0 && next < end) {
@@ -250,54 +284,72 @@ void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2
     I64 held{};
     for (int l = 0; l < kLanes; ++l) held[l] = sys[l] >= 0 ? -1 : 0;
     return held;
-  };
-  // Lanes of `done` stop with their codes set; returns the lanes holding a system after the refill.
-  const auto retire = [&](const I64& done) {
+  }
+
+  // Lanes of `done` stop with their codes set; the emptied lanes are refilled.
+  void retire(const I64& done) {
     for (int l = 0; l < kLanes; ++l) {
       if (done[l] && sys[l] >= 0) finish(l);
     }
-    return refill();
-  };
+    active = refill();
+  }
 
-  I64 active = refill();
-  while (lanes::any(active)) {
-    // stops at the start of a pass: t_end, then the step limit
-    const I64 at_end = active & (t_stop - t <= tol);
-    const I64 at_limit = active & ~at_end & (steps >= cfg.max_steps);
-    if (lanes::any(at_end | at_limit)) {
+  // The stops at the start of a pass (t_end, then the step limit), until none
+  // is due; false when the group holds no system any more.
+  bool ready() {
+    while (lanes::any(active)) {
+      const I64 at_end = active & (t_stop - t <= tol);
+      const I64 at_limit = active & ~at_end & (steps >= cfg.max_steps);
+      if (!lanes::any(at_end | at_limit)) return true;
       stop = at_end ? I64{} + kStopTEnd : (at_limit ? I64{} + kStopLimit : stop);
-      active = retire(at_end | at_limit);
-      continue;
+      retire(at_end | at_limit);
     }
-    // the policy's step, clipped to the time left
+    return false;
+  }
+
+  // Aarseth's derivatives at the state (the criterion's), from the state's
+  // acceleration (its force pass's, or the one loaded with the system).
+  void derive() {
+    if constexpr (kAarseth) {
+      const int64_t N = bodies();
+      for (int64_t i = 0; i < N; ++i) {
+        for (int c = 0; c < D; ++c) dA(i, c) = A(i, c);
+      }
+      derivatives<T, D, true>(X, Vel, m, N, G, inv, dA, dJ, dS, dC);
+    }
+  }
+
+  // The policy's step, clipped to the time left.
+  void propose() {
+    const int64_t N = bodies();
     V<T> h;
     if constexpr (kAarseth) {
-      h = aarseth_dt<T, D>(X, Vel, m, N, G, inv, eta);
+      h = aarseth_dt<T, D>(dA, dJ, dS, dC, N, eta, inverse);
     } else {
       h = lanes::splat<T>(fixed_dt);
     }
-    const I64 bad = active & ~lanes::wide<T>((h > 0) & (h < std::numeric_limits<T>::infinity()));
+    bad = active & ~lanes::wide<T>((h > 0) & (h < std::numeric_limits<T>::infinity()));
     const V<T> rem = lanes::cast<T>(t_stop - t);
-    const V<T> dt = lanes::min(h, rem);
-    const I64 land = lanes::wide<T>(dt >= rem);
-    const F64 dt64 = lanes::cast<double>(dt);
-    // one KDK step
+    dt = lanes::min(h, rem);
+    land = lanes::wide<T>(dt >= rem);
+    dt64 = lanes::cast<double>(dt);
+  }
+
+  // One KDK step into X1, V1, A1 (and the energy there), and whether it is finite.
+  void advance() {
+    const int64_t N = bodies();
     const V<T> half = dt * T(0.5);
-    Bodies<T> X1, V1, A1;
     for (int64_t i = 0; i < N; ++i) {
       for (int c = 0; c < D; ++c) {
         V1(i, c) = Vel(i, c) + A(i, c) * half;
         X1(i, c) = X(i, c) + V1(i, c) * dt;
       }
     }
-    PairTable<T> inv1;
     pair_inverses<T, D>(X1, N, eps2, inverse, inv1);
     accelerations<T, D>(X1, m, N, G, inv1, A1);
     for (int64_t i = 0; i < N; ++i) {
       for (int c = 0; c < D; ++c) V1(i, c) += A1(i, c) * half;
     }
-    I64 ok;
-    F64 E1{}, s1{};
     if constexpr (kDiagnostics) {
       const V<T> K = kinetic<T, D>(V1, m, N), U = potential_energy<T>(m, N, G, inv1);
       E1 = lanes::cast<double>(K + U);
@@ -310,35 +362,41 @@ void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2
       }
       ok = lanes::wide<T>(fin);
     }
+  }
+
+  // Takes the step where it is finite and the dt good, with the bookkeeping;
+  // stops the lanes that went bad or diverged.
+  void commit() {
+    const int64_t N = bodies();
     const I64 nonfinite = active & ~bad & ~ok;
-    const I64 commit = active & ~bad & ok;
-    const Mask<T> keep = lanes::narrow<T>(commit);
+    const I64 taken = active & ~bad & ok;
+    const Mask<T> keep = lanes::narrow<T>(taken);
     select<T, D>(keep, X, X1, N);
     select<T, D>(keep, Vel, V1, N);
     select<T, D>(keep, A, A1, N);
     if constexpr (kAarseth || kDiagnostics) select<T>(keep, inv, inv1, N);
-    t = commit ? (land ? t_stop : t + dt64) : t;
-    steps -= commit;  // masks are -1
-    const I64 own = commit & ~land, landing = commit & land;
+    t = taken ? (land ? t_stop : t + dt64) : t;
+    steps -= taken;  // masks are -1
+    const I64 own = taken & ~land, landing = taken & land;
     dt_sum += own ? dt64 : F64{};
     dt_min = own ? lanes::min(dt_min, dt64) : dt_min;
     dt_max = own ? lanes::max(dt_max, dt64) : dt_max;
     land_dt = landing ? dt64 : land_dt;
     landed = landing ? I64{} + 1 : landed;
-    dt_last = commit ? dt64 : dt_last;
+    dt_last = taken ? dt64 : dt_last;
     dt_tried = active & ~bad ? dt64 : dt_tried;
     I64 diverged{};
     if constexpr (kDiagnostics) {
       const F64 err = rel(Ep, E1, sp, cfg.floor);
       const F64 run = nan_to_inf(rel(E0, E1, s0, cfg.floor));
-      err_final = commit ? run : err_final;
-      err_max = commit ? lanes::max(err_max, run) : err_max;
-      step_max = commit ? lanes::max(step_max, nan_to_inf(err)) : step_max;
-      passes -= commit & (err < cfg.threshold);
-      Ep = commit ? E1 : Ep;
-      sp = commit ? s1 : sp;
+      err_final = taken ? run : err_final;
+      err_max = taken ? lanes::max(err_max, run) : err_max;
+      step_max = taken ? lanes::max(step_max, nan_to_inf(err)) : step_max;
+      passes -= taken & (err < cfg.threshold);
+      Ep = taken ? E1 : Ep;
+      sp = taken ? s1 : sp;
       if (watch) {
-        diverged = commit & (run > cfg.fail_above);
+        diverged = taken & (run > cfg.fail_above);
         const I64 first = diverged & (div_step == 0);
         div_step = first ? steps : div_step;
         div_time = first ? t : div_time;
@@ -351,8 +409,30 @@ void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2
       stop = bad ? I64{} + kStopBadDt
                  : (nonfinite ? I64{} + kStopNonFinite
                               : (diverged ? I64{} + kStopDiverged : stop));
-      active = retire(stopped);
+      retire(stopped);
     }
+  }
+};
+
+// The systems [begin, end) of one thread: two lane groups, their passes
+// interleaved phase by phase.
+template <typename T, int D, bool kAarseth, bool kDiagnostics, int kN, typename Inv>
+void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2, T G,
+               const RunConfig& cfg, const Inv& inverse) {
+  using Group = LaneGroup<T, D, kAarseth, kDiagnostics, kN, Inv>;
+  int64_t next = begin;
+  Group a(io, N, eps2, G, cfg, inverse, next, end), b(io, N, eps2, G, cfg, inverse, next, end);
+  while (true) {
+    const bool ra = a.ready(), rb = b.ready();
+    if (!ra && !rb) break;
+    if (ra) a.derive();
+    if (rb) b.derive();
+    if (ra) a.propose();
+    if (rb) b.propose();
+    if (ra) a.advance();
+    if (rb) b.advance();
+    if (ra) a.commit();
+    if (rb) b.commit();
   }
 }
 
@@ -367,8 +447,12 @@ void kdk_run(const RunIO<T>& io, int64_t B, int64_t N, T eps2, T G, const RunCon
              const Inv& inverse) {
   const auto range = [&](auto aarseth, auto diagnostics) {
     at::parallel_for(0, B, 4 * kLanes, [&](int64_t begin, int64_t end) {
-      run_detail::run_range<T, D, decltype(aarseth)::value, decltype(diagnostics)::value>(
-          io, begin, end, N, eps2, G, cfg, inverse);
+      constexpr bool kA = decltype(aarseth)::value, kDiag = decltype(diagnostics)::value;
+      if (N == 3) {
+        run_detail::run_range<T, D, kA, kDiag, 3>(io, begin, end, N, eps2, G, cfg, inverse);
+      } else {
+        run_detail::run_range<T, D, kA, kDiag, 0>(io, begin, end, N, eps2, G, cfg, inverse);
+      }
     });
   };
   using yes = std::true_type;

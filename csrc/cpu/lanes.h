@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "cpu/simd.h"
 
@@ -65,8 +66,17 @@ AITS_SIMD V<T> splat(T v) {
   return V<T>{} + v;
 }
 
-template <typename T>
-AITS_SIMD bool any(const T& mask) {
+// Whether any lane of a mask is set: one vector test, not a loop over lanes.
+template <typename Mask>
+AITS_SIMD bool any(const Mask& mask) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(Mask) == 64) {
+    return _mm512_test_epi64_mask((__m512i)mask, (__m512i)mask) != 0;
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (sizeof(Mask) == 32) return !_mm256_testz_si256((__m256i)mask, (__m256i)mask);
+#endif
   for (int l = 0; l < kLanes; ++l) {
     if (mask[l]) return true;
   }
@@ -96,14 +106,52 @@ AITS_SIMD V<float> rsqrt(const V<float>& x) {
   return cast<float>(simd::rsqrt(cast<double>(x)));
 }
 
-// The two inverse distances a kernel can be built with.
+// x / y per lane from a reciprocal estimate refined to about 1 ulp (AVX-512:
+// rcp14, relative error < 2^-14, two Newton iterations; other builds divide),
+// for y >= 0: x / 0 = x inf and x / inf = 0 x as IEEE division; NaN stays NaN.
+AITS_SIMD F64 divide_estimate(const F64& x, const F64& y) {
+#if defined(__AVX512F__)
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  F64 r = (F64)_mm512_rcp14_pd((__m512d)y);
+  r = r + r * (1.0 - y * r);
+  r = r + r * (1.0 - y * r);
+  r = y == 0 ? (F64{} + inf) : (y == inf ? F64{} : r);
+  return x * r;
+#else
+  return x / y;
+#endif
+}
+AITS_SIMD V<float> divide_estimate(const V<float>& x, const V<float>& y) {
+  return cast<float>(divide_estimate(cast<double>(x), cast<double>(y)));
+}
+
+// sqrt(x) per lane for x >= 0 as x rsqrt(x) from the estimate (about 1.5 ulp);
+// sqrt(0) = 0, sqrt(inf) = inf, NaN stays NaN.
+template <typename Vec>
+AITS_SIMD Vec sqrt_estimate(const Vec& x) {
+  const Vec r = x * rsqrt(x);
+  return x + x == x ? x : r;  // 0 and inf
+}
+
+// The two arithmetics a few-body kernel is built with: the inverse distance
+// of a pair, and the square roots and divisions of Aarseth's criterion.
+// "rsqrt": estimates refined to about 1 ulp, no divider; "divide": correctly
+// rounded.
 struct RsqrtInverse {
   template <typename Vec>
   AITS_SIMD Vec operator()(const Vec& r2) const { return rsqrt(r2); }
+  template <typename Vec>
+  AITS_SIMD Vec root(const Vec& x) const { return sqrt_estimate(x); }
+  template <typename Vec>
+  AITS_SIMD Vec divide(const Vec& x, const Vec& y) const { return divide_estimate(x, y); }
 };
 struct DivideInverse {
   template <typename Vec>
   AITS_SIMD Vec operator()(const Vec& r2) const { return (Vec{} + 1) / sqrt(r2); }
+  template <typename Vec>
+  AITS_SIMD Vec root(const Vec& x) const { return sqrt(x); }
+  template <typename Vec>
+  AITS_SIMD Vec divide(const Vec& x, const Vec& y) const { return x / y; }
 };
 
 template <typename Vec>
