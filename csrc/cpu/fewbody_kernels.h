@@ -137,6 +137,33 @@ AITS_SIMD void accelerations(const Bodies<T>& x, const V<T>* m, int64_t N, T G,
   }
 }
 
+// acc as accelerations(), each pair (i < j) once: body i gets +m_j d / s^3,
+// body j -m_i d / s^3, in pair order (half the pair work; equal to
+// accelerations() to rounding, not bit for bit).
+template <typename T, int D>
+AITS_SIMD void accelerations_symmetric(const Bodies<T>& x, const V<T>* m, int64_t N, T G,
+                                       const PairTable<T>& inv, Bodies<T>& acc) {
+  for (int64_t i = 0; i < N; ++i) {
+    for (int c = 0; c < D; ++c) acc(i, c) = V<T>{};
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = i + 1; j < N; ++j) {
+      V<T> d[D];
+      separation<T, D>(x, i, j, d);
+      const V<T> s = inv.v[i][j], s2 = s * s;
+      const V<T> wi = m[j] * s2, wj = m[i] * s2;  // pull_scale's m / s^2
+      for (int c = 0; c < D; ++c) {
+        const V<T> e = d[c] * s;
+        acc(i, c) += wi * e;
+        acc(j, c) -= wj * e;
+      }
+    }
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    for (int c = 0; c < D; ++c) acc(i, c) *= G;
+  }
+}
+
 // U = -G sum_i m_i sum_{j>i} m_j / s_ij per lane, as the generic kernel.
 template <typename T>
 AITS_SIMD V<T> potential_energy(const V<T>* m, int64_t N, T G, const PairTable<T>& inv) {

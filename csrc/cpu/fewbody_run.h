@@ -122,8 +122,8 @@ AITS_SIMD F64 nan_to_inf(const F64& x) {
 template <typename T, typename Inv>
 AITS_SIMD V<T> product_of_roots(const V<T>& x, const V<T>& y, const Inv& arith) {
   const V<T> p = x * y;
-  const auto normal = (p >= std::numeric_limits<T>::min()) & (p <= std::numeric_limits<T>::max());
-  if (!lanes::any(~normal)) return arith.root(p);
+  const auto normal = lanes::normal_positive(p);
+  if (!lanes::any(~normal)) return arith.root_normal(p);
   return normal ? arith.root(p) : arith.root(x) * arith.root(y);
 }
 
@@ -143,12 +143,14 @@ AITS_SIMD V<T> aarseth_dt(const Bodies<T>& A, const Bodies<T>& J, const Bodies<T
       s2 += S(i, c) * S(i, c);
       c2 += C(i, c) * C(i, c);
     }
-    V<T> dt2 = eta * arith.divide(product_of_roots<T>(a2, s2, arith) + j2,
-                                  product_of_roots<T>(j2, c2, arith) + s2);
+    const V<T> num = product_of_roots<T>(a2, s2, arith) + j2;
+    const V<T> den = product_of_roots<T>(j2, c2, arith) + s2;
+    const bool normal = !lanes::any(~(lanes::normal_positive(num) & lanes::normal_positive(den)));
+    V<T> dt2 = eta * (normal ? arith.divide_normal(num, den) : arith.divide(num, den));
     dt2 = dt2 == dt2 ? dt2 : inf;
     best = lanes::min(dt2, best);  // torch's amin: the smaller, in body order
   }
-  return arith.root(best);
+  return lanes::any(~lanes::normal_positive(best)) ? arith.root(best) : arith.root_normal(best);
 }
 
 // kLanes lanes of one thread's systems (see the file comment): a lane whose
@@ -346,7 +348,7 @@ struct LaneGroup {
       }
     }
     pair_inverses<T, D>(X1, N, eps2, inverse, inv1);
-    accelerations<T, D>(X1, m, N, G, inv1, A1);
+    accelerations_symmetric<T, D>(X1, m, N, G, inv1, A1);
     for (int64_t i = 0; i < N; ++i) {
       for (int c = 0; c < D; ++c) V1(i, c) += A1(i, c) * half;
     }

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "cpu/simd.h"
 
@@ -125,12 +126,61 @@ AITS_SIMD V<float> divide_estimate(const V<float>& x, const V<float>& y) {
   return cast<float>(divide_estimate(cast<double>(x), cast<double>(y)));
 }
 
-// sqrt(x) per lane for x >= 0 as x rsqrt(x) from the estimate (about 1.5 ulp);
-// sqrt(0) = 0, sqrt(inf) = inf, NaN stays NaN.
+// v itself, opaque to the optimiser: no multiply before it is fused with an
+// add after it. The fast paths below return through it, so that a lane gets
+// the bits of the general path whichever path its group takes.
 template <typename Vec>
-AITS_SIMD Vec sqrt_estimate(const Vec& x) {
-  const Vec r = x * rsqrt(x);
+AITS_SIMD Vec opaque(Vec v) {
+#if defined(__x86_64__) && (defined(__AVX512F__) || defined(__AVX2__))
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
+
+// sqrt(x) per lane for x >= 0 as x rsqrt(x) from the estimate (about 1.5 ulp);
+// sqrt(0) = 0, sqrt(inf) = inf, NaN stays NaN. float32 through float64.
+AITS_SIMD F64 sqrt_estimate(const F64& x) {
+  const F64 r = x * rsqrt(x);
   return x + x == x ? x : r;  // 0 and inf
+}
+AITS_SIMD V<float> sqrt_estimate(const V<float>& x) {
+  return cast<float>(sqrt_estimate(cast<double>(x)));
+}
+
+// sqrt(x) and x / y for normal, finite x > 0 and y > 0 (no special cases to
+// keep): the estimates above without their selects.
+AITS_SIMD F64 sqrt_normal(const F64& x) {
+#if defined(__AVX512F__)
+  const F64 h = x * 0.5;
+  F64 y = (F64)_mm512_rsqrt14_pd((__m512d)x);
+  y = simd::newton<double>(h, simd::newton<double>(h, y));
+  return opaque(x * y);
+#else
+  return sqrt(x);
+#endif
+}
+AITS_SIMD V<float> sqrt_normal(const V<float>& x) {
+  return cast<float>(sqrt_normal(cast<double>(x)));
+}
+AITS_SIMD F64 divide_normal(const F64& x, const F64& y) {
+#if defined(__AVX512F__)
+  F64 r = (F64)_mm512_rcp14_pd((__m512d)y);
+  r = r + r * (1.0 - y * r);
+  r = r + r * (1.0 - y * r);
+  return opaque(x * r);
+#else
+  return x / y;
+#endif
+}
+AITS_SIMD V<float> divide_normal(const V<float>& x, const V<float>& y) {
+  return cast<float>(divide_normal(cast<double>(x), cast<double>(y)));
+}
+
+// Lanes where x is a normal, finite number > 0.
+template <typename Vec>
+AITS_SIMD auto normal_positive(const Vec& x) {
+  using E = std::remove_reference_t<decltype(x[0])>;
+  return (x >= std::numeric_limits<E>::min()) & (x <= std::numeric_limits<E>::max());
 }
 
 // The two arithmetics a few-body kernel is built with: the inverse distance
@@ -144,6 +194,11 @@ struct RsqrtInverse {
   AITS_SIMD Vec root(const Vec& x) const { return sqrt_estimate(x); }
   template <typename Vec>
   AITS_SIMD Vec divide(const Vec& x, const Vec& y) const { return divide_estimate(x, y); }
+  // the same for normal, finite x, y > 0
+  template <typename Vec>
+  AITS_SIMD Vec root_normal(const Vec& x) const { return sqrt_normal(x); }
+  template <typename Vec>
+  AITS_SIMD Vec divide_normal(const Vec& x, const Vec& y) const { return lanes::divide_normal(x, y); }
 };
 struct DivideInverse {
   template <typename Vec>
@@ -152,6 +207,10 @@ struct DivideInverse {
   AITS_SIMD Vec root(const Vec& x) const { return sqrt(x); }
   template <typename Vec>
   AITS_SIMD Vec divide(const Vec& x, const Vec& y) const { return x / y; }
+  template <typename Vec>
+  AITS_SIMD Vec root_normal(const Vec& x) const { return sqrt(x); }
+  template <typename Vec>
+  AITS_SIMD Vec divide_normal(const Vec& x, const Vec& y) const { return x / y; }
 };
 
 template <typename Vec>
