@@ -358,11 +358,16 @@ struct LaneGroup {
       s1 = lanes::cast<double>(K + (U < 0 ? -U : U));
       ok = lanes::finite(E1);
     } else {
-      Mask<T> fin = lanes::finite(X1(0, 0)) & lanes::finite(V1(0, 0));
+      // as aits.simulate's check: the sum of every position and velocity entry is
+      // finite exactly when they all are (short of overflow near T's maximum)
+      V<T> sx{}, sv{};
       for (int64_t i = 0; i < N; ++i) {
-        for (int c = 0; c < D; ++c) fin &= lanes::finite(X1(i, c)) & lanes::finite(V1(i, c));
+        for (int c = 0; c < D; ++c) {
+          sx += X1(i, c);
+          sv += V1(i, c);
+        }
       }
-      ok = lanes::wide<T>(fin);
+      ok = lanes::wide<T>(lanes::finite(sx + sv));
     }
   }
 
