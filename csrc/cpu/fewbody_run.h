@@ -175,9 +175,9 @@ struct LaneGroup {
 
   // the lanes' systems (-1: empty) and state
   int64_t sys[kLanes];
-  Bodies<T> X, Vel, A;
-  V<T> m[kMaxBodies<T>];
-  PairTable<T> inv;
+  Bodies<T> X{}, Vel{}, A{};
+  V<T> m[kMaxBodies<T>] = {};
+  PairTable<T> inv{};
   F64 t{}, t_stop{}, tol{}, dt_min{}, dt_max{}, dt_sum{}, dt_last{}, land_dt{}, E0{}, s0{},
       Ep{}, sp{}, err_max{}, err_final{}, step_max{}, div_time{}, div_err{}, dt_tried{};
   I64 steps{}, landed{}, passes{}, div_step{}, stop{}, active{};
@@ -185,9 +185,9 @@ struct LaneGroup {
   V<T> dt{};
   F64 dt64{}, E1{}, s1{};
   I64 bad{}, land{}, ok{};
-  Bodies<T> X1, V1, A1;
-  PairTable<T> inv1;
-  Bodies<T> dA, dJ, dS, dC;  // Aarseth's derivatives at the state
+  Bodies<T> X1{}, V1{}, A1{};
+  PairTable<T> inv1{};
+  Bodies<T> dA{}, dJ{}, dS{}, dC{};  // Aarseth's derivatives at the state
 
   LaneGroup(const RunIO<T>& io_, int64_t N_, T eps2_, T G_, const RunConfig& cfg_,
             const Inv& inverse_, int64_t& next_, int64_t end_)
@@ -195,7 +195,6 @@ struct LaneGroup {
         watch(kDiagnostics && std::isfinite(cfg_.fail_above)),
         fixed_dt(static_cast<T>(cfg_.value)), eta(static_cast<T>(cfg_.value)) {
     for (int l = 0; l < kLanes; ++l) sys[l] = -1;
-    for (int64_t i = 0; i < kMaxBodies<T>; ++i) m[i] = V<T>{};
     active = refill();
   }
 
