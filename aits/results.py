@@ -149,7 +149,8 @@ class SystemRuns(Sequence):
     array without building any.
 
     Args:
-        columns: field name -> one python value per system (``B`` each).
+        columns: field name -> one value per system (``B`` each): a list, or a numpy
+            array whose entries become python numbers when a run is built.
         arrays: ``b -> {field: value}`` for the fields built per system (arrays).
     """
 
@@ -172,7 +173,11 @@ class SystemRuns(Sequence):
             raise IndexError(f"system {index} of a batch of {self._n}")
         run = self._runs[i]
         if run is None:
-            run = self._runs[i] = SystemRun(**{k: v[i] for k, v in self._columns.items()},
+            fields = {k: v[i] for k, v in self._columns.items()}
+            for k, v in fields.items():
+                if isinstance(v, np.generic):
+                    fields[k] = v.item()
+            run = self._runs[i] = SystemRun(**fields,
                                             **(self._arrays(i) if self._arrays else {}))
         return run
 

@@ -558,8 +558,8 @@ def simulate(
         obs.finish(batch)
     if not diagnostics:
         err_max[:], err_final[:], step_max[:] = math.nan, math.nan, math.nan
-    P_err = _residual(batch.momentum(), P0, P_scale).tolist()
-    L_err = _residual(batch.angular_momentum(), L0, L_scale).tolist()
+    P_err = _residual(batch.momentum(), P0, P_scale).double().cpu().numpy()
+    L_err = _residual(batch.angular_momentum(), L0, L_scale).double().cpu().numpy()
     records = [o for o in observers if isinstance(o, EnergyRecord)]
     frames = [o for o in observers if isinstance(o, Trajectory)]
     # the per-system totals as columns; each SystemRun is built when first read
@@ -571,16 +571,15 @@ def simulate(
             n_land[b] = len(steps_landed)
     own = n_steps > n_land  # else every step landed somewhere: describe those
     columns = {
-        "steps": n_steps.tolist(), "force_evaluations": evals.tolist(),
-        "rejected_steps": rejected.tolist(), "energy_error_max": err_max.tolist(),
-        "energy_error_final": err_final.tolist(), "step_error_max": step_max.tolist(),
-        "gate_passes": passes.tolist(), "dt_min": np.where(own, dt_min, land_min).tolist(),
-        "dt_max": np.where(own, dt_max, land_max).tolist(),
-        "dt_sum": np.where(own, dt_sum, land_sum).tolist(),
-        "dt_steps": np.where(own, n_steps - n_land, n_steps).tolist(),
-        "dt_last": dt_last.tolist(), "momentum_error": P_err, "angular_momentum_error": L_err,
-        "stop_reason": [r or "steps" for r in stop], "stop_time": t_np.tolist(),
-        "threshold": [gate.threshold] * B, "status": ["ok" if x else "diverged" for x in ok],
+        "steps": n_steps, "force_evaluations": evals, "rejected_steps": rejected,
+        "energy_error_max": err_max, "energy_error_final": err_final,
+        "step_error_max": step_max, "gate_passes": passes,
+        "dt_min": np.where(own, dt_min, land_min), "dt_max": np.where(own, dt_max, land_max),
+        "dt_sum": np.where(own, dt_sum, land_sum),
+        "dt_steps": np.where(own, n_steps - n_land, n_steps), "dt_last": dt_last,
+        "momentum_error": P_err, "angular_momentum_error": L_err,
+        "stop_reason": [r or "steps" for r in stop], "stop_time": t_np,
+        "threshold": np.full(B, gate.threshold), "status": np.where(ok, "ok", "diverged"),
         "diverged_step": div_step, "diverged_time": div_time, "divergence": div_why,
     }
 
