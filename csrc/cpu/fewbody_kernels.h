@@ -159,8 +159,10 @@ AITS_SIMD void accelerations_symmetric(const Bodies<T>& x, const V<T>* m, int64_
       }
     }
   }
-  for (int64_t i = 0; i < N; ++i) {
-    for (int c = 0; c < D; ++c) acc(i, c) *= G;
+  if (G != T(1)) {  // x * 1 == x: skipping it changes no bit
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) acc(i, c) *= G;
+    }
   }
 }
 
@@ -368,10 +370,12 @@ AITS_SIMD void derivatives(const Bodies<T>& x, const Bodies<T>& v, const V<T>* m
       }
     }
   }
-  for (int64_t i = 0; i < N; ++i) {
-    for (int c = 0; c < D; ++c) {
-      if constexpr (!kAccGiven) A(i, c) *= G;
-      J(i, c) *= G;
+  if (G != T(1)) {  // x * 1 == x: skipping it changes no bit
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        if constexpr (!kAccGiven) A(i, c) *= G;
+        J(i, c) *= G;
+      }
     }
   }
   // pass 2: snap and crackle (from every body's acc and jerk)
@@ -394,10 +398,12 @@ AITS_SIMD void derivatives(const Bodies<T>& x, const Bodies<T>& v, const V<T>* m
       }
     }
   }
-  for (int64_t i = 0; i < N; ++i) {
-    for (int c = 0; c < D; ++c) {
-      S(i, c) *= G;
-      C(i, c) *= G;
+  if (G != T(1)) {
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        S(i, c) *= G;
+        C(i, c) *= G;
+      }
     }
   }
 }
