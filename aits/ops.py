@@ -116,6 +116,83 @@ def leapfrog_step_with_statistics(
     return _ops.leapfrog_step(pos, vel, mass, _as_dt(pos, dt), float(softening), float(G), acc, True)
 
 
+#: Columns of :func:`kdk_run`'s ``counts`` (int64): steps taken, the stop code (an
+#: index into :data:`KDK_RUN_STOPS`), whether the last step landed on ``t_stop`` (0/1),
+#: steps passing the energy gate, the 1-based step at which the system diverged (0: never).
+KDK_RUN_COUNTS = ("steps", "stop", "landed", "gate_passes", "diverged_step")
+#: Columns of :func:`kdk_run`'s ``stats`` (float64): min, max and sum of dt over the
+#: steps that did not land, the last dt, the landing step's dt (NaN: none), the max and
+#: final whole-run ``|dE/E|`` and the max per-step ``rel_dE`` (NaN without diagnostics),
+#: the time and whole-run error where the system diverged (NaN: never), the dt of the
+#: last step tried (a step that gave a non-finite state included; NaN: none).
+KDK_RUN_STATS = ("dt_min", "dt_max", "dt_sum", "dt_last", "land_dt", "energy_error_max",
+                 "energy_error_final", "step_error_max", "diverged_time", "diverged_error",
+                 "dt_tried")
+#: Why a system of :func:`kdk_run` stopped ("limit": after ``max_steps`` steps).
+KDK_RUN_STOPS = ("t_end", "limit", "non-finite", "bad-dt", "diverged")
+
+
+def kdk_run(
+    pos: Tensor,
+    vel: Tensor,
+    mass: Tensor,
+    acc: Tensor,
+    time: Tensor,
+    t_stop: Tensor,
+    max_steps: int,
+    *,
+    dt: float | None = None,
+    eta: float | None = None,
+    softening: float = 0.0,
+    G: float = 1.0,
+    diagnostics: bool = False,
+    threshold: float | None = None,
+    floor: float | None = None,
+    fail_above: float = float("inf"),
+    stop_diverged: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run a batch of few-body systems with kick-drift-kick leapfrog natively, each to
+    its ``t_stop`` or for ``max_steps`` steps, with a fixed ``dt`` or Aarseth's criterion
+    (``eta``; exactly one of the two): the loop of :func:`aits.simulate` for those
+    policies, step for step, without Python per step (``csrc/cpu/fewbody_run.h``).
+
+    Args:
+        pos, vel, acc: ``(B, N, D)``; ``acc`` the gravitational acceleration at ``pos``.
+        mass: ``(B, N)``.
+        time, t_stop: ``(B,)`` float64: each system's start and end time (``inf``: no
+            end; the last step is shortened to land exactly on ``t_stop``).
+        max_steps: a system still running after this many steps stops ("limit").
+        diagnostics: measure the energy every step (per-step and whole-run errors,
+            gate passes against ``threshold`` with ``floor`` as in :mod:`aits.gate`,
+            whose defaults apply to ``None``; divergence above ``fail_above``).
+
+    Returns:
+        ``(pos1, vel1, acc1, time1, counts, stats)``: the end states (a system that
+        stopped on a non-finite step or a bad dt keeps its last finite state),
+        ``counts (B, 5)`` int64 and ``stats (B, 11)`` float64 with the columns of
+        :data:`KDK_RUN_COUNTS` and :data:`KDK_RUN_STATS`.
+
+    CPU only, N at most 8 (float64) or 16 (float32); not differentiable.
+
+    Raises:
+        ValueError: both or neither of ``dt`` and ``eta``, a value that is not finite
+            and > 0, ``max_steps < 1``, bad shapes or values (the message names them).
+    """
+    if (dt is None) == (eta is None):
+        raise ValueError("aits.ops.kdk_run: give exactly one of dt (a fixed step) and eta "
+                         "(Aarseth's criterion)")
+    from aits.gate import DEFAULT_FLOOR, DEFAULT_THRESHOLD  # aits.gate imports this module
+
+    _refuse_grad("kdk_run", pos=pos, vel=vel, mass=mass, acc=acc)
+    policy, value = ("fixed", dt) if dt is not None else ("aarseth", eta)
+    return _ops.kdk_run(
+        pos, vel, mass, acc, time, t_stop, int(max_steps), policy, float(value),
+        float(softening), float(G), bool(diagnostics),
+        float(DEFAULT_THRESHOLD if threshold is None else threshold),
+        float(DEFAULT_FLOOR if floor is None else floor), float(fail_above), bool(stop_diverged),
+    )
+
+
 def _as_dt(pos: Tensor, dt) -> Tensor:
     if isinstance(dt, (int, float)) and not isinstance(dt, bool):
         return torch.tensor(float(dt), dtype=pos.dtype, device=pos.device)
@@ -199,6 +276,16 @@ def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, stat
     _check_meta_mix(pos, vel=vel, mass=mass, dt=dt, acc=acc)
     stats = pos.new_empty(pos.shape[:-2] + (4,)) if statistics else pos.new_empty(0)
     return torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos), stats
+
+
+@torch.library.register_fake("aits::kdk_run")
+def _kdk_run_fake(pos, vel, mass, acc, time, t_stop, max_steps, policy, value, softening, G,
+                  diagnostics, threshold, floor, fail_above, stop_diverged):
+    _check_meta_mix(pos, vel=vel, mass=mass, acc=acc, time=time, t_stop=t_stop)
+    B = pos.shape[0]
+    return (torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos),
+            torch.empty_like(time), time.new_empty((B, len(KDK_RUN_COUNTS)), dtype=torch.int64),
+            time.new_empty((B, len(KDK_RUN_STATS))))
 
 
 @torch.library.register_fake("aits::leapfrog_step_backward")

@@ -5,13 +5,16 @@ keys of ``result.json`` and the stop reasons."""
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from aits.state import SystemState
 
-__all__ = ["FAIL_ABOVE", "RESULT_KEYS", "STOP_REASONS", "SimulationResult", "SystemRun"]
+__all__ = ["FAIL_ABOVE", "RESULT_KEYS", "STOP_REASONS", "SimulationResult", "SystemRun",
+           "SystemRuns"]
 
 #: Keys every system's summary (and ``result.json``) holds.
 RESULT_KEYS = ("status", "energy_error_final", "energy_error_max", "momentum_error",
@@ -139,6 +142,55 @@ class SystemRun:
         return out
 
 
+class SystemRuns(Sequence):
+    """The :class:`SystemRun` of every system of a batch, each built on first access
+    (then kept) from per-system columns: a batch of 65,536 systems costs no objects
+    until they are read, and :meth:`column` reads one field of every system as an
+    array without building any.
+
+    Args:
+        columns: field name -> one value per system (``B`` each): a list, or a numpy
+            array whose entries become python numbers when a run is built.
+        arrays: ``b -> {field: value}`` for the fields built per system (arrays).
+    """
+
+    def __init__(self, columns: dict[str, list], arrays: Callable[[int], dict] | None = None):
+        self._columns = columns
+        self._arrays = arrays
+        self._n = len(next(iter(columns.values()))) if columns else 0
+        self._runs: list[SystemRun | None] = [None] * self._n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._n))]
+        i = operator.index(index)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"system {index} of a batch of {self._n}")
+        run = self._runs[i]
+        if run is None:
+            fields = {k: v[i] for k, v in self._columns.items()}
+            for k, v in fields.items():
+                if isinstance(v, np.generic):
+                    fields[k] = v.item()
+            run = self._runs[i] = SystemRun(**fields,
+                                            **(self._arrays(i) if self._arrays else {}))
+        return run
+
+    def column(self, name: str) -> np.ndarray:
+        """Field ``name`` of every system, ``(B,)`` (a column when stored as one)."""
+        if name in self._columns:
+            return np.asarray(self._columns[name])
+        return np.asarray([getattr(r, name) for r in self])
+
+    def __repr__(self) -> str:
+        return f"SystemRuns({self._n} systems)"
+
+
 @dataclass
 class SimulationResult:
     """What one run produced: the final state, and one :class:`SystemRun` per system.
@@ -151,7 +203,7 @@ class SimulationResult:
     state: SystemState
     policy: str
     integrator: str
-    systems: list[SystemRun]
+    systems: Sequence[SystemRun]
     wall_time_s: float
     extra: dict = field(default_factory=dict)
 
@@ -177,13 +229,15 @@ class SimulationResult:
         the worst whole-run error, the stop reasons counted, the systems that diverged
         and the batch's ``status`` (``"diverged"`` when any did)."""
         runs = self.systems
+        column = (runs.column if isinstance(runs, SystemRuns)
+                  else lambda name: np.asarray([getattr(r, name) for r in runs]))
         reasons: dict[str, int] = {}
-        for r in runs:
-            reasons[r.stop_reason] = reasons.get(r.stop_reason, 0) + 1
-        diverged = sum(r.diverged for r in runs)
+        for r in column("stop_reason").tolist():
+            reasons[r] = reasons.get(r, 0) + 1
+        diverged = int((column("status") == "diverged").sum())
         return {"status": "diverged" if diverged else "ok", "systems": len(runs),
-                "diverged": diverged, "steps": sum(r.steps for r in runs),
-                "force_evaluations": sum(r.force_evaluations for r in runs),
-                "rejected_steps": sum(r.rejected_steps for r in runs),
-                "energy_error_max": max(r.energy_error_max for r in runs),
+                "diverged": diverged, "steps": int(column("steps").sum()),
+                "force_evaluations": int(column("force_evaluations").sum()),
+                "rejected_steps": int(column("rejected_steps").sum()),
+                "energy_error_max": max(column("energy_error_max").tolist()),
                 "wall_time_s": self.wall_time_s, "stop_reasons": reasons}

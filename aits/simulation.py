@@ -50,14 +50,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aits import native_run
 from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.history import HistoryBuffer
 from aits.integrators import Integrator, make_integrator
 from aits.observers import EnergyRecord, Observer, Progress, Trajectory
 from aits.policies import Policy
-from aits.results import FAIL_ABOVE, RESULT_KEYS, STOP_REASONS, SimulationResult, SystemRun
-from aits.state import SystemState
+from aits.results import (FAIL_ABOVE, RESULT_KEYS, STOP_REASONS, SimulationResult, SystemRun,
+                          SystemRuns)
+from aits.state import SystemState, center_of_mass_weights
 
 __all__ = ["EnergyRecord", "FAIL_ABOVE", "Observer", "Progress", "RESULT_KEYS", "STOP_REASONS",
            "SimulationResult", "SystemRun", "Trajectory", "conservation_scales", "simulate"]
@@ -84,14 +86,21 @@ def conservation_scales(state: SystemState) -> tuple[Tensor, Tensor]:
     system's energy scale allows, so a start at rest (the Pythagorean problem) gets
     a finite, meaningful scale instead of 0.
     """
-    speed = state.vel.norm(dim=-1)
-    M = state.total_mass()
-    p_energy = (2 * M * (state.kinetic_energy() + state.potential_energy().abs())).sqrt()
-    r = (state.pos - state.center_of_mass().unsqueeze(-2)).norm(dim=-1)
-    r_rms = ((state.mass * r * r).sum(-1) / M.clamp_min(torch.finfo(M.dtype).tiny)).sqrt()
-    P = torch.maximum((state.mass * speed).sum(-1), p_energy)
-    L = torch.maximum((state.mass * state.pos.norm(dim=-1) * speed).sum(-1), p_energy * r_rms)
-    tiny = torch.finfo(P.dtype).tiny
+    # sums over the bodies as einsum contractions: torch's sum over a few-element
+    # axis costs 3x as much at B = 4096 (and these run at every simulate call)
+    m, x = state.mass, state.pos
+    over_bodies = "...n,...n->..."
+    speed = torch.linalg.vector_norm(state.vel, dim=-1)
+    M = m.sum(-1)
+    kinetic = 0.5 * torch.einsum(over_bodies, m, speed * speed)
+    p_energy = (2 * M * (kinetic + state.potential_energy().abs())).sqrt()
+    com = torch.einsum("...n,...nd->...d", center_of_mass_weights(m), x)
+    r = torch.linalg.vector_norm(x - com.unsqueeze(-2), dim=-1)
+    tiny = torch.finfo(M.dtype).tiny
+    r_rms = (torch.einsum(over_bodies, m, r * r) / M.clamp_min(tiny)).sqrt()
+    P = torch.maximum(torch.einsum(over_bodies, m, speed), p_energy)
+    L = torch.maximum(torch.einsum(over_bodies, m, torch.linalg.vector_norm(x, dim=-1) * speed),
+                      p_energy * r_rms)
     return P.clamp_min(tiny), L.clamp_min(tiny)
 
 
@@ -170,6 +179,7 @@ def simulate(
     fail_above: float = FAIL_ABOVE,
     stop_diverged: bool = True,
     output_times: Sequence[float] | np.ndarray | None = None,
+    native: bool = True,
 ) -> SimulationResult:
     """Run ``state`` (one system ``(N, D)`` or a batch ``(B, N, D)``) forward with ``policy``.
 
@@ -200,6 +210,10 @@ def simulate(
         output_times: times after the start (the same for every system, >= 0) at
             which each system's state is recorded (:attr:`SystemRun.output_t` and on);
             steps land on them exactly. Times past a system's end are not reached.
+        native: run natively where that gives this loop's results (to rounding): a
+            fixed dt or Aarseth's criterion under ``kdk``, no guard rail, observer,
+            progress bar or output times, a CPU few-body batch without a field
+            (:mod:`aits.native_run`). ``False`` always runs the Python loop.
 
     Raises:
         ValueError: both or neither of ``t_end``/``steps``, bad values.
@@ -252,7 +266,9 @@ def simulate(
     dt_min, dt_max, dt_sum = np.full(B, math.inf), np.zeros(B), np.zeros(B)
     land_min, land_max, land_sum = np.full(B, math.inf), np.zeros(B), np.zeros(B)
     dt_last = np.full(B, math.nan)
-    landed: list[list[int]] = [[] for _ in range(B)]
+    # per system, the steps that landed (only systems with one hold a list: B lists would
+    # cost a garbage-collector pass or more per call)
+    landed: dict[int, list[int]] = {}
     rem_dtype = np.float32 if batch.dtype == torch.float32 else np.float64
     prev_dt = torch.zeros(B, dtype=batch.dtype, device=device)
     stop = [""] * B
@@ -272,7 +288,7 @@ def simulate(
     t0_np = t_np.copy()
     next_out = np.zeros(B, np.int64)
     t_out_np = t0_np + offsets[0] if n_out else np.full(B, math.inf)
-    outputs: list[list[tuple[float, np.ndarray, np.ndarray, float]]] = [[] for _ in range(B)]
+    outputs: dict[int, list[tuple[float, np.ndarray, np.ndarray, float]]] = {}
     # every running system takes one step per pass, so the passes count their steps
     passes_done = 0
     for obs in observers:
@@ -289,7 +305,7 @@ def simulate(
         for k, b in enumerate(hit.tolist()):
             j = int(next_out[b])
             while j < n_out and _reached(t0_np[b] + offsets[j], t_np[b]):
-                outputs[b].append((float(t_np[b]), pos[k], vel[k],
+                outputs.setdefault(b, []).append((float(t_np[b]), pos[k], vel[k],
                                    float(err_final[b]) if diagnostics else math.nan))
                 j += 1
             next_out[b] = j
@@ -337,6 +353,26 @@ def simulate(
         record_outputs(all_rows)
     start = time.perf_counter()
     n_running = B
+    native_landing = None
+    if native and native_run.applies(batch, policy, integ, guards, observers, progress, n_out):
+        fast = native_run.run(batch, policy, t_stop, steps, max_steps, diagnostics, gate,
+                              fail_above, stop_diverged, force_evals0)
+        batch = fast.state
+        t_np[:] = batch.time.numpy()
+        n_steps[:], evals[:], passes[:] = fast.steps, fast.force_evaluations, fast.gate_passes
+        err_max[:], err_final[:] = fast.energy_error_max, fast.energy_error_final
+        step_max[:] = fast.step_error_max
+        dt_min[:], dt_max[:], dt_sum[:] = fast.dt_min, fast.dt_max, fast.dt_sum
+        dt_last[:] = fast.dt_last
+        land_min[fast.landed] = land_max[fast.landed] = land_sum[fast.landed] = \
+            fast.land_dt[fast.landed]
+        # at most one landing a system (on t_end): its step index, -1 for none
+        native_landing = np.where(fast.landed, n_steps - 1, -1)
+        stop[:], div_step[:], div_time[:], div_why[:] = (fast.stop, fast.diverged_step,
+                                                         fast.diverged_time, fast.divergence)
+        ok[:] = [d is None for d in div_step]
+        running[:] = False  # the loop below ends at once
+        n_running = 0
     while True:
         if has_end:
             remaining_np = t_stop_np - t_np
@@ -488,7 +524,7 @@ def simulate(
                 land_min[rows_all] = np.fmin(land_min[rows_all], short)
                 land_max[rows_all] = np.fmax(land_max[rows_all], short)
                 for b in (all_rows if rows is None else rows_all)[land].tolist():
-                    landed[b].append(int(n_steps[b]) - 1)
+                    landed.setdefault(b, []).append(int(n_steps[b]) - 1)
         if diagnostics:
             E_prev[rows_all], scale_prev[rows_all] = E1, scale1
             run_err = _nan_to_inf(rel(E0[rows_all], E1, scale0[rows_all]))
@@ -529,38 +565,48 @@ def simulate(
         obs.finish(batch)
     if not diagnostics:
         err_max[:], err_final[:], step_max[:] = math.nan, math.nan, math.nan
-    P_err = _residual(batch.momentum(), P0, P_scale).tolist()
-    L_err = _residual(batch.angular_momentum(), L0, L_scale).tolist()
+    P_err = _residual(batch.momentum(), P0, P_scale).double().cpu().numpy()
+    L_err = _residual(batch.angular_momentum(), L0, L_scale).double().cpu().numpy()
     records = [o for o in observers if isinstance(o, EnergyRecord)]
     frames = [o for o in observers if isinstance(o, Trajectory)]
-    runs = []
-    for b in range(B):
-        arrays = {**(records[0].arrays(b) if records else {}),
-                  **(frames[0].arrays(b) if frames else {})}
+    # the per-system totals as columns; each SystemRun is built when first read
+    if native_landing is not None:
+        n_land = (native_landing >= 0).astype(np.int64)
+    else:
+        n_land = np.zeros(B, np.int64)
+        for b, steps_landed in landed.items():
+            n_land[b] = len(steps_landed)
+    own = n_steps > n_land  # else every step landed somewhere: describe those
+    columns = {
+        "steps": n_steps, "force_evaluations": evals, "rejected_steps": rejected,
+        "energy_error_max": err_max, "energy_error_final": err_final,
+        "step_error_max": step_max, "gate_passes": passes,
+        "dt_min": np.where(own, dt_min, land_min), "dt_max": np.where(own, dt_max, land_max),
+        "dt_sum": np.where(own, dt_sum, land_sum),
+        "dt_steps": np.where(own, n_steps - n_land, n_steps), "dt_last": dt_last,
+        "momentum_error": P_err, "angular_momentum_error": L_err,
+        "stop_reason": [r or "steps" for r in stop], "stop_time": t_np,
+        "threshold": np.full(B, gate.threshold), "status": np.where(ok, "ok", "diverged"),
+        "diverged_step": div_step, "diverged_time": div_time, "divergence": div_why,
+    }
+
+    def arrays(b: int) -> dict:
+        out = {**(records[0].arrays(b) if records else {}),
+               **(frames[0].arrays(b) if frames else {}),
+               "landing_steps": np.array(
+                   landed.get(b, ()) if native_landing is None
+                   else native_landing[b:b + 1][native_landing[b:b + 1] >= 0], dtype=np.int64)}
         if output_times is not None:
-            shape = (len(outputs[b]),) + tuple(batch.pos.shape[-2:])
-            arrays.update(
-                output_t=np.array([o[0] for o in outputs[b]], dtype=np.float64),
-                output_pos=np.array([o[1] for o in outputs[b]]).reshape(shape),
-                output_vel=np.array([o[2] for o in outputs[b]]).reshape(shape),
-                output_energy_error=np.array([o[3] for o in outputs[b]], dtype=np.float64))
-        n_own = int(n_steps[b]) - len(landed[b])
-        if n_own:  # the policy's own steps
-            dt_stats = dict(dt_min=float(dt_min[b]), dt_max=float(dt_max[b]),
-                            dt_sum=float(dt_sum[b]), dt_steps=n_own)
-        else:  # every step landed somewhere: describe those
-            dt_stats = dict(dt_min=float(land_min[b]), dt_max=float(land_max[b]),
-                            dt_sum=float(land_sum[b]), dt_steps=int(n_steps[b]))
-        runs.append(SystemRun(
-            steps=int(n_steps[b]), force_evaluations=int(evals[b]),
-            rejected_steps=int(rejected[b]), energy_error_max=float(err_max[b]),
-            energy_error_final=float(err_final[b]), step_error_max=float(step_max[b]),
-            gate_passes=int(passes[b]), **dt_stats, dt_last=float(dt_last[b]),
-            landing_steps=np.array(landed[b], dtype=np.int64),
-            momentum_error=P_err[b], angular_momentum_error=L_err[b],
-            stop_reason=stop[b] or "steps", stop_time=float(t_np[b]), threshold=gate.threshold,
-            status="ok" if ok[b] else "diverged", diverged_step=div_step[b],
-            diverged_time=div_time[b], divergence=div_why[b], **arrays))
+            rec = outputs.get(b, [])
+            shape = (len(rec),) + tuple(batch.pos.shape[-2:])
+            out.update(
+                output_t=np.array([o[0] for o in rec], dtype=np.float64),
+                output_pos=np.array([o[1] for o in rec]).reshape(shape),
+                output_vel=np.array([o[2] for o in rec]).reshape(shape),
+                output_energy_error=np.array([o[3] for o in rec], dtype=np.float64))
+        return out
+
+    runs = SystemRuns(columns, arrays)
     final = batch.index(0) if single else batch
     return SimulationResult(state=final, policy=getattr(policy, "name", type(policy).__name__),
                             integrator=integ.name, systems=runs, wall_time_s=wall)

@@ -38,6 +38,12 @@ void GravityBackend::pair_statistics(const at::Tensor& pos, const at::Tensor&, d
               "aits.features.pairwise_stats (which falls back to torch).");
 }
 
+void GravityBackend::kdk_run(const KdkRunArgs& run) const {
+  TORCH_CHECK(false, "aits.ops.kdk_run (the native loop of aits.simulate) has a CPU kernel only, "
+              "not one for device '", run.pos.device().str(), "'. There, aits.simulate runs "
+              "its Python loop (every policy, every device).");
+}
+
 void register_backend(c10::DeviceType device, const GravityBackend* backend) {
   registry()[static_cast<size_t>(device)] = backend;
 }

@@ -11,6 +11,23 @@
 
 namespace aits {
 
+// The inputs and preallocated outputs of GravityBackend::kdk_run: pos, vel,
+// acc (B, N, D), mass (B, N), time and t_stop (B,) float64 (t_stop inf: no
+// end), all contiguous and validated; outputs pos1, vel1, acc1 (B, N, D),
+// time1 (B,), counts (B, 5) int64 and stats (B, 11) float64 (columns in
+// aits/ops.py, KDK_RUN_COUNTS and KDK_RUN_STATS).
+struct KdkRunArgs {
+  at::Tensor pos, vel, mass, acc, time, t_stop;
+  double softening, G;
+  bool aarseth;       // Aarseth's criterion with eta = value, else a fixed dt = value
+  double value;
+  int64_t max_steps;
+  bool diagnostics;
+  double threshold, floor, fail_above;
+  bool stop_diverged;
+  at::Tensor pos1, vel1, acc1, time1, counts, stats;
+};
+
 // Every tensor handed to a back end is contiguous, on the back end's device, of
 // one floating dtype, and already validated:
 //   pos (B, N, D) with D in {2, 3}, mass (B, N). Outputs are preallocated.
@@ -74,6 +91,12 @@ class GravityBackend {
   virtual void pair_statistics(const at::Tensor& pos, const at::Tensor& mass,
                                double softening, double G, bool freefall,
                                at::Tensor& stats) const;
+
+  // The multi-step loop of aits.simulate for the classical policies (the op
+  // kdk_run, ops.h): every system of the batch run to t_stop or the step
+  // limit. Only the CPU back end has it, for the few-body sizes; the default
+  // raises a clear error.
+  virtual void kdk_run(const KdkRunArgs& run) const;
 };
 
 // Called once per device type from a static initializer of each back end.

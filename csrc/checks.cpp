@@ -188,4 +188,31 @@ at::Tensor check_dt(const char* op, const at::Tensor& dt, const System& sys, Val
   return dt.dim() == 0 ? dt.expand({sys.B}).contiguous() : dt.contiguous();
 }
 
+at::Tensor check_per_system_f64(const char* op, const char* name, const at::Tensor& t,
+                                const System& sys) {
+  TORCH_CHECK_VALUE(t.defined(), "aits.", op, ": ", name, " is missing (got None).");
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kDouble, "aits.", op, ": ", name,
+                   " must be float64 (times accumulate many small steps), got ", t.scalar_type(),
+                   "; convert it with .double().");
+  TORCH_CHECK_VALUE(t.device() == sys.pos.device(), "aits.", op, ": ", name, " is on ",
+                    t.device(), " but pos is on ", sys.pos.device(),
+                    "; move it with .to(pos.device).");
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == sys.B, "aits.", op, ": ", name,
+                    " must have shape (B,) = (", sys.B, ",), got ", shape_str(t), ".");
+  return t.contiguous();
+}
+
+void check_number(const char* op, const char* name, double value, Sign sign, bool allow_inf) {
+  const bool finite = std::isfinite(value) || (allow_inf && value == INFINITY);
+  TORCH_CHECK_VALUE(finite, "aits.", op, ": ", name, " must be a finite number",
+                    allow_inf ? " (or inf)" : "", ", got ", value, ".");
+  const bool ok = sign == Sign::kPositive      ? value > 0
+                  : sign == Sign::kNonNegative ? value >= 0
+                  : sign == Sign::kNonZero     ? value != 0
+                                               : true;
+  TORCH_CHECK_VALUE(ok, "aits.", op, ": ", name, " must be ",
+                    sign == Sign::kPositive ? "> 0" : sign == Sign::kNonNegative ? ">= 0" : "non-zero",
+                    ", got ", value, ".");
+}
+
 }  // namespace aits

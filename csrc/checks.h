@@ -68,4 +68,13 @@ at::Tensor check_like_pos(const char* op, const char* name, const at::Tensor& t,
 at::Tensor check_dt(const char* op, const at::Tensor& dt, const System& sys,
                     ValueChecks& values);
 
+// A float64 vector of one value per system (B,), e.g. the systems' times;
+// returns it contiguous. Shape, dtype and device only.
+at::Tensor check_per_system_f64(const char* op, const char* name, const at::Tensor& t,
+                                const System& sys);
+
+// A scalar argument: finite (or +inf where allow_inf) and of the sign.
+void check_number(const char* op, const char* name, double value, Sign sign,
+                  bool allow_inf = false);
+
 }  // namespace aits

@@ -214,6 +214,62 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
           sys.unbatch(grad_acc)};
 }
 
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
+    const Tensor& pos, const Tensor& vel, const Tensor& mass, const Tensor& acc,
+    const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
+    double value, double softening, double G, bool diagnostics, double threshold, double floor,
+    double fail_above, bool stop_diverged) {
+  const char* op = "kdk_run";
+  TORCH_CHECK_VALUE(pos.dim() == 3, "aits.", op, ": pos must be a batch (B, N, D); for one "
+                    "system pass pos.unsqueeze(0) (and the same for the other inputs).");
+  const std::string name(policy.data(), policy.size());
+  TORCH_CHECK_VALUE(name == "fixed" || name == "aarseth", "aits.", op, ": unknown policy '", name,
+                    "'; valid: 'fixed' (value = dt) and 'aarseth' (value = eta).");
+  check_number(op, name == "fixed" ? "dt" : "eta", value, Sign::kPositive);
+  TORCH_CHECK_VALUE(max_steps >= 1, "aits.", op, ": max_steps must be >= 1, got ", max_steps, ".");
+  check_number(op, "threshold", threshold, Sign::kPositive);
+  check_number(op, "floor", floor, Sign::kNonNegative);
+  check_number(op, "fail_above", fail_above, Sign::kPositive, /*allow_inf=*/true);
+  ValueChecks values(op);
+  const System sys = check_system(op, pos, mass, softening, G, values);
+  const Tensor v = check_like_pos(op, "vel", vel, sys);
+  const Tensor a = check_like_pos(op, "acc", acc, sys);
+  const Tensor t0 = check_per_system_f64(op, "time", time, sys);
+  const Tensor t1 = check_per_system_f64(op, "t_stop", t_stop, sys);
+  values.finite("vel", v);
+  values.finite("acc", a);
+  values.finite("time", t0);
+  values.run();
+  TORCH_CHECK_VALUE(!at::isnan(t1).any().item<bool>(), "aits.", op,
+                    ": t_stop contains NaN; give each system's end time (inf: no end).");
+
+  KdkRunArgs run;
+  run.pos = sys.pos;
+  run.vel = v;
+  run.mass = sys.mass;
+  run.acc = a;
+  run.time = t0;
+  run.t_stop = t1;
+  run.softening = softening;
+  run.G = G;
+  run.aarseth = name == "aarseth";
+  run.value = value;
+  run.max_steps = max_steps;
+  run.diagnostics = diagnostics;
+  run.threshold = threshold;
+  run.floor = floor;
+  run.fail_above = fail_above;
+  run.stop_diverged = stop_diverged;
+  run.pos1 = at::empty_like(sys.pos);
+  run.vel1 = at::empty_like(sys.pos);
+  run.acc1 = at::empty_like(sys.pos);
+  run.time1 = at::empty_like(t0);
+  run.counts = at::empty({sys.B, 5}, t0.options().dtype(at::kLong));
+  run.stats = at::empty({sys.B, 11}, t0.options());
+  if (sys.B > 0) backend_for(sys.pos).kdk_run(run);
+  return {run.pos1, run.vel1, run.acc1, run.time1, run.counts, run.stats};
+}
+
 TORCH_LIBRARY(aits, m) {
   m.def("accelerations(Tensor pos, Tensor mass, float softening=0.0, float G=1.0) -> Tensor");
   m.def(
@@ -236,6 +292,11 @@ TORCH_LIBRARY(aits, m) {
       "leapfrog_step_backward(Tensor grad_pos1, Tensor grad_vel1, Tensor grad_acc1, Tensor pos,"
       " Tensor vel, Tensor mass, Tensor dt, Tensor pos1, Tensor acc1, Tensor? acc, float softening,"
       " float G) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
+      " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
+      " float threshold, float floor, float fail_above, bool stop_diverged)"
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
   m.def("set_pair_kernel(str name) -> ()");
   m.def("pair_kernel() -> str");
@@ -251,6 +312,7 @@ void register_op_impls(torch::Library& m) {
   m.impl("aarseth_derivatives", &aarseth_derivatives);
   m.impl("leapfrog_step", &leapfrog_step);
   m.impl("leapfrog_step_backward", &leapfrog_step_backward);
+  m.impl("kdk_run", &kdk_run);
 }
 
 TORCH_LIBRARY_IMPL(aits, CPU, m) { register_op_impls(m); }

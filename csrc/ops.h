@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 namespace torch {
 class Library;
@@ -50,6 +51,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
     const Tensor& grad_pos1, const Tensor& grad_vel1, const Tensor& grad_acc1, const Tensor& pos,
     const Tensor& vel, const Tensor& mass, const Tensor& dt, const Tensor& pos1,
     const Tensor& acc1, const std::optional<Tensor>& acc, double softening, double G);
+
+// The native loop of aits.simulate for fixed dt ("fixed", value = dt) and
+// Aarseth's criterion ("aarseth", value = eta) under kick-drift-kick, CPU
+// few-body sizes (cpu/fewbody_run.h): every system of the batch run until
+// t_stop (B,) float64 (inf: no end) or max_steps steps. acc: the gravitational
+// acceleration at pos. Returns (pos1, vel1, acc1, time1, counts (B, 5) int64,
+// stats (B, 11) float64); aits/ops.py names the columns.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
+    const Tensor& pos, const Tensor& vel, const Tensor& mass, const Tensor& acc,
+    const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
+    double value, double softening, double G, bool diagnostics, double threshold, double floor,
+    double fail_above, bool stop_diverged);
 
 // Registers every function above under its schema name, for one dispatch key
 // (TORCH_LIBRARY_IMPL(aits, CPU / CUDA, m) { register_op_impls(m); }).

@@ -262,3 +262,24 @@ def test_mixed_devices_are_refused():
         aits.leapfrog_step(pos.to(CUDA), vel, mass.to(CUDA), dt.to(CUDA))
     with pytest.raises(ValueError, match=r"^aits\.aarseth_derivatives: vel is on cpu but pos is on cuda:0"):
         aits.ops.aarseth_derivatives(pos.to(CUDA), vel, mass.to(CUDA))
+
+
+def test_native_loop_is_cpu_only_and_simulate_falls_back():
+    """aits.ops.kdk_run has no CUDA kernel: a clear error; simulate runs CUDA batches
+    in its Python loop, with the CPU run's results."""
+    from aits.policies import FixedPolicy
+    from aits.simulation import simulate
+    from aits.state import SystemState
+
+    pos, vel, mass = make_system(3, 2, 4)
+    acc = aits.accelerations(pos, mass)
+    t0 = torch.zeros(4, dtype=torch.float64)
+    t1 = torch.full((4,), 0.5, dtype=torch.float64)
+    args = [t.to(CUDA) for t in (pos, vel, mass, acc, t0, t1)]
+    with pytest.raises(RuntimeError, match="CPU kernel only"):
+        aits.ops.kdk_run(*args, 100, dt=0.01)
+    cpu = simulate(SystemState(pos, vel, mass), FixedPolicy(0.01), t_end=0.5, observers=[])
+    gpu = simulate(SystemState(pos, vel, mass).to(device=CUDA), FixedPolicy(0.01), t_end=0.5,
+                   observers=[])
+    assert [r.steps for r in gpu.systems] == [r.steps for r in cpu.systems]
+    torch.testing.assert_close(gpu.state.pos.cpu(), cpu.state.pos, rtol=1e-10, atol=1e-12)

@@ -1,9 +1,11 @@
 """The CPU few-body kernels (csrc/cpu/fewbody_kernels.h): batches of small systems
-(N <= 8 in float64, <= 16 in float32) go through a per-system scalar loop instead
-of the SIMD all-pairs kernels. Agreement with aits.reference at B > 1 (softening,
-massless bodies, float32, both dimensions), the fused step's statistics against
-pair_statistics, independence from the thread count and from the batch, and the
-autograd path through the same ops."""
+(N <= 8 in float64, <= 16 in float32) go through kernels vectorised across systems
+(one system per SIMD lane) instead of the SIMD all-pairs kernels. Agreement with
+aits.reference at B > 1 (softening, massless bodies, float32, both dimensions, both
+pair kernels, batches that fill the lanes and batches with a partial last group),
+the fused step's statistics against pair_statistics, independence from the thread
+count, from the batch and from a system's lane, and the autograd path through the
+same ops."""
 
 from __future__ import annotations
 
@@ -90,6 +92,58 @@ def test_aarseth_derivatives_match_reference(dtype, dim, n, softening, massless)
     for g, w in zip(got, want):
         assert g.shape == s["pos"].shape and g.dtype == dtype
         assert_close_rel(g, w.to(dtype), AARSETH_TOL[dtype])
+
+
+# batch sizes around the lane counts (2, 4, 8 systems a group): a partial group
+# alone, full groups, and full groups with a partial tail
+BATCHES = [1, 3, 8, 13, 33]
+
+
+def _max_bodies(dtype: torch.dtype) -> int:
+    return 8 if dtype == F64 else 16
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("kernel", aits.ops.PAIR_KERNELS)
+def test_every_few_body_size_and_batch_matches_reference(dtype, batch, kernel):
+    """N = 2 .. the largest N the few-body kernels take, batches that are not a
+    multiple of the lane count: every op against aits.reference."""
+    for n in range(2, _max_bodies(dtype) + 1):
+        for dim in (2, 3):
+            s = make_system(n, dim, batch, dtype, seed=100 * n + batch + dim)
+            p, v, m, h = s["pos"], s["vel"], s["mass"], s["dt"]
+            with aits.ops.using_pair_kernel(kernel):
+                acc = aits.accelerations(p, m, 0.05, G=1.3)
+                pot = aits.potential_energy(p, m, 0.05, G=1.3)
+                step = leapfrog_step_with_statistics(p, v, m, h, 0.05, 1.3)
+                der = aarseth_derivatives(p, v, m, 0.05, 1.3)
+            assert_close_rel(acc, ref.accelerations(p, m, 0.05, G=1.3), RTOL[dtype])
+            assert_close_rel(pot, ref.potential_energy(p, m, 0.05, G=1.3), RTOL[dtype])
+            for got, want in zip(step[:3], ref.leapfrog_step(p, v, m, h, 0.05, 1.3)):
+                assert_close_rel(got, want, RTOL[dtype])
+            expect = pair_statistics(step[0], m, 0.05, 1.3)
+            assert_close_rel(step[3], expect, 4 * RTOL[dtype])
+            want = ref.aarseth_derivatives(p.double(), v.double(), m.double(), 0.05, 1.3)
+            for got, w in zip(der, want):
+                assert_close_rel(got, w.to(dtype), AARSETH_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", aits.ops.PAIR_KERNELS)
+def test_a_system_gets_the_same_bits_in_every_lane(dtype, kernel):
+    """Each system of a batch of 19 (two full AVX-512 groups and a partial one) run
+    alone, and the batch shifted by one system (every system in another lane)."""
+    s = make_system(3, 2, 19, dtype, seed=7)
+    with aits.ops.using_pair_kernel(kernel):
+        whole = _all_outputs(s)
+        shifted = _all_outputs({k: v[1:] for k, v in s.items()})
+        for b in (0, 7, 8, 15, 16, 18):
+            alone = _all_outputs({k: v[b:b + 1] for k, v in s.items()})
+            for w, a in zip(whole, alone):
+                assert torch.equal(w[b:b + 1], a)
+    for w, sh in zip(whole, shifted):
+        assert torch.equal(w[1:], sh)
 
 
 def _all_outputs(s: dict) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "cpu/aarseth_kernels.h"
 #include "cpu/fewbody_kernels.h"
+#include "cpu/fewbody_run.h"
 #include "cpu/pair_kernel.h"
 #include "cpu/rsqrt_kernels.h"
 #include "gravity.h"
@@ -397,19 +398,20 @@ void with_system(const at::Tensor& pos, const at::Tensor& mass, double softening
   });
 }
 
-// The statistics helpers above, for fewbody::forward_statistics.
-struct StatHelpers {
-  template <typename T>
-  T distinct_s2(T s2, const Vec3<T>& d) const { return aits::distinct_s2(s2, d); }
-  template <typename A, typename T>
-  A freefall_weight(T M, T inv) const { return aits::freefall_weight<A>(M, inv); }
-  template <typename T, typename A>
-  T freefall_time(A G, A max_q, A min_s) const { return aits::freefall_time<T>(G, max_q, min_s); }
-};
+// Calls fn(inverse) with the few-body kernels' inverse distance for the
+// selected pair kernel (lanes.h).
+template <typename Fn>
+void with_inverse(Fn&& fn) {
+  if (current_pair_kernel() == PairKernel::kRsqrt) {
+    fn(lanes::RsqrtInverse{});
+  } else {
+    fn(lanes::DivideInverse{});
+  }
+}
 
-// Whether the few-body kernels take this system: N small enough for their
-// sequential rows (fewbody_kernels.h), by dtype; never chosen by B, so one
-// system and a batch of it give the same numbers.
+// Whether the few-body kernels take this system: N <= kMaxBodies (8 float64,
+// 16 float32; fewbody_kernels.h), by dtype; never chosen by B, so one system
+// and a batch of it give the same numbers.
 bool few_body(const at::Tensor& pos) {
   const int64_t N = pos.size(1);
   return pos.scalar_type() == at::kFloat ? N <= fewbody::kMaxBodies<float>
@@ -437,19 +439,21 @@ class CpuBackend final : public GravityBackend {
  public:
   void pair_forward(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
                     at::Tensor& acc, at::Tensor& phi) const override {
-    if (few_body(pos) && current_pair_kernel() == PairKernel::kDivide) {
+    if (few_body(pos)) {
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
         constexpr int D = decltype(dim)::value;
         T* a = acc.defined() ? acc.data_ptr<T>() : nullptr;
         T* p = phi.defined() ? phi.data_ptr<T>() : nullptr;
-        if (a && p) {
-          fewbody::forward<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
-        } else if (a) {
-          fewbody::forward<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
-        } else if (p) {
-          fewbody::forward<T, D, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p);
-        }
+        with_inverse([&](auto inv) {
+          if (a && p) {
+            fewbody::forward<T, D, true, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p, inv);
+          } else if (a) {
+            fewbody::forward<T, D, true, false>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p, inv);
+          } else if (p) {
+            fewbody::forward<T, D, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G, a, p, inv);
+          }
+        });
       });
       return;
     }
@@ -482,9 +486,10 @@ class CpuBackend final : public GravityBackend {
     if (few_body(pos)) {
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
-        fewbody::forward_statistics<T, decltype(dim)::value, StatAcc<T>>(
-            s.x, s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(), stats.data_ptr<T>(),
-            StatHelpers{});
+        with_inverse([&](auto inv) {
+          fewbody::forward_statistics<T, decltype(dim)::value>(
+              s.x, s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(), stats.data_ptr<T>(), inv);
+        });
       });
       return;
     }
@@ -503,10 +508,12 @@ class CpuBackend final : public GravityBackend {
     if (!few_body(pos)) return false;
     with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
-      fewbody::kdk_statistics<T, decltype(dim)::value, StatAcc<T>>(
-          s.x, vel.data_ptr<T>(), s.mass, dt.data_ptr<T>(), acc0.data_ptr<T>(), s.B, s.N,
-          s.eps2, s.G, pos1.data_ptr<T>(), vel1.data_ptr<T>(), acc1.data_ptr<T>(),
-          stats.data_ptr<T>(), StatHelpers{});
+      with_inverse([&](auto inv) {
+        fewbody::kdk_statistics<T, decltype(dim)::value>(
+            s.x, vel.data_ptr<T>(), s.mass, dt.data_ptr<T>(), acc0.data_ptr<T>(), s.B, s.N,
+            s.eps2, s.G, pos1.data_ptr<T>(), vel1.data_ptr<T>(), acc1.data_ptr<T>(),
+            stats.data_ptr<T>(), inv);
+      });
     });
     return true;
   }
@@ -531,8 +538,10 @@ class CpuBackend final : public GravityBackend {
     if (few_body(pos)) {
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
-        fewbody::potential<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
-                                                    energy.data_ptr<T>());
+        with_inverse([&](auto inv) {
+          fewbody::potential<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
+                                                      energy.data_ptr<T>(), inv);
+        });
       });
       return;
     }
@@ -543,8 +552,9 @@ class CpuBackend final : public GravityBackend {
     });
   }
 
-  // One kernel for both pair-kernel settings: simd::rsqrt per pair (the estimate
-  // of simd.h, or its portable form without AVX).
+  // All-pairs: one kernel for both pair-kernel settings, simd::rsqrt per pair
+  // (the estimate of simd.h, or its portable form without AVX). Few-body: the
+  // selected pair kernel's inverse distance.
   void aarseth_derivatives(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
                            double softening, double G, at::Tensor& acc, at::Tensor& jerk,
                            at::Tensor& snap, at::Tensor& crackle) const override {
@@ -552,9 +562,11 @@ class CpuBackend final : public GravityBackend {
       const at::Tensor v = vel.contiguous();
       with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
         using T = Scalar<decltype(s)>;
-        fewbody::derivatives<T, decltype(dim)::value>(
-            s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
-            jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>());
+        with_inverse([&](auto inv) {
+          fewbody::derivatives<T, decltype(dim)::value>(
+              s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
+              jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>(), inv);
+        });
       });
       return;
     }
@@ -564,6 +576,34 @@ class CpuBackend final : public GravityBackend {
       aarseth_kernels::derivatives<T, decltype(dim)::value>(
           s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
           jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>());
+    });
+  }
+
+  void kdk_run(const KdkRunArgs& run) const override {
+    TORCH_CHECK_VALUE(few_body(run.pos), "aits.kdk_run: N = ", run.pos.size(1),
+                      " bodies is above the few-body sizes it runs (at most ",
+                      fewbody::kMaxBodies<double>, " in float64, ", fewbody::kMaxBodies<float>,
+                      " in float32); aits.simulate runs such systems in its Python loop.");
+    const fewbody::RunConfig cfg{run.aarseth,   run.value,     run.max_steps, run.diagnostics,
+                                 run.threshold, run.floor,     run.fail_above,
+                                 run.stop_diverged};
+    with_system_aos(run.pos, run.mass, run.softening, run.G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      const fewbody::RunIO<T> io{s.x,
+                                 run.vel.data_ptr<T>(),
+                                 s.mass,
+                                 run.acc.data_ptr<T>(),
+                                 run.time.data_ptr<double>(),
+                                 run.t_stop.data_ptr<double>(),
+                                 run.pos1.data_ptr<T>(),
+                                 run.vel1.data_ptr<T>(),
+                                 run.acc1.data_ptr<T>(),
+                                 run.time1.data_ptr<double>(),
+                                 run.counts.data_ptr<int64_t>(),
+                                 run.stats.data_ptr<double>()};
+      with_inverse([&](auto inv) {
+        fewbody::kdk_run<T, decltype(dim)::value>(io, s.B, s.N, s.eps2, s.G, cfg, inv);
+      });
     });
   }
 

@@ -1,0 +1,474 @@
+// A native multi-step loop for few-body ensembles: kick-drift-kick leapfrog of
+// every system up to its end time, with per-system dt chosen in the loop (a
+// fixed dt, or Aarseth's criterion), the bookkeeping of aits.simulate (steps,
+// dt statistics, the step that lands on t_end, energy errors and the
+// divergence check) kept per system. It is aits.simulate's loop for the
+// policies that need no Python per step (aits/native_run.py), step for step:
+//
+//   each pass, for each running system: stop at t_end (t_stop - t <= tol) or at
+//   the step limit; h = the policy's dt (a system whose h is not finite and
+//   > 0 stops, "bad-dt"); dt = min(h, T(t_stop - t)); one KDK step; a
+//   non-finite result (the energy with diagnostics, else the state) stops the
+//   system and is not kept ("non-finite"); else the step is taken, landing
+//   exactly on t_stop when dt >= T(t_stop - t); with diagnostics the step's and
+//   the whole run's relative energy errors are measured, and a whole-run error
+//   above fail_above marks the system diverged (and stops it when asked).
+//
+// Vectorised across systems as the few-body kernels (fewbody_kernels.h): a
+// thread owns a range of systems and runs them kLanes at a time; a lane whose
+// system stops takes the range's next system, so systems needing many steps
+// do not leave lanes idle. Every lane's arithmetic is its own, so a system's
+// results do not depend on the batch, its lane or the thread count.
+//
+// Aarseth's criterion reads the pair table and the acceleration of the step
+// that ended at the state (the same inverse distances; the acceleration equal
+// to the derivatives' own to rounding), so each step costs one inverse
+// distance per pair: dt = sqrt(min_i eta (|a||s| + |j|^2) / (|j||c| + |s|^2)),
+// a body whose ratio is NaN (no force) not limiting it. Under the "rsqrt" pair
+// kernel its roots and division are refined estimates too (lanes.h).
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/Parallel.h>
+
+#include "cpu/fewbody_kernels.h"
+
+namespace aits {
+namespace fewbody {
+
+// Columns of the per-system outputs.
+enum RunCount : int { kSteps, kStop, kLanded, kGatePasses, kDivergedStep, kCounts };
+enum RunStat : int {
+  kDtMin, kDtMax, kDtSum, kDtLast, kLandDt, kErrMax, kErrFinal, kStepErrMax, kDivergedTime,
+  kDivergedErr, kDtTried, kStats
+};
+// Stop codes (column kStop).
+constexpr int64_t kStopTEnd = 0, kStopLimit = 1, kStopNonFinite = 2, kStopBadDt = 3,
+                  kStopDiverged = 4;
+
+struct RunConfig {
+  bool aarseth;        // Aarseth's criterion with eta = value, else a fixed dt = value
+  double value;
+  int64_t max_steps;   // a running system stops after this many steps
+  bool diagnostics;    // energies every step
+  double threshold;    // the energy gate (gate passes)
+  double floor;        // rel_dE's floor on the energy scale
+  double fail_above;   // whole-run |dE/E| above which a system diverged (inf: never)
+  bool stop_diverged;
+};
+
+template <typename T>
+struct RunIO {
+  const T *x, *v, *mass, *a;
+  const double *time, *t_stop;
+  T *x_out, *v_out, *a_out;
+  double* time_out;
+  int64_t* counts;  // (B, kCounts)
+  double* stats;    // (B, kStats)
+};
+
+namespace run_detail {
+
+using lanes::F64;
+using lanes::I64;
+
+template <typename T>
+using Mask = lanes::M<T>;
+
+template <typename T, int D>
+AITS_SIMD void select(const Mask<T>& m, Bodies<T>& to, const Bodies<T>& from, int64_t N) {
+  for (int64_t i = 0; i < N; ++i) {
+    for (int c = 0; c < D; ++c) to(i, c) = m ? from(i, c) : to(i, c);
+  }
+}
+
+template <typename T>
+AITS_SIMD void select(const Mask<T>& m, PairTable<T>& to, const PairTable<T>& from, int64_t N) {
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      if (j != i) to.v[i][j] = m ? from.v[i][j] : to.v[i][j];
+    }
+  }
+}
+
+// Kinetic energy sum_i m_i |v_i|^2 / 2 per lane.
+template <typename T, int D>
+AITS_SIMD V<T> kinetic(const Bodies<T>& v, const V<T>* m, int64_t N) {
+  V<T> k{};
+  for (int64_t i = 0; i < N; ++i) {
+    V<T> v2 = v(i, 0) * v(i, 0);
+    for (int c = 1; c < D; ++c) v2 += v(i, c) * v(i, c);
+    k += m[i] * v2;
+  }
+  return T(0.5) * k;
+}
+
+// |b - a| / max(|a|, floor scale_a, tiny), as aits.simulate's rel.
+AITS_SIMD F64 rel(const F64& a, const F64& b, const F64& scale_a, double floor) {
+  const F64 denom = lanes::max(lanes::max(a < 0 ? -a : a, floor * scale_a),
+                               lanes::splat<double>(std::numeric_limits<double>::min()));
+  const F64 d = b - a;
+  return (d < 0 ? -d : d) / denom;
+}
+
+AITS_SIMD F64 nan_to_inf(const F64& x) {
+  return x == x ? x : lanes::splat<double>(std::numeric_limits<double>::infinity());
+}
+
+// sqrt(x) sqrt(y) per lane as sqrt(x y), one root instead of two; the two roots
+// where x y overflows or leaves the normal range.
+template <typename T, typename Inv>
+AITS_SIMD V<T> product_of_roots(const V<T>& x, const V<T>& y, const Inv& arith) {
+  const V<T> p = x * y;
+  const auto normal = lanes::normal_positive(p);
+  if (!lanes::any(~normal)) return arith.root_normal(p);
+  return normal ? arith.root(p) : arith.root(x) * arith.root(y);
+}
+
+// Aarseth's dt per lane from the acceleration and its derivatives (A, J, S, C)
+// of every body at the state.
+template <typename T, int D, typename Inv>
+AITS_SIMD V<T> aarseth_dt(const Bodies<T>& A, const Bodies<T>& J, const Bodies<T>& S,
+                          const Bodies<T>& C, int64_t N, T eta, const Inv& arith) {
+  const V<T> inf = lanes::splat<T>(std::numeric_limits<T>::infinity());
+  V<T> best = inf;
+  for (int64_t i = 0; i < N; ++i) {
+    V<T> a2 = A(i, 0) * A(i, 0), j2 = J(i, 0) * J(i, 0), s2 = S(i, 0) * S(i, 0),
+         c2 = C(i, 0) * C(i, 0);
+    for (int c = 1; c < D; ++c) {
+      a2 += A(i, c) * A(i, c);
+      j2 += J(i, c) * J(i, c);
+      s2 += S(i, c) * S(i, c);
+      c2 += C(i, c) * C(i, c);
+    }
+    const V<T> num = product_of_roots<T>(a2, s2, arith) + j2;
+    const V<T> den = product_of_roots<T>(j2, c2, arith) + s2;
+    const bool normal = !lanes::any(~(lanes::normal_positive(num) & lanes::normal_positive(den)));
+    V<T> dt2 = eta * (normal ? arith.divide_normal(num, den) : arith.divide(num, den));
+    dt2 = dt2 == dt2 ? dt2 : inf;
+    best = lanes::min(dt2, best);  // torch's amin: the smaller, in body order
+  }
+  return lanes::any(~lanes::normal_positive(best)) ? arith.root(best) : arith.root_normal(best);
+}
+
+// kLanes lanes of one thread's systems (see the file comment): a lane whose
+// system stops takes the range's next system. A pass is four phases (derive,
+// propose, advance, commit) so that a thread can interleave two groups: their
+// dependency chains (the criterion's roots and divisions above all) are
+// independent, and the processor overlaps them.
+template <typename T, int D, bool kAarseth, bool kDiagnostics, int kN, typename Inv>
+struct LaneGroup {
+  static constexpr double inf = std::numeric_limits<double>::infinity();
+  static constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+  const RunIO<T>& io;
+  const int64_t n_;  // N; kN when > 0 (known at compile time)
+  const T eps2, G;
+  const RunConfig& cfg;
+  const Inv& inverse;
+  int64_t& next;  // the range's next system, shared by the groups of a thread
+  const int64_t end;
+  const bool watch;
+  const T fixed_dt, eta;
+
+  // the lanes' systems (-1: empty) and state
+  int64_t sys[kLanes];
+  Bodies<T> X{}, Vel{}, A{};
+  V<T> m[kMaxBodies<T>] = {};
+  PairTable<T> inv{};
+  F64 t{}, t_stop{}, tol{}, dt_min{}, dt_max{}, dt_sum{}, dt_last{}, land_dt{}, E0{}, s0{},
+      Ep{}, sp{}, err_max{}, err_final{}, step_max{}, div_time{}, div_err{}, dt_tried{};
+  I64 steps{}, landed{}, passes{}, div_step{}, stop{}, active{};
+  // the pass in flight: its step, and the state it would end in
+  V<T> dt{};
+  F64 dt64{}, E1{}, s1{};
+  I64 bad{}, land{}, ok{};
+  Bodies<T> X1{}, V1{}, A1{};
+  PairTable<T> inv1{};
+  Bodies<T> dA{}, dJ{}, dS{}, dC{};  // Aarseth's derivatives at the state
+
+  LaneGroup(const RunIO<T>& io_, int64_t N_, T eps2_, T G_, const RunConfig& cfg_,
+            const Inv& inverse_, int64_t& next_, int64_t end_)
+      : io(io_), n_(N_), eps2(eps2_), G(G_), cfg(cfg_), inverse(inverse_), next(next_), end(end_),
+        watch(kDiagnostics && std::isfinite(cfg_.fail_above)),
+        fixed_dt(static_cast<T>(cfg_.value)), eta(static_cast<T>(cfg_.value)) {
+    for (int l = 0; l < kLanes; ++l) sys[l] = -1;
+    active = refill();
+  }
+
+  int64_t bodies() const { return kN > 0 ? kN : n_; }
+
+  void load(int l, int64_t b) {
+    const int64_t N = bodies();
+    sys[l] = b;
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        const int64_t k = (b * N + i) * D + c;
+        X(i, c)[l] = io.x[k];
+        Vel(i, c)[l] = io.v[k];
+        A(i, c)[l] = io.a[k];
+      }
+      m[i][l] = io.mass[b * N + i];
+    }
+    t[l] = io.time[b];
+    t_stop[l] = io.t_stop[b];
+    tol[l] = std::isfinite(t_stop[l]) ? 1e-12 * std::max(std::abs(t_stop[l]), 1.0) : 0.0;
+    dt_min[l] = inf;
+    dt_max[l] = dt_sum[l] = err_max[l] = err_final[l] = step_max[l] = 0.0;
+    dt_last[l] = land_dt[l] = div_time[l] = div_err[l] = dt_tried[l] = nan;
+    steps[l] = landed[l] = passes[l] = div_step[l] = 0;
+    stop[l] = -1;
+  }
+
+  void finish(int l) {
+    const int64_t N = bodies();
+    const int64_t b = sys[l];
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        const int64_t k = (b * N + i) * D + c;
+        io.x_out[k] = X(i, c)[l];
+        io.v_out[k] = Vel(i, c)[l];
+        io.a_out[k] = A(i, c)[l];
+      }
+    }
+    io.time_out[b] = t[l];
+    int64_t* n = io.counts + b * kCounts;
+    n[kSteps] = steps[l];
+    n[kStop] = stop[l];
+    n[kLanded] = landed[l];
+    n[kGatePasses] = passes[l];
+    n[kDivergedStep] = div_step[l];
+    double* s = io.stats + b * kStats;
+    s[kDtMin] = dt_min[l];
+    s[kDtMax] = dt_max[l];
+    s[kDtSum] = dt_sum[l];
+    s[kDtLast] = dt_last[l];
+    s[kLandDt] = land_dt[l];
+    s[kErrMax] = kDiagnostics ? err_max[l] : nan;
+    s[kErrFinal] = kDiagnostics ? err_final[l] : nan;
+    s[kStepErrMax] = kDiagnostics ? step_max[l] : nan;
+    s[kDivergedTime] = div_time[l];
+    s[kDivergedErr] = div_err[l];
+    s[kDtTried] = dt_tried[l];
+    sys[l] = -1;
+  }
+
+  // Empty lanes take the next systems; the new lanes' pair tables (and start
+  // energies) are computed for the whole group and kept for those lanes only.
+  // Returns the mask of lanes holding a system.
+  I64 refill() {
+    const int64_t N = bodies();
+    I64 fresh{};
+    for (int l = 0; l < kLanes; ++l) {
+      if (sys[l] < 0 && next < end) {
+        load(l, next++);
+        fresh[l] = -1;
+      }
+    }
+    if (lanes::any(fresh)) {
+      const Mask<T> f = lanes::narrow<T>(fresh);
+      PairTable<T> table;
+      pair_inverses<T, D>(X, N, eps2, inverse, table);
+      select<T>(f, inv, table, N);
+      if constexpr (kDiagnostics) {
+        const V<T> K = kinetic<T, D>(Vel, m, N), U = potential_energy<T>(m, N, G, inv);
+        const F64 E = lanes::cast<double>(K + U);
+        const F64 sc = lanes::cast<double>(K + (U < 0 ? -U : U));
+        E0 = fresh ? E : E0;
+        s0 = fresh ? sc : s0;
+        Ep = fresh ? E : Ep;
+        sp = fresh ? sc : sp;
+      }
+    }
+    I64 held{};
+    for (int l = 0; l < kLanes; ++l) held[l] = sys[l] >= 0 ? -1 : 0;
+    return held;
+  }
+
+  // Lanes of `done` stop with their codes set; the emptied lanes are refilled.
+  void retire(const I64& done) {
+    for (int l = 0; l < kLanes; ++l) {
+      if (done[l] && sys[l] >= 0) finish(l);
+    }
+    active = refill();
+  }
+
+  // The stops at the start of a pass (t_end, then the step limit), until none
+  // is due; false when the group holds no system any more.
+  bool ready() {
+    while (lanes::any(active)) {
+      const I64 at_end = active & (t_stop - t <= tol);
+      const I64 at_limit = active & ~at_end & (steps >= cfg.max_steps);
+      if (!lanes::any(at_end | at_limit)) return true;
+      stop = at_end ? I64{} + kStopTEnd : (at_limit ? I64{} + kStopLimit : stop);
+      retire(at_end | at_limit);
+    }
+    return false;
+  }
+
+  // Aarseth's derivatives at the state (the criterion's), from the state's
+  // acceleration (its force pass's, or the one loaded with the system).
+  void derive() {
+    if constexpr (kAarseth) {
+      const int64_t N = bodies();
+      for (int64_t i = 0; i < N; ++i) {
+        for (int c = 0; c < D; ++c) dA(i, c) = A(i, c);
+      }
+      derivatives<T, D, true>(X, Vel, m, N, G, inv, dA, dJ, dS, dC);
+    }
+  }
+
+  // The policy's step, clipped to the time left.
+  void propose() {
+    const int64_t N = bodies();
+    V<T> h;
+    if constexpr (kAarseth) {
+      h = aarseth_dt<T, D>(dA, dJ, dS, dC, N, eta, inverse);
+    } else {
+      h = lanes::splat<T>(fixed_dt);
+    }
+    bad = active & ~lanes::wide<T>((h > 0) & (h < std::numeric_limits<T>::infinity()));
+    const V<T> rem = lanes::cast<T>(t_stop - t);
+    dt = lanes::min(h, rem);
+    land = lanes::wide<T>(dt >= rem);
+    dt64 = lanes::cast<double>(dt);
+  }
+
+  // One KDK step into X1, V1, A1 (and the energy there), and whether it is finite.
+  void advance() {
+    const int64_t N = bodies();
+    const V<T> half = dt * T(0.5);
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) {
+        V1(i, c) = Vel(i, c) + A(i, c) * half;
+        X1(i, c) = X(i, c) + V1(i, c) * dt;
+      }
+    }
+    pair_inverses<T, D>(X1, N, eps2, inverse, inv1);
+    accelerations_symmetric<T, D>(X1, m, N, G, inv1, A1);
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) V1(i, c) += A1(i, c) * half;
+    }
+    if constexpr (kDiagnostics) {
+      const V<T> K = kinetic<T, D>(V1, m, N), U = potential_energy<T>(m, N, G, inv1);
+      E1 = lanes::cast<double>(K + U);
+      s1 = lanes::cast<double>(K + (U < 0 ? -U : U));
+      ok = lanes::finite(E1);
+    } else {
+      // as aits.simulate's check: the sum of every position and velocity entry is
+      // finite exactly when they all are (short of overflow near T's maximum)
+      V<T> sx{}, sv{};
+      for (int64_t i = 0; i < N; ++i) {
+        for (int c = 0; c < D; ++c) {
+          sx += X1(i, c);
+          sv += V1(i, c);
+        }
+      }
+      ok = lanes::wide<T>(lanes::finite(sx + sv));
+    }
+  }
+
+  // Takes the step where it is finite and the dt good, with the bookkeeping;
+  // stops the lanes that went bad or diverged.
+  void commit() {
+    const int64_t N = bodies();
+    const I64 nonfinite = active & ~bad & ~ok;
+    const I64 taken = active & ~bad & ok;
+    const Mask<T> keep = lanes::narrow<T>(taken);
+    select<T, D>(keep, X, X1, N);
+    select<T, D>(keep, Vel, V1, N);
+    select<T, D>(keep, A, A1, N);
+    if constexpr (kAarseth || kDiagnostics) select<T>(keep, inv, inv1, N);
+    t = taken ? (land ? t_stop : t + dt64) : t;
+    steps -= taken;  // masks are -1
+    const I64 own = taken & ~land, landing = taken & land;
+    dt_sum += own ? dt64 : F64{};
+    dt_min = own ? lanes::min(dt_min, dt64) : dt_min;
+    dt_max = own ? lanes::max(dt_max, dt64) : dt_max;
+    land_dt = landing ? dt64 : land_dt;
+    landed = landing ? I64{} + 1 : landed;
+    dt_last = taken ? dt64 : dt_last;
+    dt_tried = active & ~bad ? dt64 : dt_tried;
+    I64 diverged{};
+    if constexpr (kDiagnostics) {
+      const F64 err = rel(Ep, E1, sp, cfg.floor);
+      const F64 run = nan_to_inf(rel(E0, E1, s0, cfg.floor));
+      err_final = taken ? run : err_final;
+      err_max = taken ? lanes::max(err_max, run) : err_max;
+      step_max = taken ? lanes::max(step_max, nan_to_inf(err)) : step_max;
+      passes -= taken & (err < cfg.threshold);
+      Ep = taken ? E1 : Ep;
+      sp = taken ? s1 : sp;
+      if (watch) {
+        diverged = taken & (run > cfg.fail_above);
+        const I64 first = diverged & (div_step == 0);
+        div_step = first ? steps : div_step;
+        div_time = first ? t : div_time;
+        div_err = first ? run : div_err;
+        if (!cfg.stop_diverged) diverged = I64{};
+      }
+    }
+    const I64 stopped = bad | nonfinite | diverged;
+    if (lanes::any(stopped)) {
+      stop = bad ? I64{} + kStopBadDt
+                 : (nonfinite ? I64{} + kStopNonFinite
+                              : (diverged ? I64{} + kStopDiverged : stop));
+      retire(stopped);
+    }
+  }
+};
+
+// The systems [begin, end) of one thread: two lane groups, their passes
+// interleaved phase by phase.
+template <typename T, int D, bool kAarseth, bool kDiagnostics, int kN, typename Inv>
+void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2, T G,
+               const RunConfig& cfg, const Inv& inverse) {
+  using Group = LaneGroup<T, D, kAarseth, kDiagnostics, kN, Inv>;
+  int64_t next = begin;
+  Group a(io, N, eps2, G, cfg, inverse, next, end), b(io, N, eps2, G, cfg, inverse, next, end);
+  while (true) {
+    const bool ra = a.ready(), rb = b.ready();
+    if (!ra && !rb) break;
+    if (ra) a.derive();
+    if (rb) b.derive();
+    if (ra) a.propose();
+    if (rb) b.propose();
+    if (ra) a.advance();
+    if (rb) b.advance();
+    if (ra) a.commit();
+    if (rb) b.commit();
+  }
+}
+
+}  // namespace run_detail
+
+// Runs every system of the batch (B systems of N bodies, (B, N, D) inputs, a
+// the gravitational acceleration at x; time and t_stop (B,) float64, t_stop
+// inf for no end time) as described above, writing the end states and the
+// per-system counts and statistics.
+template <typename T, int D, typename Inv>
+void kdk_run(const RunIO<T>& io, int64_t B, int64_t N, T eps2, T G, const RunConfig& cfg,
+             const Inv& inverse) {
+  const auto range = [&](auto aarseth, auto diagnostics) {
+    at::parallel_for(0, B, 4 * kLanes, [&](int64_t begin, int64_t end) {
+      constexpr bool kA = decltype(aarseth)::value, kDiag = decltype(diagnostics)::value;
+      if (N == 3) {
+        run_detail::run_range<T, D, kA, kDiag, 3>(io, begin, end, N, eps2, G, cfg, inverse);
+      } else {
+        run_detail::run_range<T, D, kA, kDiag, 0>(io, begin, end, N, eps2, G, cfg, inverse);
+      }
+    });
+  };
+  using yes = std::true_type;
+  using no = std::false_type;
+  if (cfg.aarseth) {
+    cfg.diagnostics ? range(yes{}, yes{}) : range(yes{}, no{});
+  } else {
+    cfg.diagnostics ? range(no{}, yes{}) : range(no{}, no{});
+  }
+}
+
+}  // namespace fewbody
+}  // namespace aits

@@ -1,0 +1,245 @@
+"""The native loop of the classical policies (aits.ops.kdk_run, csrc/cpu/fewbody_run.h)
+and simulate's fast path through it (aits/native_run.py): the same runs as the
+Python loop (steps, stop reasons, landing steps, force evaluations exactly; states
+and energy errors to rounding), the fall-back to the Python loop where the native
+loop does not apply, determinism, opcheck and clear errors on bad input."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_system
+
+import aits
+from aits import native_run, ops
+from aits.guards import GuardRails
+from aits.ics import kepler_batch
+from aits.policies import AarsethPolicy, FixedPolicy
+from aits.simulation import simulate
+from aits.state import SystemState
+
+F64, F32 = torch.float64, torch.float32
+# the whole-run results agree to rounding as the dynamics amplify it: the first step's
+# dt agrees to ~2e-16 (float64), a few hundred adaptive steps through close passages
+# later the states to ~1e-9; float32 energies differ in their last bits, which
+# whole-run errors of ~1e-4 magnify
+STATE_TOL = {F64: 1e-6, F32: 2e-4}
+ERROR_TOL = {F64: 1e-6, F32: 5e-2}
+ERROR_ABS = {F64: 0.0, F32: 4e-6}  # float32: 64 ulp of an energy of order 1
+
+
+def _systems(n: int, batch: int, dtype: torch.dtype, seed: int = 3, dim: int = 2) -> SystemState:
+    """Hierarchical, well-behaved systems: a Kepler binary (e <= 0.5) and n - 2 light
+    bodies on circular orbits at radii 5, 8, 11, ... around it, random phases."""
+    binary = kepler_batch(batch, (0.0, 0.5), (0.8, 1.2), dim=dim, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    pos, vel, mass = [binary.pos], [binary.vel], [binary.mass]
+    for k in range(n - 2):
+        r = 5.0 + 3.0 * k
+        phase = 2 * math.pi * torch.rand(batch, generator=gen, dtype=F64)
+        m = 0.01 + 0.04 * torch.rand(batch, generator=gen, dtype=F64)
+        v = torch.sqrt((1.0 + m) / r)
+        p = torch.zeros(batch, 1, dim, dtype=F64)
+        u = torch.zeros(batch, 1, dim, dtype=F64)
+        p[:, 0, 0], p[:, 0, 1] = r * torch.cos(phase), r * torch.sin(phase)
+        u[:, 0, 0], u[:, 0, 1] = -v * torch.sin(phase), v * torch.cos(phase)
+        pos, vel, mass = pos + [p], vel + [u], mass + [m[:, None]]
+    return SystemState(torch.cat(pos, 1).to(dtype), torch.cat(vel, 1).to(dtype),
+                       torch.cat(mass, 1).to(dtype))
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit, NaN equal to NaN."""
+    return torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(
+        torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b, nan=0.0))
+
+
+def _assert_same_runs(a, b, dtype):
+    assert len(a.systems) == len(b.systems)
+    for x, y in zip(a.systems, b.systems):
+        assert (x.steps, x.force_evaluations, x.stop_reason, x.status, x.diverged_step) == \
+               (y.steps, y.force_evaluations, y.stop_reason, y.status, y.diverged_step)
+        assert x.landing_steps.tolist() == y.landing_steps.tolist()
+        assert x.dt_steps == y.dt_steps and x.gate_passes == y.gate_passes
+        for name in ("dt_min", "dt_max", "dt_sum", "stop_time"):
+            assert getattr(x, name) == pytest.approx(getattr(y, name), rel=STATE_TOL[dtype])
+        for name in ("energy_error_final", "energy_error_max", "step_error_max"):
+            u, v = getattr(x, name), getattr(y, name)
+            assert (math.isnan(u) and math.isnan(v)) or u == pytest.approx(
+                v, rel=ERROR_TOL[dtype], abs=ERROR_ABS[dtype])
+    scale = a.state.pos.abs().max()
+    assert float((a.state.pos - b.state.pos).abs().max() / scale) < STATE_TOL[dtype]
+    assert float((a.state.vel - b.state.vel).abs().max() / a.state.vel.abs().max()) < \
+        STATE_TOL[dtype]
+    assert torch.equal(a.state.time, b.state.time) or float(
+        (a.state.time - b.state.time).abs().max()) < STATE_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("policy", [FixedPolicy(0.01), AarsethPolicy(0.02)], ids=["fixed", "aarseth"])
+@pytest.mark.parametrize("diagnostics", [False, True])
+@pytest.mark.parametrize("run", [{"t_end": 1.37}, {"steps": 60}], ids=["t_end", "steps"])
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_native_run_is_the_python_loop(dtype, policy, diagnostics, run, n):
+    state = _systems(n, 21, dtype, seed=n)
+    a = simulate(state, policy, observers=[], diagnostics=diagnostics, native=False, **run)
+    b = simulate(state, policy, observers=[], diagnostics=diagnostics, **run)
+    _assert_same_runs(a, b, dtype)
+    if "t_end" in run:  # every system landed on its end time
+        assert all(r.stop_reason == "t_end" for r in b.systems)
+        assert torch.allclose(b.state.time, torch.full((21,), 1.37, dtype=F64), rtol=1e-12)
+
+
+@pytest.mark.parametrize("stop_diverged", [True, False])
+def test_divergence_and_max_steps_as_the_python_loop(stop_diverged, caplog):
+    state = _systems(3, 16, F64, seed=11)
+    kw = dict(t_end=4.0, observers=[], fail_above=2e-5, stop_diverged=stop_diverged,
+              max_steps=150)
+    with caplog.at_level(logging.WARNING, logger="aits.simulation"):
+        a = simulate(state, FixedPolicy(0.02), native=False, **kw)
+        python_log = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        b = simulate(state, FixedPolicy(0.02), **kw)
+        native_log = [r.getMessage() for r in caplog.records]
+    _assert_same_runs(a, b, F64)
+    assert python_log == native_log
+    reasons = {r.stop_reason for r in b.systems}
+    statuses = {r.status for r in b.systems}
+    assert "diverged" in statuses and "ok" in statuses  # the test covers both
+    assert ("diverged" in reasons) == stop_diverged
+    assert "max_steps" in reasons
+    for x, y in zip(a.systems, b.systems):
+        assert x.divergence == y.divergence
+
+
+def test_bad_dt_stops_the_system_as_the_python_loop(caplog):
+    """Aarseth's dt of a system without any pull (massless bodies) is inf: that system
+    stops ("bad-dt") with its start state; the others run on."""
+    state = _systems(3, 9, F64, seed=5)
+    mass = state.mass.clone()
+    mass[4] = 0.0
+    state = SystemState(state.pos, state.vel, mass)
+    with caplog.at_level(logging.ERROR, logger="aits.simulation"):
+        a = simulate(state, AarsethPolicy(0.02), t_end=0.5, observers=[], native=False)
+        b = simulate(state, AarsethPolicy(0.02), t_end=0.5, observers=[])
+    _assert_same_runs(a, b, F64)
+    assert b.systems[4].stop_reason == "bad-dt" and b.systems[4].steps == 0
+    # the start's force evaluation (no cached acc) and the failed step's
+    assert b.systems[4].force_evaluations == 2
+    assert torch.equal(b.state.pos[4], state.pos[4])
+    assert sum("not finite and > 0" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_fast_path_only_where_it_gives_the_loop_results(monkeypatch):
+    calls = []
+    real = native_run.run
+    monkeypatch.setattr(native_run, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    state = _systems(3, 4, F64)
+    simulate(state, FixedPolicy(0.01), steps=5, observers=[])
+    assert len(calls) == 1
+    # each of these needs the Python loop
+    simulate(state, FixedPolicy(0.01), steps=5)  # default observers
+    simulate(state, FixedPolicy(0.01), steps=5, observers=[], guards=GuardRails(dt_max=0.005))
+    simulate(state, FixedPolicy(0.01), steps=5, observers=[], integrator="symmetric")
+    simulate(state, FixedPolicy(0.01), t_end=0.05, observers=[], output_times=[0.02])
+    simulate(state, FixedPolicy(0.01), steps=5, observers=[], native=False)
+    big = SystemState(*(make_system(9, 2, 2, F64, seed=1)[k] for k in ("pos", "vel", "mass")))
+    simulate(big, FixedPolicy(0.001), steps=3, observers=[])  # N = 9 > 8 in float64
+    assert len(calls) == 1
+    one = simulate(state.index(0), AarsethPolicy(0.02), steps=5, observers=[])  # unbatched
+    assert len(calls) == 2 and one.steps == 5
+
+
+def _run_args(batch: int, dtype=F64):
+    s = _systems(3, batch, dtype, seed=2)
+    acc = aits.accelerations(s.pos, s.mass)
+    return (s.pos, s.vel, s.mass, acc, torch.zeros(batch, dtype=F64),
+            torch.full((batch,), 4.0, dtype=F64))
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_kdk_run_is_deterministic_and_independent_of_the_batch(dtype):
+    args = _run_args(37, dtype)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.kdk_run(*args, 10**5, eta=0.02, diagnostics=True)
+        torch.set_num_threads(2)
+        two = ops.kdk_run(*args, 10**5, eta=0.02, diagnostics=True)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert _same(a, b)
+    for b in (0, 8, 36):
+        alone = ops.kdk_run(*(t[b:b + 1] for t in args), 10**5, eta=0.02, diagnostics=True)
+        for a, x in zip(one, alone):
+            assert _same(a[b:b + 1], x)
+    counts = one[4]
+    assert counts.shape == (37, len(ops.KDK_RUN_COUNTS)) and counts.dtype == torch.int64
+    assert one[5].shape == (37, len(ops.KDK_RUN_STATS)) and one[5].dtype == F64
+    assert (counts[:, 0] > 10).all() and (counts[:, 1] == 0).all()  # ran, stopped at t_end
+
+
+def test_kdk_run_opcheck():
+    """Every output column defined (opcheck compares outputs with NaN unequal): each
+    system lands on t_stop, and diverges at once (fail_above tiny) and runs on."""
+    args = _run_args(5)
+    for policy, value in (("fixed", 0.03), ("aarseth", 0.02)):
+        out = ops.kdk_run(*args, 1000, softening=0.01, diagnostics=True, fail_above=1e-300,
+                          stop_diverged=False, **{"dt" if policy == "fixed" else "eta": value})
+        assert not torch.isnan(out[5]).any()
+        torch.library.opcheck(torch.ops.aits.kdk_run.default,
+                              args + (1000, policy, value, 0.01, 1.0, True, 2e-4, 1e-3,
+                                      1e-300, False))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"dt": 0.0}, ValueError, "dt must be > 0"),
+    ({"dt": -1.0}, ValueError, "dt must be > 0"),
+    ({"eta": math.nan}, ValueError, "eta must be a finite number"),
+    ({"dt": 0.1, "eta": 0.1}, ValueError, "exactly one of dt"),
+    ({}, ValueError, "exactly one of dt"),
+    ({"dt": 0.1, "max_steps": 0}, ValueError, "max_steps must be >= 1"),
+    ({"dt": 0.1, "threshold": 0.0}, ValueError, "threshold must be > 0"),
+    ({"dt": 0.1, "fail_above": math.nan}, ValueError, "fail_above must be a finite number"),
+])
+def test_kdk_run_refuses_bad_settings(kwargs, error, match):
+    args = _run_args(3)
+    max_steps = kwargs.pop("max_steps", 100)
+    with pytest.raises(error, match=match):
+        ops.kdk_run(*args, max_steps, **kwargs)
+
+
+def test_kdk_run_refuses_bad_tensors():
+    pos, vel, mass, acc, t0, t1 = _run_args(3)
+    with pytest.raises(TypeError, match="time must be float64"):
+        ops.kdk_run(pos, vel, mass, acc, t0.float(), t1, 10, dt=0.1)
+    with pytest.raises(ValueError, match=r"t_stop must have shape \(B,\) = \(3,\)"):
+        ops.kdk_run(pos, vel, mass, acc, t0, t1[:2], 10, dt=0.1)
+    with pytest.raises(ValueError, match="t_stop contains NaN"):
+        ops.kdk_run(pos, vel, mass, acc, t0, torch.full_like(t1, math.nan), 10, dt=0.1)
+    with pytest.raises(ValueError, match="acc contains NaN"):
+        ops.kdk_run(pos, vel, mass, torch.full_like(acc, math.nan), t0, t1, 10, dt=0.1)
+    with pytest.raises(ValueError, match="must be a batch"):
+        ops.kdk_run(pos[0], vel[0], mass[0], acc[0], t0, t1, 10, dt=0.1)
+    with pytest.raises(ValueError, match="unknown policy 'collisional'"):
+        torch.ops.aits.kdk_run(pos, vel, mass, acc, t0, t1, 10, "collisional", 0.1, 0.0, 1.0,
+                               False, 2e-4, 1e-3, math.inf, True)
+    big = make_system(9, 2, 2, F64)
+    a9 = aits.accelerations(big["pos"], big["mass"])
+    with pytest.raises(ValueError, match="N = 9 bodies is above the few-body sizes"):
+        ops.kdk_run(big["pos"], big["vel"], big["mass"], a9, t0[:2], t1[:2], 10, dt=0.1)
+
+
+def test_result_columns_match_the_system_runs():
+    r = simulate(_systems(3, 10, F64), AarsethPolicy(0.02), t_end=0.3, observers=[])
+    for name in ("steps", "force_evaluations", "dt_min", "stop_reason", "energy_error_max"):
+        assert r.systems.column(name).tolist() == [getattr(x, name) for x in r.systems]
+    assert r.totals()["steps"] == int(np.sum([x.steps for x in r.systems]))
+    assert r.systems[-1] is r.systems[9] and len(r.systems[2:5]) == 3
+    with pytest.raises(IndexError):
+        r.systems[10]
