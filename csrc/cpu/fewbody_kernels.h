@@ -178,17 +178,33 @@ AITS_SIMD V<T> potential_energy(const V<T>* m, int64_t N, T G, const PairTable<T
   return -G * u;
 }
 
+// A group's positions, masses and every pair's inverse distance: what the
+// position-only kernels (forward, potential) start from.
+template <typename T>
+struct Positioned {
+  Bodies<T> x;
+  V<T> m[kMaxBodies<T>];
+  PairTable<T> inv;
+};
+
+template <typename T, int D, typename Inv>
+AITS_SIMD void load_positioned(const T* x, const T* mass, const Group& g, int64_t N, T eps2,
+                               const Inv& inverse, Positioned<T>& out) {
+  load_bodies<T, D>(x, g, N, out.x);
+  lanes::gather(mass, g, N, N, out.m);
+  pair_inverses<T, D>(out.x, N, eps2, inverse, out.inv);
+}
+
 // acc (B, N, D) and/or phi (B, N) of positions x (B, N, D).
 template <typename T, int D, bool kAcc, bool kPhi, typename Inv>
 void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* acc, T* phi,
              const Inv& inverse) {
   for_groups(B, N, [&](const Group& g) {
-    Bodies<T> X;
-    V<T> m[kMaxBodies<T>];
-    load_bodies<T, D>(x, g, N, X);
-    lanes::gather(mass, g, N, N, m);
-    PairTable<T> inv;
-    pair_inverses<T, D>(X, N, eps2, inverse, inv);
+    Positioned<T> in;
+    load_positioned<T, D>(x, mass, g, N, eps2, inverse, in);
+    const Bodies<T>& X = in.x;
+    const auto& m = in.m;
+    const PairTable<T>& inv = in.inv;
     if constexpr (kAcc) {
       Bodies<T> a;
       accelerations<T, D>(X, m, N, G, inv, a);
@@ -212,13 +228,9 @@ template <typename T, int D, typename Inv>
 void potential(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* energy,
                const Inv& inverse) {
   for_groups(B, N, [&](const Group& g) {
-    Bodies<T> X;
-    V<T> m[kMaxBodies<T>];
-    load_bodies<T, D>(x, g, N, X);
-    lanes::gather(mass, g, N, N, m);
-    PairTable<T> inv;
-    pair_inverses<T, D>(X, N, eps2, inverse, inv);
-    const V<T> u = potential_energy<T>(m, N, G, inv);
+    Positioned<T> in;
+    load_positioned<T, D>(x, mass, g, N, eps2, inverse, in);
+    const V<T> u = potential_energy<T>(in.m, N, G, in.inv);
     lanes::scatter(energy, g, 1, 1, &u);
   });
 }
