@@ -47,7 +47,9 @@ def applies(batch: SystemState, policy: Policy, integ: Integrator, guards: Guard
 @dataclass
 class NativeRun:
     """What :func:`run` returns: the end state and per-system totals, ``(B,)`` numpy arrays
-    (``stop`` a list of stop reasons, ``divergence`` a list of messages or ``None``)."""
+    (``stop`` a list of stop reasons, ``divergence`` a list of messages or ``None``), and
+    the conserved totals at the start and the end, ``totals (B, 2, 12)`` float64
+    (:data:`aits.ops.KDK_RUN_TOTALS`)."""
 
     state: SystemState
     steps: np.ndarray
@@ -66,6 +68,7 @@ class NativeRun:
     diverged_step: list[int | None]
     diverged_time: list[float | None]
     divergence: list[str | None]
+    totals: Tensor
 
 
 def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy, t_stop: Tensor,
@@ -75,7 +78,7 @@ def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy, t_stop: Tensor,
     for a ``steps`` run) as :func:`aits.simulate` would, logging its warnings and errors."""
     limit = steps if steps is not None else max_steps
     kind = {"dt": policy.dt} if isinstance(policy, FixedPolicy) else {"eta": policy.eta}
-    pos, vel, acc, time, counts, stats = ops.kdk_run(
+    pos, vel, acc, time, counts, stats, totals = ops.kdk_run(
         batch.pos, batch.vel, batch.mass, batch.acc, batch.time, t_stop, limit,
         softening=batch.softening, G=batch.G, diagnostics=diagnostics,
         threshold=gate.threshold, floor=gate.floor, fail_above=fail_above,
@@ -119,5 +122,5 @@ def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy, t_stop: Tensor,
         energy_error_final=s[:, _STAT["energy_error_final"]].copy(),
         step_error_max=s[:, _STAT["step_error_max"]].copy(),
         gate_passes=n[:, _COUNT["gate_passes"]].copy(), diverged_step=div_step,
-        diverged_time=div_time, divergence=div_why)
+        diverged_time=div_time, divergence=div_why, totals=totals)
 

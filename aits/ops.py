@@ -130,6 +130,15 @@ KDK_RUN_STATS = ("dt_min", "dt_max", "dt_sum", "dt_last", "land_dt", "energy_err
                  "dt_tried")
 #: Why a system of :func:`kdk_run` stopped ("limit": after ``max_steps`` steps).
 KDK_RUN_STOPS = ("t_end", "limit", "non-finite", "bad-dt", "diverged")
+#: Columns of :func:`kdk_run`'s ``totals`` (float64), at the start (``[:, 0]``) and the
+#: end (``[:, 1]``): momentum and angular momentum about the origin (in 2-D the angular
+#: momentum is its z component, x and y are 0; so is the momentum's z), ``sum_i m_i |v_i|``,
+#: ``sum_i m_i |x_i| |v_i|``, the kinetic and potential energy, the total mass and the
+#: mass-weighted rms distance from the centre of mass: what :func:`aits.simulate`'s
+#: momentum and angular-momentum errors need (:func:`aits.simulation.conservation_scales`).
+KDK_RUN_TOTALS = ("momentum_x", "momentum_y", "momentum_z", "angular_momentum_x",
+                  "angular_momentum_y", "angular_momentum_z", "mass_speed", "mass_radius_speed",
+                  "kinetic", "potential", "mass", "r_rms")
 
 
 def kdk_run(
@@ -150,7 +159,7 @@ def kdk_run(
     floor: float | None = None,
     fail_above: float = float("inf"),
     stop_diverged: bool = True,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run a batch of few-body systems with kick-drift-kick leapfrog natively, each to
     its ``t_stop`` or for ``max_steps`` steps, with a fixed ``dt`` or Aarseth's criterion
     (``eta``; exactly one of the two): the loop of :func:`aits.simulate` for those
@@ -167,10 +176,11 @@ def kdk_run(
             whose defaults apply to ``None``; divergence above ``fail_above``).
 
     Returns:
-        ``(pos1, vel1, acc1, time1, counts, stats)``: the end states (a system that
-        stopped on a non-finite step or a bad dt keeps its last finite state),
+        ``(pos1, vel1, acc1, time1, counts, stats, totals)``: the end states (a system
+        that stopped on a non-finite step or a bad dt keeps its last finite state),
         ``counts (B, 5)`` int64 and ``stats (B, 11)`` float64 with the columns of
-        :data:`KDK_RUN_COUNTS` and :data:`KDK_RUN_STATS`.
+        :data:`KDK_RUN_COUNTS` and :data:`KDK_RUN_STATS`, and ``totals (B, 2, 12)``
+        float64, the conserved totals at the start and the end (:data:`KDK_RUN_TOTALS`).
 
     CPU only, N at most 8 (float64) or 16 (float32); not differentiable.
 
@@ -285,7 +295,7 @@ def _kdk_run_fake(pos, vel, mass, acc, time, t_stop, max_steps, policy, value, s
     B = pos.shape[0]
     return (torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos),
             torch.empty_like(time), time.new_empty((B, len(KDK_RUN_COUNTS)), dtype=torch.int64),
-            time.new_empty((B, len(KDK_RUN_STATS))))
+            time.new_empty((B, len(KDK_RUN_STATS))), time.new_empty((B, 2, len(KDK_RUN_TOTALS))))
 
 
 @torch.library.register_fake("aits::leapfrog_step_backward")

@@ -56,6 +56,7 @@ from aits.guards import GuardRails
 from aits.history import HistoryBuffer
 from aits.integrators import Integrator, make_integrator
 from aits.observers import EnergyRecord, Observer, Progress, Trajectory
+from aits.ops import KDK_RUN_TOTALS
 from aits.policies import Policy
 from aits.results import (FAIL_ABOVE, RESULT_KEYS, STOP_REASONS, SimulationResult, SystemRun,
                           SystemRuns)
@@ -87,21 +88,46 @@ def conservation_scales(state: SystemState) -> tuple[Tensor, Tensor]:
     a finite, meaningful scale instead of 0.
     """
     # sums over the bodies as einsum contractions: torch's sum over a few-element
-    # axis costs 3x as much at B = 4096 (and these run at every simulate call)
+    # axis costs 3x as much at B = 4096
     m, x = state.mass, state.pos
     over_bodies = "...n,...n->..."
     speed = torch.linalg.vector_norm(state.vel, dim=-1)
     M = m.sum(-1)
-    kinetic = 0.5 * torch.einsum(over_bodies, m, speed * speed)
-    p_energy = (2 * M * (kinetic + state.potential_energy().abs())).sqrt()
     com = torch.einsum("...n,...nd->...d", center_of_mass_weights(m), x)
     r = torch.linalg.vector_norm(x - com.unsqueeze(-2), dim=-1)
-    tiny = torch.finfo(M.dtype).tiny
-    r_rms = (torch.einsum(over_bodies, m, r * r) / M.clamp_min(tiny)).sqrt()
-    P = torch.maximum(torch.einsum(over_bodies, m, speed), p_energy)
-    L = torch.maximum(torch.einsum(over_bodies, m, torch.linalg.vector_norm(x, dim=-1) * speed),
-                      p_energy * r_rms)
+    return _scales(kinetic=0.5 * torch.einsum(over_bodies, m, speed * speed),
+                   potential=state.potential_energy(), mass=M,
+                   r_rms=(torch.einsum(over_bodies, m, r * r)
+                          / M.clamp_min(torch.finfo(M.dtype).tiny)).sqrt(),
+                   mass_speed=torch.einsum(over_bodies, m, speed),
+                   mass_radius_speed=torch.einsum(
+                       over_bodies, m, torch.linalg.vector_norm(x, dim=-1) * speed))
+
+
+def _scales(kinetic: Tensor, potential: Tensor, mass: Tensor, r_rms: Tensor, mass_speed: Tensor,
+            mass_radius_speed: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`conservation_scales` from its totals (each ``(B,)``: the kinetic and
+    potential energy, the total mass, the rms radius, ``sum m |v|`` and ``sum m |x| |v|``)."""
+    tiny = torch.finfo(mass.dtype).tiny
+    p_energy = (2 * mass * (kinetic + potential.abs())).sqrt()
+    P = torch.maximum(mass_speed, p_energy)
+    L = torch.maximum(mass_radius_speed, p_energy * r_rms)
     return P.clamp_min(tiny), L.clamp_min(tiny)
+
+
+def _native_conservation_errors(totals: Tensor, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The momentum and angular-momentum errors ``(B,)`` of a native run from its
+    ``totals (B, 2, len(KDK_RUN_TOTALS))`` (:func:`aits.ops.kdk_run`), as the loop's."""
+    col = {name: k for k, name in enumerate(KDK_RUN_TOTALS)}
+    start, end = totals[:, 0], totals[:, 1]
+    P_scale, L_scale = _scales(**{name: start[:, col[name]] for name in (
+        "kinetic", "potential", "mass", "r_rms", "mass_speed", "mass_radius_speed")})
+    p = slice(col["momentum_x"], col["momentum_x"] + dim)
+    l = (slice(col["angular_momentum_z"], col["angular_momentum_z"] + 1) if dim == 2
+         else slice(col["angular_momentum_x"], col["angular_momentum_z"] + 1))
+    P_err = torch.linalg.vector_norm(end[:, p] - start[:, p], dim=-1) / P_scale
+    L_err = torch.linalg.vector_norm(end[:, l] - start[:, l], dim=-1) / L_scale
+    return P_err.numpy(), L_err.numpy()
 
 
 def _finite_systems(state: SystemState) -> np.ndarray:
@@ -249,8 +275,12 @@ def simulate(
                                   None if t_end is not None else int(total)))
     history = HistoryBuffer(policy.history_len) if policy.history_len else None
 
-    P0, L0 = batch.momentum(), batch.angular_momentum()
-    P_scale, L_scale = conservation_scales(batch)
+    use_native = native and native_run.applies(batch, policy, integ, guards, observers, progress,
+                                               len(offsets))
+    fast = None  # the native run's result (it returns the conserved totals too)
+    if not use_native:
+        P0, L0 = batch.momentum(), batch.angular_momentum()
+        P_scale, L_scale = conservation_scales(batch)
     # per-system bookkeeping in numpy (float64): cheap for small batches, one read-back a step
     E0 = scale0 = E_prev = scale_prev = None
     if diagnostics:
@@ -354,7 +384,7 @@ def simulate(
     start = time.perf_counter()
     n_running = B
     native_landing = None
-    if native and native_run.applies(batch, policy, integ, guards, observers, progress, n_out):
+    if use_native:
         fast = native_run.run(batch, policy, t_stop, steps, max_steps, diagnostics, gate,
                               fail_above, stop_diverged, force_evals0)
         batch = fast.state
@@ -565,8 +595,11 @@ def simulate(
         obs.finish(batch)
     if not diagnostics:
         err_max[:], err_final[:], step_max[:] = math.nan, math.nan, math.nan
-    P_err = _residual(batch.momentum(), P0, P_scale).double().cpu().numpy()
-    L_err = _residual(batch.angular_momentum(), L0, L_scale).double().cpu().numpy()
+    if fast is not None:
+        P_err, L_err = _native_conservation_errors(fast.totals, batch.dim)
+    else:
+        P_err = _residual(batch.momentum(), P0, P_scale).double().cpu().numpy()
+        L_err = _residual(batch.angular_momentum(), L0, L_scale).double().cpu().numpy()
     records = [o for o in observers if isinstance(o, EnergyRecord)]
     frames = [o for o in observers if isinstance(o, Trajectory)]
     # the per-system totals as columns; each SystemRun is built when first read

@@ -14,8 +14,9 @@ namespace aits {
 // The inputs and preallocated outputs of GravityBackend::kdk_run: pos, vel,
 // acc (B, N, D), mass (B, N), time and t_stop (B,) float64 (t_stop inf: no
 // end), all contiguous and validated; outputs pos1, vel1, acc1 (B, N, D),
-// time1 (B,), counts (B, 5) int64 and stats (B, 11) float64 (columns in
-// aits/ops.py, KDK_RUN_COUNTS and KDK_RUN_STATS).
+// time1 (B,), counts (B, 5) int64, stats (B, 11) float64 and totals (B, 2, 12)
+// float64, the conserved totals at the start and the end (columns in aits/ops.py,
+// KDK_RUN_COUNTS, KDK_RUN_STATS and KDK_RUN_TOTALS).
 struct KdkRunArgs {
   at::Tensor pos, vel, mass, acc, time, t_stop;
   double softening, G;
@@ -25,7 +26,7 @@ struct KdkRunArgs {
   bool diagnostics;
   double threshold, floor, fail_above;
   bool stop_diverged;
-  at::Tensor pos1, vel1, acc1, time1, counts, stats;
+  at::Tensor pos1, vel1, acc1, time1, counts, stats, totals;
 };
 
 // Every tensor handed to a back end is contiguous, on the back end's device, of

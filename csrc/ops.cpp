@@ -214,7 +214,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
           sys.unbatch(grad_acc)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& pos, const Tensor& vel, const Tensor& mass, const Tensor& acc,
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
@@ -266,8 +266,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   run.time1 = at::empty_like(t0);
   run.counts = at::empty({sys.B, 5}, t0.options().dtype(at::kLong));
   run.stats = at::empty({sys.B, 11}, t0.options());
+  run.totals = at::empty({sys.B, 2, 12}, t0.options());
   if (sys.B > 0) backend_for(sys.pos).kdk_run(run);
-  return {run.pos1, run.vel1, run.acc1, run.time1, run.counts, run.stats};
+  return {run.pos1, run.vel1, run.acc1, run.time1, run.counts, run.stats, run.totals};
 }
 
 TORCH_LIBRARY(aits, m) {
@@ -296,7 +297,7 @@ TORCH_LIBRARY(aits, m) {
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
       " float threshold, float floor, float fail_above, bool stop_diverged)"
-      " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
   m.def("set_pair_kernel(str name) -> ()");
   m.def("pair_kernel() -> str");

@@ -30,6 +30,7 @@ F64, F32 = torch.float64, torch.float32
 STATE_TOL = {F64: 1e-6, F32: 2e-4}
 ERROR_TOL = {F64: 1e-6, F32: 5e-2}
 ERROR_ABS = {F64: 0.0, F32: 4e-6}  # float32: 64 ulp of an energy of order 1
+MOMENTUM_ABS = {F64: 1e-12, F32: 1e-5}  # momentum residuals: rounding of order 1 sums
 
 
 def _systems(n: int, batch: int, dtype: torch.dtype, seed: int = 3, dim: int = 2) -> SystemState:
@@ -71,6 +72,10 @@ def _assert_same_runs(a, b, dtype):
             u, v = getattr(x, name), getattr(y, name)
             assert (math.isnan(u) and math.isnan(v)) or u == pytest.approx(
                 v, rel=ERROR_TOL[dtype], abs=ERROR_ABS[dtype])
+    # conserved to rounding by both loops: their residuals agree to rounding too
+    for name in ("momentum_error", "angular_momentum_error"):
+        u, v = a.systems.column(name), b.systems.column(name)
+        assert np.all(np.isfinite(v)) and np.allclose(u, v, rtol=0, atol=MOMENTUM_ABS[dtype])
     scale = a.state.pos.abs().max()
     assert float((a.state.pos - b.state.pos).abs().max() / scale) < STATE_TOL[dtype]
     assert float((a.state.vel - b.state.vel).abs().max() / a.state.vel.abs().max()) < \
@@ -233,6 +238,62 @@ def test_kdk_run_refuses_bad_tensors():
     a9 = aits.accelerations(big["pos"], big["mass"])
     with pytest.raises(ValueError, match="N = 9 bodies is above the few-body sizes"):
         ops.kdk_run(big["pos"], big["vel"], big["mass"], a9, t0[:2], t1[:2], 10, dt=0.1)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_kdk_run_totals_are_the_states_totals(dtype, dim):
+    """The conserved totals at the start and the end are those torch computes from the
+    start and end states (a zero-mass system's centre being the plain mean)."""
+    s = _systems(3, 9, dtype, seed=5, dim=dim)
+    s = SystemState(s.pos + 0.3, s.vel + 0.1, s.mass.clone(), softening=0.05)  # P, L != 0
+    s.mass[4] = 0.0
+    acc = aits.accelerations(s.pos, s.mass, softening=0.05)
+    t0, t1 = torch.zeros(9, dtype=F64), torch.full((9,), 0.5, dtype=F64)
+    pos1, vel1, *_, totals = ops.kdk_run(s.pos, s.vel, s.mass, acc, t0, t1, 1000, eta=0.02,
+                                         softening=0.05)
+    assert totals.shape == (9, 2, len(ops.KDK_RUN_TOTALS)) and totals.dtype == F64
+    col = {name: k for k, name in enumerate(ops.KDK_RUN_TOTALS)}
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == F64 else dict(rtol=1e-5, atol=1e-6)
+    for k, state in enumerate((s, SystemState(pos1, vel1, s.mass, softening=0.05))):
+        got = totals[:, k]
+        x, v, m = (t.double() for t in (state.pos, state.vel, state.mass))
+        P = (m[..., None] * v).sum(1)
+        speed = v.norm(dim=-1)
+        weights = torch.where(m.sum(1, keepdim=True) > 0, m / m.sum(1, keepdim=True).clamp_min(
+            1e-300), torch.full_like(m, 1 / 3))
+        com = (weights[..., None] * x).sum(1)
+        want = {
+            "mass_speed": (m * speed).sum(1), "mass_radius_speed": (m * x.norm(dim=-1) * speed).sum(1),
+            "kinetic": 0.5 * (m * speed ** 2).sum(1), "mass": m.sum(1),
+            "potential": aits.potential_energy(x, m, softening=0.05),
+            "r_rms": ((m * ((x - com[:, None]) ** 2).sum(-1)).sum(1)
+                      / m.sum(1).clamp_min(torch.finfo(F64).tiny)).sqrt(),
+        }
+        for c, axis in enumerate("xyz"):
+            want[f"momentum_{axis}"] = P[:, c] if c < dim else torch.zeros(9, dtype=F64)
+        if dim == 2:
+            L = (m * (x[..., 0] * v[..., 1] - x[..., 1] * v[..., 0])).sum(1)
+            want |= {"angular_momentum_x": torch.zeros(9, dtype=F64),
+                     "angular_momentum_y": torch.zeros(9, dtype=F64), "angular_momentum_z": L}
+        else:
+            L = (m[..., None] * torch.linalg.cross(x, v, dim=-1)).sum(1)
+            want |= {f"angular_momentum_{a}": L[:, c] for c, a in enumerate("xyz")}
+        assert set(want) == set(ops.KDK_RUN_TOTALS)
+        for name, value in want.items():
+            torch.testing.assert_close(got[:, col[name]], value, **tol, msg=name)
+
+
+def test_native_momentum_errors_are_the_loops():
+    """simulate's momentum and angular-momentum errors from the native totals equal the
+    Python loop's (3-D systems with a net momentum), both at rounding level."""
+    s = _systems(3, 6, F64, seed=9, dim=3)
+    s = SystemState(s.pos, s.vel + 0.2, s.mass)
+    a = simulate(s, AarsethPolicy(0.02), t_end=2.0, observers=[], native=False)
+    b = simulate(s, AarsethPolicy(0.02), t_end=2.0, observers=[])
+    for name in ("momentum_error", "angular_momentum_error"):
+        u, v = a.systems.column(name), b.systems.column(name)
+        assert np.allclose(u, v, rtol=0, atol=1e-14) and np.all(v < 1e-13)
 
 
 def test_result_columns_match_the_system_runs():

@@ -44,6 +44,15 @@ enum RunStat : int {
   kDtMin, kDtMax, kDtSum, kDtLast, kLandDt, kErrMax, kErrFinal, kStepErrMax, kDivergedTime,
   kDivergedErr, kDtTried, kStats
 };
+// Columns of the conserved totals (aits/ops.py, KDK_RUN_TOTALS), at the start
+// and at the end of the run: momentum and angular momentum about the origin
+// (x, y, z; in 2-D the angular momentum's z alone, the rest 0), sum_i m_i |v_i|,
+// sum_i m_i |x_i| |v_i|, the kinetic and potential energy, the total mass and
+// the mass-weighted rms distance from the centre of mass.
+enum RunTotal : int {
+  kPx, kPy, kPz, kLx, kLy, kLz, kMassSpeed, kMassRadiusSpeed, kKinetic, kPotential, kMass, kRms,
+  kTotals
+};
 // Stop codes (column kStop).
 constexpr int64_t kStopTEnd = 0, kStopLimit = 1, kStopNonFinite = 2, kStopBadDt = 3,
                   kStopDiverged = 4;
@@ -443,6 +452,85 @@ void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2
 }
 
 }  // namespace run_detail
+
+// The totals (RunTotal) of one system, x and v (N, D), m (N), in float64, as
+// aits.simulate's torch expressions (aits.state, aits.simulation): the centre
+// of mass weighs by m / sum m, or 1 / N where sum m = 0.
+template <typename T, int D>
+void system_totals(const T* x, const T* v, const T* m, int64_t N, double eps2, double G,
+                   double* out) {
+  for (int k = 0; k < kTotals; ++k) out[k] = 0.0;
+  double com[D] = {};
+  for (int64_t i = 0; i < N; ++i) {
+    const T* xi = x + i * D;
+    const T* vi = v + i * D;
+    const double mi = m[i];
+    double v2 = 0.0, x2 = 0.0;
+    for (int c = 0; c < D; ++c) {
+      const double vc = vi[c], xc = xi[c];
+      out[kPx + c] += mi * vc;
+      v2 += vc * vc;
+      x2 += xc * xc;
+      com[c] += mi * xc;
+    }
+    const double x0 = xi[0], x1 = xi[1], v0 = vi[0], v1 = vi[1];
+    if constexpr (D == 2) {
+      out[kLz] += mi * (x0 * v1 - x1 * v0);
+    } else {
+      const double x2c = xi[2], v2c = vi[2];
+      out[kLx] += mi * (x1 * v2c - x2c * v1);
+      out[kLy] += mi * (x2c * v0 - x0 * v2c);
+      out[kLz] += mi * (x0 * v1 - x1 * v0);
+    }
+    const double speed = std::sqrt(v2);
+    out[kMassSpeed] += mi * speed;
+    out[kMassRadiusSpeed] += mi * std::sqrt(x2) * speed;
+    out[kKinetic] += mi * v2;
+    out[kMass] += mi;
+  }
+  out[kKinetic] *= 0.5;
+  const double M = out[kMass];
+  for (int c = 0; c < D; ++c) {
+    if (M > 0) {
+      com[c] /= M;
+    } else {
+      com[c] = 0.0;
+      for (int64_t i = 0; i < N; ++i) com[c] += double(x[i * D + c]);
+      com[c] /= static_cast<double>(std::max<int64_t>(N, 1));
+    }
+  }
+  double r2m = 0.0, U = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    double r2 = 0.0;
+    for (int c = 0; c < D; ++c) {
+      const double d = double(x[i * D + c]) - com[c];
+      r2 += d * d;
+    }
+    r2m += double(m[i]) * r2;
+    for (int64_t j = i + 1; j < N; ++j) {
+      double s2 = eps2;
+      for (int c = 0; c < D; ++c) {
+        const double d = double(x[i * D + c]) - double(x[j * D + c]);
+        s2 += d * d;
+      }
+      U -= double(m[i]) * double(m[j]) / std::sqrt(s2);
+    }
+  }
+  out[kPotential] = G * U;
+  out[kRms] = std::sqrt(r2m / std::max(M, std::numeric_limits<double>::min()));
+}
+
+// system_totals of each of the B systems of x, v (B, N, D), m (B, N) into
+// out (B, stride) at column offset 0 of each row.
+template <typename T, int D>
+void totals(const T* x, const T* v, const T* m, int64_t B, int64_t N, double eps2, double G,
+            double* out, int64_t stride) {
+  at::parallel_for(0, B, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      system_totals<T, D>(x + b * N * D, v + b * N * D, m + b * N, N, eps2, G, out + b * stride);
+    }
+  });
+}
 
 // Runs every system of the batch (B systems of N bodies, (B, N, D) inputs, a
 // the gravitational acceleration at x; time and t_stop (B,) float64, t_stop

@@ -601,9 +601,15 @@ class CpuBackend final : public GravityBackend {
                                  run.time1.data_ptr<double>(),
                                  run.counts.data_ptr<int64_t>(),
                                  run.stats.data_ptr<double>()};
-      with_inverse([&](auto inv) {
-        fewbody::kdk_run<T, decltype(dim)::value>(io, s.B, s.N, s.eps2, s.G, cfg, inv);
-      });
+      constexpr int D = decltype(dim)::value;
+      with_inverse([&](auto inv) { fewbody::kdk_run<T, D>(io, s.B, s.N, s.eps2, s.G, cfg, inv); });
+      // the conserved totals at the start and at the end: row b holds both
+      double* totals = run.totals.data_ptr<double>();
+      const int64_t stride = 2 * fewbody::kTotals;
+      const double eps2 = run.softening * run.softening;
+      fewbody::totals<T, D>(s.x, io.v, s.mass, s.B, s.N, eps2, run.G, totals, stride);
+      fewbody::totals<T, D>(io.x_out, io.v_out, s.mass, s.B, s.N, eps2, run.G,
+                            totals + fewbody::kTotals, stride);
     });
   }
 
