@@ -78,6 +78,24 @@ def aarseth_derivatives(
     return _ops.aarseth_derivatives(pos, vel, mass, float(softening), float(G))
 
 
+def encounter_features(
+    pos: Tensor, vel: Tensor, mass: Tensor, softening: float, G: float, clip: float
+) -> tuple[Tensor, Tensor]:
+    """The encounter features of :func:`aits.encounter.encounter_features`, natively:
+    ``(feats, times)``, ``batch_shape + (14,)`` (the columns of
+    :data:`aits.features.ENCOUNTER_NAMES`, log ratios clipped to ``[-clip, clip]``) and
+    ``batch_shape + (5,)`` (the fields of :class:`aits.encounter.EncounterTimes` in
+    order), in ``pos``'s dtype (computed in float64).
+
+    One derivative pass (:func:`aarseth_derivatives`) and one pass over the pairs
+    per system (``csrc/cpu/encounter_kernels.h``) instead of the torch path's fifty
+    small ops; its collision time uses the derivative pass's acceleration, so the two
+    paths agree to rounding. CPU only; not differentiable.
+    """
+    _refuse_grad("encounter_features", pos=pos, vel=vel, mass=mass)
+    return _ops.encounter_features(pos, vel, mass, float(softening), float(G), float(clip))
+
+
 def leapfrog_step(
     pos: Tensor,
     vel: Tensor,
@@ -279,6 +297,12 @@ def _pair_statistics_fake(pos, mass, softening=0.0, G=1.0, freefall=True):
 def _aarseth_derivatives_fake(pos, vel, mass, softening=0.0, G=1.0):
     _check_meta_mix(pos, vel=vel, mass=mass)
     return tuple(torch.empty_like(pos) for _ in range(4))
+
+
+@torch.library.register_fake("aits::encounter_features")
+def _encounter_features_fake(pos, vel, mass, softening, G, clip):
+    _check_meta_mix(pos, vel=vel, mass=mass)
+    return pos.new_empty(pos.shape[:-2] + (14,)), pos.new_empty(pos.shape[:-2] + (5,))
 
 
 @torch.library.register_fake("aits::leapfrog_step")

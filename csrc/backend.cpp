@@ -44,6 +44,15 @@ void GravityBackend::kdk_run(const KdkRunArgs& run) const {
               "its Python loop (every policy, every device).");
 }
 
+void GravityBackend::encounter_features(const at::Tensor& pos, const at::Tensor&,
+                                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                        const at::Tensor&, const at::Tensor&, double, double,
+                                        double, at::Tensor&, at::Tensor&) const {
+  TORCH_CHECK(false, "aits.ops.encounter_features has a CPU kernel only, not one for device '",
+              pos.device().str(), "'. There, aits.encounter.encounter_features computes the "
+              "features with torch.");
+}
+
 void register_backend(c10::DeviceType device, const GravityBackend* backend) {
   registry()[static_cast<size_t>(device)] = backend;
 }

@@ -98,6 +98,17 @@ class GravityBackend {
   // limit. Only the CPU back end has it, for the few-body sizes; the default
   // raises a clear error.
   virtual void kdk_run(const KdkRunArgs& run) const;
+
+  // The encounter features of aits.encounter (the op encounter_features, ops.h)
+  // from pos, vel, mass and Aarseth's derivatives acc, jerk, snap, crackle (as
+  // aarseth_derivatives gives them): feats (B, 14) and times (B, 5), log ratios
+  // clipped to [-clip, clip]. Only the CPU back end has it; the default raises
+  // a clear error (aits.encounter falls back to torch elsewhere).
+  virtual void encounter_features(const at::Tensor& pos, const at::Tensor& vel,
+                                  const at::Tensor& mass, const at::Tensor& acc,
+                                  const at::Tensor& jerk, const at::Tensor& snap,
+                                  const at::Tensor& crackle, double softening, double G,
+                                  double clip, at::Tensor& feats, at::Tensor& times) const;
 };
 
 // Called once per device type from a static initializer of each back end.

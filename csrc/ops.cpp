@@ -111,6 +111,35 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> aarseth_derivatives(const Tensor& pos
   return {sys.unbatch(acc), sys.unbatch(jerk), sys.unbatch(snap), sys.unbatch(crackle)};
 }
 
+// The encounter features (aits/encounter.py) from one derivative pass and one
+// pass of the back end's encounter kernel over the pairs: feats (B, 14) and
+// times (B, 5) in the dtype of pos.
+std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& vel,
+                                              const Tensor& mass, double softening, double G,
+                                              double clip) {
+  const char* op = "encounter_features";
+  check_number(op, "clip", clip, Sign::kPositive);
+  ValueChecks values(op);
+  const System sys = check_system(op, pos, mass, softening, G, values);
+  const Tensor v = check_like_pos(op, "vel", vel, sys);
+  values.finite("vel", v);
+  values.run();
+  Tensor feats = at::empty({sys.B, 14}, sys.pos.options());
+  Tensor times = at::empty({sys.B, 5}, sys.pos.options());
+  if (sys.B > 0) {
+    const GravityBackend& backend = backend_for(sys.pos);
+    Tensor acc = at::empty_like(sys.pos), jerk = at::empty_like(sys.pos);
+    Tensor snap = at::empty_like(sys.pos), crackle = at::empty_like(sys.pos);
+    if (acc.numel() > 0) {
+      backend.aarseth_derivatives(sys.pos, v, sys.mass, softening, G, acc, jerk, snap, crackle);
+    }
+    backend.encounter_features(sys.pos, v, sys.mass, acc, jerk, snap, crackle, softening, G, clip,
+                               feats, times);
+  }
+  if (sys.batched) return {feats, times};
+  return {feats.squeeze(0), times.squeeze(0)};
+}
+
 // Kick-drift-kick: v_half = v + a0 dt/2; x1 = x + v_half dt; v1 = v_half + a1 dt/2.
 // With `statistics`, the force evaluation at x1 also yields pair_statistics(x1)
 // (free-fall time included), in one pass where the back end fuses them; else
@@ -294,6 +323,9 @@ TORCH_LIBRARY(aits, m) {
       " Tensor vel, Tensor mass, Tensor dt, Tensor pos1, Tensor acc1, Tensor? acc, float softening,"
       " float G) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
+      "encounter_features(Tensor pos, Tensor vel, Tensor mass, float softening, float G,"
+      " float clip) -> (Tensor, Tensor)");
+  m.def(
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
       " float threshold, float floor, float fail_above, bool stop_diverged)"
@@ -314,6 +346,7 @@ void register_op_impls(torch::Library& m) {
   m.impl("leapfrog_step", &leapfrog_step);
   m.impl("leapfrog_step_backward", &leapfrog_step_backward);
   m.impl("kdk_run", &kdk_run);
+  m.impl("encounter_features", &encounter_features);
 }
 
 TORCH_LIBRARY_IMPL(aits, CPU, m) { register_op_impls(m); }

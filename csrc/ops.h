@@ -58,6 +58,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
 // t_stop (B,) float64 (inf: no end) or max_steps steps. acc: the gravitational
 // acceleration at pos. Returns (pos1, vel1, acc1, time1, counts (B, 5) int64,
 // stats (B, 11) float64); aits/ops.py names the columns.
+std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& vel,
+                                              const Tensor& mass, double softening, double G,
+                                              double clip);
+
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& pos, const Tensor& vel, const Tensor& mass, const Tensor& acc,
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,

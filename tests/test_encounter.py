@@ -110,3 +110,57 @@ def test_names_and_float32():
     assert f.dtype == torch.float32 and torch.isfinite(f).all()
     torch.testing.assert_close(
         f.double(), encounter_features(s.to(dtype=f64))[0], rtol=1e-4, atol=1e-4)
+
+
+def _edge_states() -> list[SystemState]:
+    """States that exercise every special case of the log ratios and times."""
+    rest = SystemState(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]], dtype=f64),
+                       torch.zeros(3, 2, dtype=f64), torch.tensor([3.0, 4.0, 5.0], dtype=f64))
+    comoving = SystemState(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [5.0, 1.0, 0.0]]),
+                           torch.tensor([[0.0, 0.3, 0.0], [0.0, 0.3, 0.0], [0.1, 0.0, 0.2]]),
+                           torch.tensor([1.0, 1.0, 1e-3]), softening=0.01)
+    padded = SystemState(torch.zeros(2, 4, 3, dtype=f64), torch.zeros(2, 4, 3, dtype=f64),
+                         torch.zeros(2, 4, dtype=f64))
+    one = SystemState(torch.zeros(1, 2, dtype=f64), torch.ones(1, 2, dtype=f64),
+                      torch.ones(1, dtype=f64))
+    states = [rest, comoving, padded, one]
+    states += [kepler_orbit(e, 1.0, 1e-3, 1.0, at=at) for e in (0.0, 0.99)
+               for at in ("apocentre", "pericentre")]
+    states += [random_system(n, d, batch=6, seed=n + d, softening=0.02)
+               for n in (2, 3, 5, 8, 17) for d in (2, 3)]
+    return states
+
+
+@pytest.mark.parametrize("dtype", [f64, torch.float32])
+def test_native_features_are_the_torch_paths(dtype):
+    """The native op (aits.ops.encounter_features) and the torch path agree to rounding:
+    features (log ratios) to 1e-12 absolute in float64, times to 1e-12 relative, infinite
+    where the torch path's are."""
+    tol = 1e-12 if dtype == f64 else 1e-4
+    for s in _edge_states():
+        s = s.to(dtype=dtype)
+        f_native, t_native = encounter_features(s)
+        f_torch, t_torch = encounter_features(s, native=False)
+        assert f_native.shape == f_torch.shape and f_native.dtype == dtype
+        torch.testing.assert_close(f_native, f_torch, rtol=0, atol=tol)
+        for name in ("aarseth_min", "aarseth_gmean", "freefall_min", "collision_min",
+                     "energy_time"):
+            a, b = getattr(t_native, name), getattr(t_torch, name)
+            assert torch.equal(torch.isinf(a), torch.isinf(b)), name
+            torch.testing.assert_close(a, b, rtol=tol, atol=0, msg=name)
+
+
+def test_native_op_opcheck_and_bad_input():
+    from aits import ops
+
+    s = random_system(4, 3, batch=3, seed=0, softening=0.01)
+    torch.library.opcheck(torch.ops.aits.encounter_features.default,
+                          (s.pos, s.vel, s.mass, 0.01, 1.0, CLIP))
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        ops.encounter_features(s.pos, s.vel, s.mass, 0.01, 1.0, 0.0)
+    with pytest.raises(ValueError, match="vel contains NaN"):
+        ops.encounter_features(s.pos, torch.full_like(s.vel, math.nan), s.mass, 0.01, 1.0, CLIP)
+    with pytest.raises(ValueError, match="negative"):
+        ops.encounter_features(s.pos, s.vel, -s.mass, 0.01, 1.0, CLIP)
+    with pytest.raises(ValueError, match="vel"):
+        ops.encounter_features(s.pos, s.vel[:, :2], s.mass, 0.01, 1.0, CLIP)

@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "cpu/aarseth_kernels.h"
+#include "cpu/encounter_kernels.h"
 #include "cpu/fewbody_kernels.h"
 #include "cpu/fewbody_run.h"
 #include "cpu/pair_kernel.h"
@@ -610,6 +611,21 @@ class CpuBackend final : public GravityBackend {
       fewbody::totals<T, D>(s.x, io.v, s.mass, s.B, s.N, eps2, run.G, totals, stride);
       fewbody::totals<T, D>(io.x_out, io.v_out, s.mass, s.B, s.N, eps2, run.G,
                             totals + fewbody::kTotals, stride);
+    });
+  }
+
+  void encounter_features(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
+                          const at::Tensor& acc, const at::Tensor& jerk, const at::Tensor& snap,
+                          const at::Tensor& crackle, double softening, double G, double clip,
+                          at::Tensor& feats, at::Tensor& times) const override {
+    const at::Tensor v = vel.contiguous();
+    with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      const encounter_kernels::Inputs in{s.B, s.N, softening * softening, G, clip,
+                                         double(std::numeric_limits<T>::min())};
+      encounter_kernels::features<T, decltype(dim)::value>(
+          s.x, v.data_ptr<T>(), s.mass, acc.data_ptr<T>(), jerk.data_ptr<T>(), snap.data_ptr<T>(),
+          crackle.data_ptr<T>(), in, feats.data_ptr<T>(), times.data_ptr<T>());
     });
   }
 

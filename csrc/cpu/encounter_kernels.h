@@ -1,0 +1,160 @@
+// The encounter features of aits.encounter on the CPU, one system at a time:
+// what the Python path computes with some fifty small torch ops per call (the
+// per-body Aarseth times, the pairwise free-fall and collision times, the
+// energy time and the fourteen log ratios), from the acceleration and its three
+// time derivatives that the caller computed (the aarseth_derivatives kernels).
+// Arithmetic in float64 whatever the input dtype; the outputs are cast back.
+// The reference is aits/encounter.py, whose docstrings give every definition;
+// the column orders are ENCOUNTER_NAMES (features) and EncounterTimes (times).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <ATen/Parallel.h>
+
+namespace aits {
+namespace encounter_kernels {
+
+constexpr int kFeatures = 14;
+// times: Aarseth's minimum and geometric mean, free-fall, collision, energy
+constexpr int kTimes = 5;
+
+struct Inputs {
+  int64_t B, N;
+  double eps2, G, clip, tiny;  // tiny: the smallest normal number of the input dtype
+};
+
+// log(num / den) as aits.encounter._log_ratio: 0 where both are 0 or the
+// result is NaN, +-clip where it is infinite, clipped to [-clip, clip].
+inline double log_ratio(double num, double den, double clip, double tiny) {
+  if (num == 0.0 && den == 0.0) return 0.0;
+  // std::max(NaN, tiny) keeps the NaN, as torch's clamp_min does
+  const double out = std::log(std::max(num, tiny)) - std::log(std::max(den, tiny));
+  if (std::isnan(out)) return 0.0;
+  return std::min(std::max(out, -clip), clip);
+}
+
+// One system: x, v, a, j, s, c (N, D), m (N); feats (kFeatures), times (kTimes).
+template <typename T, int D>
+void system_features(const T* x, const T* v, const T* m, const T* a, const T* j, const T* s,
+                     const T* c, const Inputs& in, T* feats, T* times) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  const int64_t N = in.N;
+  const double clip = in.clip, tiny = in.tiny;
+  const auto norm = [](const T* p, int64_t i) {
+    double sq = 0.0;
+    for (int d = 0; d < D; ++d) sq += double(p[i * D + d]) * double(p[i * D + d]);
+    return std::sqrt(sq);
+  };
+  double M = 0.0, m_min = inf, m_max = -inf;
+  for (int64_t i = 0; i < N; ++i) {
+    M += double(m[i]);
+    m_min = std::min(m_min, double(m[i]));
+    m_max = std::max(m_max, double(m[i]));
+  }
+  if (!(M > 0)) {  // no mass (a padded slot): features 0, no time limits
+    for (int k = 0; k < kFeatures; ++k) feats[k] = T(0);
+    for (int k = 0; k < kTimes; ++k) times[k] = T(inf);
+    return;
+  }
+  // per body: Aarseth's time, the first body of the smallest, the log ratios q1, q2
+  double tau_min = inf, log_tau_sum = 0.0, q1_sum = 0.0, q2_sum = 0.0;
+  double ak = 0.0, jk = 0.0, sk = 0.0, q1k = 0.0, q2k = 0.0;
+  int64_t felt = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const double an = norm(a, i), jn = norm(j, i), sn = norm(s, i), cn = norm(c, i);
+    double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
+    if (!(an > 0) || std::isnan(tau)) tau = inf;
+    const double q1 = log_ratio(jn * jn, an * sn, clip, tiny);
+    const double q2 = log_ratio(sn * sn, jn * cn, clip, tiny);
+    if (i == 0 || tau < tau_min) {
+      tau_min = tau;
+      ak = an, jk = jn, sk = sn, q1k = q1, q2k = q2;
+    }
+    if (an > 0) {
+      ++felt;
+      log_tau_sum += std::log(tau);
+    }
+    q1_sum += q1;
+    q2_sum += q2;
+  }
+  const double gmean = felt > 0 ? std::exp(log_tau_sum / double(felt)) : inf;
+  // pairs: the free-fall time (softened), the collision time (unsoftened), the
+  // potential energy; the kinetic energy in the centre-of-mass frame
+  double vcom[D] = {};
+  for (int64_t i = 0; i < N; ++i) {
+    for (int d = 0; d < D; ++d) vcom[d] += double(m[i]) / M * double(v[i * D + d]);
+  }
+  double kin = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    double sq = 0.0;
+    for (int d = 0; d < D; ++d) {
+      const double u = double(v[i * D + d]) - vcom[d];
+      sq += u * u;
+    }
+    kin += double(m[i]) * sq;
+  }
+  kin *= 0.5;
+  double tff2 = inf, coll = inf, pot = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t k = i + 1; k < N; ++k) {
+      double r2 = 0.0, v2 = 0.0, a2 = 0.0;
+      for (int d = 0; d < D; ++d) {
+        const double dx = double(x[k * D + d]) - double(x[i * D + d]);
+        const double dv = double(v[k * D + d]) - double(v[i * D + d]);
+        const double da = double(a[k * D + d]) - double(a[i * D + d]);
+        r2 += dx * dx;
+        v2 += dv * dv;
+        a2 += da * da;
+      }
+      const double soft = std::sqrt(r2 + in.eps2), r = std::sqrt(r2);
+      tff2 = std::min(tff2, soft * soft * soft / (in.G * (double(m[i]) + double(m[k]))));
+      const double t1 = r / std::sqrt(v2), t2 = std::sqrt(r / std::sqrt(a2));
+      if (!std::isnan(t1) && !std::isnan(t2)) coll = std::min(coll, std::min(t1, t2));
+      pot -= double(m[i]) * double(m[k]) / soft;
+    }
+  }
+  pot *= in.G;
+  const double tff = std::sqrt(tff2);
+  const double E = kin + pot;
+  const double t_energy = E != 0 ? in.G * std::pow(M, 2.5) / std::pow(2 * std::abs(E), 1.5) : inf;
+  const double out[kFeatures] = {
+      std::log(double(std::max<int64_t>(N, 1))),
+      log_ratio(tau_min, t_energy, clip, tiny),
+      log_ratio(gmean, tau_min, clip, tiny),
+      log_ratio(tff, tau_min, clip, tiny),
+      log_ratio(coll, tau_min, clip, tiny),
+      log_ratio(tff, t_energy, clip, tiny),
+      q1k,
+      q2k,
+      q1_sum / double(N),
+      q2_sum / double(N),
+      log_ratio(ak, jk * tau_min, clip, tiny),
+      0.5 * log_ratio(ak, sk * tau_min * tau_min, clip, tiny),
+      log_ratio(2 * kin, std::abs(pot), clip, tiny),
+      log_ratio(m_min, m_max, clip, tiny),
+  };
+  for (int k = 0; k < kFeatures; ++k) feats[k] = static_cast<T>(out[k]);
+  const double t[kTimes] = {tau_min, gmean, tff, coll, t_energy};
+  for (int k = 0; k < kTimes; ++k) times[k] = static_cast<T>(t[k]);
+}
+
+// Every system of the batch: x, v, a, j, s, c (B, N, D), m (B, N);
+// feats (B, kFeatures), times (B, kTimes).
+template <typename T, int D>
+void features(const T* x, const T* v, const T* m, const T* a, const T* j, const T* s, const T* c,
+              const Inputs& in, T* feats, T* times) {
+  const int64_t stride = in.N * D;
+  at::parallel_for(0, in.B, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t o = b * stride;
+      system_features<T, D>(x + o, v + o, m + b * in.N, a + o, j + o, s + o, c + o, in,
+                            feats + b * kFeatures, times + b * kTimes);
+    }
+  });
+}
+
+}  // namespace encounter_kernels
+}  // namespace aits
