@@ -15,6 +15,11 @@ Three output parameterisations (``output=``):
   network predicts a correction to Aarseth's criterion: with ``dt_init`` it starts
   as exactly ``AarsethPolicy(eta=dt_init**2)``, so training starts from the best
   classical criterion, scale-free like ``dynamical``.
+
+An ensemble (``members=K``, built from K trained networks by :meth:`TimeStepNet.average`)
+holds K networks of one configuration on the same inputs and predicts the geometric
+mean of their steps: networks trained with different seeds differ by up to 40 % in
+force evaluations on one system, and their mean varies far less than one of them.
 """
 
 from __future__ import annotations
@@ -70,7 +75,10 @@ class TimeStepNet(nn.Module):
         dt_init: if given, the last layer starts with zero weights and a bias such
             that the initial prediction is ``dt_init`` (times the time scale for
             ``dynamical`` and ``aarseth``).
-        seed: seeds the Fourier matrix.
+        seed: seeds the Fourier matrix (member ``k`` of an ensemble: ``seed + k``).
+        members: ``K > 1``: K networks of this configuration on the same inputs, ``dt``
+            the geometric mean of theirs (:meth:`average` builds one from trained
+            networks).
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class TimeStepNet(nn.Module):
         dt_scale: float = 1.0,
         dt_init: float | None = None,
         seed: int = 0,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if isinstance(features, str):
@@ -111,6 +120,8 @@ class TimeStepNet(nn.Module):
             raise ValueError(f"dt_scale must be finite and > 0, got {dt_scale!r}")
         if dt_init is not None and not (float(dt_init) > 0 and math.isfinite(float(dt_init))):
             raise ValueError(f"dt_init must be None or finite and > 0, got {dt_init!r}")
+        if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+            raise ValueError(f"members must be an int >= 1, got {members!r}")
         self.spec = features
         self.in_features = features.dim
         self.output = output
@@ -121,8 +132,22 @@ class TimeStepNet(nn.Module):
             fourier_sigma=float(fourier_sigma), output=output, dt_scale=float(dt_scale),
             dt_init=None if dt_init is None else float(dt_init), seed=seed,
         )
-        self.embed = (FourierFeatures(self.in_features, fourier_features, fourier_sigma, seed)
-                      if fourier_features else nn.Identity())
+        if members > 1:  # one-member networks keep their checkpoints' layout
+            self._config["members"] = members
+        self.members = members
+        nets = [self._member(hidden, activation, float(dropout), fourier_features,
+                             float(fourier_sigma), dt_init, seed + k) for k in range(members)]
+        if members == 1:
+            self.embed, self.body, self.head = nets[0]
+        else:
+            self.embed, self.body, self.head = (nn.ModuleList(part) for part in zip(*nets))
+
+    def _member(self, hidden: list[int], activation: str, dropout: float, fourier_features: int,
+                fourier_sigma: float, dt_init: float | None, seed: int
+                ) -> tuple[nn.Module, nn.Module, nn.Linear]:
+        """One network: its embedding, hidden layers and output layer."""
+        embed = (FourierFeatures(self.in_features, fourier_features, fourier_sigma, seed)
+                 if fourier_features else nn.Identity())
         width = 2 * fourier_features if fourier_features else self.in_features
         layers: list[nn.Module] = []
         for h in hidden:
@@ -130,13 +155,45 @@ class TimeStepNet(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 1)
+        head = nn.Linear(width, 1)
         if dt_init is not None:
-            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(head.weight)
             y = float(dt_init) / self.dt_scale
             with torch.no_grad():  # inverse softplus
-                self.head.bias.fill_(y + math.log(-math.expm1(-y)))
+                head.bias.fill_(y + math.log(-math.expm1(-y)))
+        return embed, nn.Sequential(*layers), head
+
+    @classmethod
+    def average(cls, nets: Sequence[TimeStepNet]) -> TimeStepNet:
+        """The ensemble of ``nets`` (one-member networks of one configuration but for
+        their seeds, e.g. trained with different seeds): ``members=len(nets)``, its
+        ``dt`` the geometric mean of theirs, in the dtype and on the device of the first.
+
+        Raises:
+            ValueError: no nets, an ensemble among them, or configurations that differ.
+        """
+        if not nets:
+            raise ValueError("TimeStepNet.average needs at least one network")
+        configs = [net.config() for net in nets]
+        if any(net.members != 1 for net in nets):
+            raise ValueError("TimeStepNet.average: average one-member networks, not ensembles")
+        first = {k: v for k, v in configs[0].items() if k != "seed"}
+        for k, c in enumerate(configs[1:], 1):
+            other = {key: v for key, v in c.items() if key != "seed"}
+            if other != first:
+                diff = sorted(key for key in first.keys() | other.keys()
+                              if first.get(key) != other.get(key))
+                raise ValueError(f"TimeStepNet.average: network {k} differs from network 0 in "
+                                 f"{', '.join(diff)}; an ensemble needs one configuration")
+        if len(nets) == 1:
+            return nets[0]
+        p = next(nets[0].parameters())
+        out = cls(**configs[0], members=len(nets)).to(dtype=p.dtype, device=p.device)
+        with torch.no_grad():
+            for k, net in enumerate(nets):
+                for part in ("embed", "body", "head"):
+                    getattr(out, part)[k].load_state_dict(getattr(net, part).state_dict())
+        return out.eval()
 
     def config(self) -> dict:
         """Constructor arguments (JSON-friendly): ``TimeStepNet(**net.config())`` rebuilds it."""
@@ -151,9 +208,14 @@ class TimeStepNet(nn.Module):
         """
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected {self.in_features} input features, got {x.shape[-1]}")
-        x = x.to(self.head.weight.dtype)
-        z = self.head(self.body(self.embed(x))).squeeze(-1)
-        dt = self.dt_scale * F.softplus(z)
+        if self.members == 1:
+            x = x.to(self.head.weight.dtype)
+            dt = self.dt_scale * F.softplus(self.head(self.body(self.embed(x))).squeeze(-1))
+        else:
+            x = x.to(self.head[0].weight.dtype)
+            log_dt = [F.softplus(head(body(embed(x))).squeeze(-1)).log()
+                      for embed, body, head in zip(self.embed, self.body, self.head)]
+            dt = self.dt_scale * torch.stack(log_dt).mean(0).exp()
         if self.output in SCALED:
             if t_dyn is None:
                 raise ValueError(f"output={self.output!r} needs t_dyn (the state's time scale: "

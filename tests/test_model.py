@@ -183,3 +183,49 @@ def test_aarseth_head_on_encounter_features_reuses_their_derivatives(scenario):
     feats, tau = net.inputs(state)
     assert torch.equal(feats, net.spec(state))
     torch.testing.assert_close(tau, aarseth_time(state), rtol=1e-15, atol=0)
+
+
+def _trained_like(seed: int) -> TimeStepNet:
+    """A small aarseth-head network with random (seeded) weights, as if trained."""
+    torch.manual_seed(seed)
+    net = TimeStepNet("basic", hidden=[8, 8], dropout=0.0, output="aarseth", dt_init=0.1,
+                      seed=seed).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return net.eval()
+
+
+def test_average_is_the_geometric_mean_and_survives_a_checkpoint(tmp_path):
+    from aits.checkpoint import load_model, save_checkpoint
+    from aits.policies import ModelPolicy
+
+    nets = [_trained_like(k) for k in range(3)]
+    ens = TimeStepNet.average(nets)
+    assert ens.members == 3 and ens.config()["members"] == 3 and not ens.training
+    s = kepler_batch(6, seed=2)
+    dts = torch.stack([n.predict_dt(s) for n in nets])
+    assert not torch.allclose(dts[0], dts[1])  # the members differ
+    want = dts.log().mean(0).exp()
+    torch.testing.assert_close(ens.predict_dt(s), want, rtol=1e-14, atol=0)
+    path = save_checkpoint(tmp_path / "ens.pt", {"model_config": ens.config(),
+                                                 "model": ens.state_dict()})
+    back = load_model(path)
+    assert back.members == 3
+    torch.testing.assert_close(ModelPolicy(back)(s), want, rtol=1e-14, atol=0)
+    assert TimeStepNet.average(nets[:1]) is nets[0]
+    # one-member networks keep the layout (and config) of the checkpoints before ensembles
+    assert "members" not in nets[0].config() and "body.0.weight" in nets[0].state_dict()
+
+
+def test_average_refuses_what_is_not_one_configuration():
+    a = _trained_like(0)
+    b = TimeStepNet("basic", hidden=[8, 4], dropout=0.0, output="aarseth", dt_init=0.1)
+    with pytest.raises(ValueError, match="differs from network 0 in hidden"):
+        TimeStepNet.average([a, b.double()])
+    with pytest.raises(ValueError, match="at least one network"):
+        TimeStepNet.average([])
+    with pytest.raises(ValueError, match="not ensembles"):
+        TimeStepNet.average([TimeStepNet.average([a, _trained_like(1)]), a])
+    with pytest.raises(ValueError, match="members must be an int >= 1"):
+        TimeStepNet("basic", members=0)
