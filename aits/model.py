@@ -212,16 +212,31 @@ class TimeStepNet(nn.Module):
             x = x.to(self.head.weight.dtype)
             dt = self.dt_scale * F.softplus(self.head(self.body(self.embed(x))).squeeze(-1))
         else:
-            x = x.to(self.head[0].weight.dtype)
-            log_dt = [F.softplus(head(body(embed(x))).squeeze(-1)).log()
-                      for embed, body, head in zip(self.embed, self.body, self.head)]
-            dt = self.dt_scale * torch.stack(log_dt).mean(0).exp()
+            dt = self.dt_scale * self._members_log_dt(x.to(self.head[0].weight.dtype)).exp()
         if self.output in SCALED:
             if t_dyn is None:
                 raise ValueError(f"output={self.output!r} needs t_dyn (the state's time scale: "
                                  "TimeStepNet.inputs(state) gives it)")
             dt = dt * t_dyn.to(dt.dtype)
         return dt
+
+    def _members_log_dt(self, x: Tensor) -> Tensor:
+        """``x (..., in_features)`` -> the mean over the members of ``log softplus(z_k)``,
+        shape ``(...)``: every member's layer ``i`` in one batched matrix product."""
+        lead, K = x.shape[:-1], self.members
+        h = (torch.stack([embed(x) for embed in self.embed])
+             if not isinstance(self.embed[0], nn.Identity) else x.expand((K,) + x.shape))
+        h = h.reshape(K, -1, h.shape[-1])  # (K, rows, width)
+
+        def linear(layers: Sequence[nn.Linear], h: Tensor) -> Tensor:
+            weight = torch.stack([layer.weight for layer in layers])  # (K, out, in)
+            bias = torch.stack([layer.bias for layer in layers]).unsqueeze(1)
+            return torch.baddbmm(bias, h, weight.transpose(1, 2))
+
+        for layers in zip(*self.body):  # layer i of every member
+            h = linear(layers, h) if isinstance(layers[0], nn.Linear) else layers[0](h)
+        z = linear(self.head, h).squeeze(-1)  # (K, rows)
+        return F.softplus(z).log().mean(0).reshape(lead)
 
     def inputs(self, state: SystemState, history=None) -> tuple[Tensor, Tensor | None]:
         """The network's inputs for ``state``: features ``batch_shape + (in_features,)``
