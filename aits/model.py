@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from aits.features import FeatureSpec, aarseth_time, state_pair_stats
 from aits.state import SystemState
 
-__all__ = ["OUTPUTS", "FourierFeatures", "TimeStepNet"]
+__all__ = ["OUTPUTS", "FourierFeatures", "StackedLinear", "TimeStepNet"]
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 OUTPUTS = ("direct", "dynamical", "aarseth")
@@ -45,17 +45,36 @@ SCALED = ("dynamical", "aarseth")
 class FourierFeatures(nn.Module):
     """Gaussian Fourier-feature embedding (Tancik et al. 2020):
     ``x (..., F) -> [sin(2 pi x B), cos(2 pi x B)] (..., 2 m)`` with a fixed random
-    ``B (F, m) ~ N(0, sigma^2)`` (a buffer, saved with the model, not trained)."""
+    ``B (F, m) ~ N(0, sigma^2)`` (a buffer, saved with the model, not trained). With
+    ``members = K > 1``, ``B (K, F, m)`` (member ``k`` seeded ``seed + k``) maps
+    ``x (K, rows, F)`` member by member."""
 
     def __init__(self, in_features: int, n_frequencies: int, sigma: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, members: int = 1) -> None:
         super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("B", sigma * torch.randn(in_features, n_frequencies, generator=gen))
+        B = [sigma * torch.randn(in_features, n_frequencies,
+                                 generator=torch.Generator().manual_seed(seed + k))
+             for k in range(members)]
+        self.register_buffer("B", B[0] if members == 1 else torch.stack(B))
 
     def forward(self, x: Tensor) -> Tensor:
         proj = 2 * math.pi * (x @ self.B.to(x.dtype))
         return torch.cat([proj.sin(), proj.cos()], -1)
+
+
+class StackedLinear(nn.Module):
+    """``K`` independent linear layers in one, ``(K, rows, in) -> (K, rows, out)``:
+    ``weight (K, out, in)`` and ``bias (K, out)``, each member initialised as
+    :class:`torch.nn.Linear` is; one batched matrix product for all of them."""
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        layers = [nn.Linear(in_features, out_features) for _ in range(members)]
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), h, self.weight.transpose(1, 2))
 
 
 class TimeStepNet(nn.Module):
@@ -135,27 +154,30 @@ class TimeStepNet(nn.Module):
         if members > 1:  # one-member networks keep their checkpoints' layout
             self._config["members"] = members
         self.members = members
-        nets = [self._member(hidden, activation, float(dropout), fourier_features,
-                             float(fourier_sigma), dt_init, seed + k) for k in range(members)]
-        if members == 1:
-            self.embed, self.body, self.head = nets[0]
-        else:
-            self.embed, self.body, self.head = (nn.ModuleList(part) for part in zip(*nets))
+        self.embed, self.body, self.head = self._layers(
+            hidden, activation, float(dropout), fourier_features, float(fourier_sigma), dt_init,
+            seed)
 
-    def _member(self, hidden: list[int], activation: str, dropout: float, fourier_features: int,
+    def _layers(self, hidden: list[int], activation: str, dropout: float, fourier_features: int,
                 fourier_sigma: float, dt_init: float | None, seed: int
-                ) -> tuple[nn.Module, nn.Module, nn.Linear]:
-        """One network: its embedding, hidden layers and output layer."""
-        embed = (FourierFeatures(self.in_features, fourier_features, fourier_sigma, seed)
+                ) -> tuple[nn.Module, nn.Sequential, nn.Module]:
+        """The embedding, hidden layers and output layer: plain for one member, each
+        layer holding every member's weights (:class:`StackedLinear`) for more."""
+        K = self.members
+
+        def linear(fan_in: int, fan_out: int) -> nn.Module:
+            return nn.Linear(fan_in, fan_out) if K == 1 else StackedLinear(K, fan_in, fan_out)
+
+        embed = (FourierFeatures(self.in_features, fourier_features, fourier_sigma, seed, K)
                  if fourier_features else nn.Identity())
         width = 2 * fourier_features if fourier_features else self.in_features
         layers: list[nn.Module] = []
         for h in hidden:
-            layers += [nn.Linear(width, h), _ACTIVATIONS[activation]()]
+            layers += [linear(width, h), _ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        head = nn.Linear(width, 1)
+        head = linear(width, 1)
         if dt_init is not None:
             nn.init.zeros_(head.weight)
             y = float(dt_init) / self.dt_scale
@@ -189,10 +211,11 @@ class TimeStepNet(nn.Module):
             return nets[0]
         p = next(nets[0].parameters())
         out = cls(**configs[0], members=len(nets)).to(dtype=p.dtype, device=p.device)
-        with torch.no_grad():
+        with torch.no_grad():  # member k's tensors into slot k of every stacked one
+            stacked = out.state_dict()
             for k, net in enumerate(nets):
-                for part in ("embed", "body", "head"):
-                    getattr(out, part)[k].load_state_dict(getattr(net, part).state_dict())
+                for name, value in net.state_dict().items():
+                    stacked[name][k] = value
         return out.eval()
 
     def config(self) -> dict:
@@ -208,35 +231,19 @@ class TimeStepNet(nn.Module):
         """
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected {self.in_features} input features, got {x.shape[-1]}")
+        x = x.to(self.head.weight.dtype)
         if self.members == 1:
-            x = x.to(self.head.weight.dtype)
             dt = self.dt_scale * F.softplus(self.head(self.body(self.embed(x))).squeeze(-1))
-        else:
-            dt = self.dt_scale * self._members_log_dt(x.to(self.head[0].weight.dtype)).exp()
+        else:  # every member on the same rows, (K, rows, width); the geometric mean of dt
+            rows = x.reshape(1, -1, x.shape[-1]).expand(self.members, -1, -1)
+            z = self.head(self.body(self.embed(rows))).squeeze(-1)
+            dt = self.dt_scale * F.softplus(z).log().mean(0).exp().reshape(x.shape[:-1])
         if self.output in SCALED:
             if t_dyn is None:
                 raise ValueError(f"output={self.output!r} needs t_dyn (the state's time scale: "
                                  "TimeStepNet.inputs(state) gives it)")
             dt = dt * t_dyn.to(dt.dtype)
         return dt
-
-    def _members_log_dt(self, x: Tensor) -> Tensor:
-        """``x (..., in_features)`` -> the mean over the members of ``log softplus(z_k)``,
-        shape ``(...)``: every member's layer ``i`` in one batched matrix product."""
-        lead, K = x.shape[:-1], self.members
-        h = (torch.stack([embed(x) for embed in self.embed])
-             if not isinstance(self.embed[0], nn.Identity) else x.expand((K,) + x.shape))
-        h = h.reshape(K, -1, h.shape[-1])  # (K, rows, width)
-
-        def linear(layers: Sequence[nn.Linear], h: Tensor) -> Tensor:
-            weight = torch.stack([layer.weight for layer in layers])  # (K, out, in)
-            bias = torch.stack([layer.bias for layer in layers]).unsqueeze(1)
-            return torch.baddbmm(bias, h, weight.transpose(1, 2))
-
-        for layers in zip(*self.body):  # layer i of every member
-            h = linear(layers, h) if isinstance(layers[0], nn.Linear) else layers[0](h)
-        z = linear(self.head, h).squeeze(-1)  # (K, rows)
-        return F.softplus(z).log().mean(0).reshape(lead)
 
     def inputs(self, state: SystemState, history=None) -> tuple[Tensor, Tensor | None]:
         """The network's inputs for ``state``: features ``batch_shape + (in_features,)``

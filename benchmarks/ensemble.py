@@ -9,8 +9,9 @@ time and prints system-steps per second and wall time per system for
   (diagnostics off, no observers: timing), which runs natively (``aits.native_run``:
   the core's loop in C++, the few-body kernels vectorised across systems);
 * aits with per-system adaptive ``dt``: the Aarseth criterion (eta = 0.01), natively
-  too, and the shipped learned model (``aits.pretrained()``), whose network needs
-  the Python loop (one batched op call a step);
+  too, and the shipped learned models (``aits.pretrained()``, and the ``generalist``
+  ensemble on its native encounter features), whose networks need the Python loop
+  (one batched op call a step);
 * the fixed-dt and Aarseth runs again through the Python loop
   (``simulate(..., native=False)``), for the cost of the loop itself;
 * REBOUND's leapfrog with that fixed ``dt`` and REBOUND's IAS15, looped over the
@@ -109,7 +110,8 @@ DT = 2 * math.pi / 100
 #: aits / REBOUND leapfrog in system-steps per second, at B = 4096
 TARGET = 5.0
 FIXED, AARSETH, MODEL = "aits fixed dt (kdk)", "aits Aarseth eta=0.01 (kdk)", "aits model (kdk)"
-AITS_CODES = (FIXED, AARSETH, MODEL)
+GENERALIST = "aits generalist model (kdk)"
+AITS_CODES = (FIXED, AARSETH, MODEL, GENERALIST)
 #: the same fixed-dt and Aarseth runs through simulate's Python loop
 FIXED_LOOP, AARSETH_LOOP = f"{FIXED}, Python loop", f"{AARSETH}, Python loop"
 LOOP_CODES = (FIXED_LOOP, AARSETH_LOOP)
@@ -122,7 +124,7 @@ def aits_policy(code: str) -> Policy:
         return FixedPolicy(DT)
     if code in (AARSETH, AARSETH_LOOP):
         return AarsethPolicy(0.01)
-    return pretrained()
+    return pretrained("generalist" if code == GENERALIST else "default")
 
 
 def bench(B: int, steps: int, rebound_systems: int,

@@ -185,22 +185,23 @@ def test_aarseth_head_on_encounter_features_reuses_their_derivatives(scenario):
     torch.testing.assert_close(tau, aarseth_time(state), rtol=1e-15, atol=0)
 
 
-def _trained_like(seed: int) -> TimeStepNet:
+def _trained_like(seed: int, fourier: int = 0) -> TimeStepNet:
     """A small aarseth-head network with random (seeded) weights, as if trained."""
     torch.manual_seed(seed)
     net = TimeStepNet("basic", hidden=[8, 8], dropout=0.0, output="aarseth", dt_init=0.1,
-                      seed=seed).double()
+                      seed=seed, fourier_features=fourier).double()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.3 * torch.randn_like(p))
     return net.eval()
 
 
-def test_average_is_the_geometric_mean_and_survives_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("fourier", [0, 4])
+def test_average_is_the_geometric_mean_and_survives_a_checkpoint(tmp_path, fourier):
     from aits.checkpoint import load_model, save_checkpoint
     from aits.policies import ModelPolicy
 
-    nets = [_trained_like(k) for k in range(3)]
+    nets = [_trained_like(k, fourier) for k in range(3)]
     ens = TimeStepNet.average(nets)
     assert ens.members == 3 and ens.config()["members"] == 3 and not ens.training
     s = kepler_batch(6, seed=2)
