@@ -4,8 +4,20 @@ free-fall and collision times, made scale-free.
 Per body ``i`` the acceleration ``a``, jerk ``j``, snap ``s`` and crackle ``c`` of
 mutual gravity (:func:`aits.features.gravity_derivatives`) give the
 Aarseth time ``tau_i = sqrt((|a||s| + |j|^2) / (|j||c| + |s|^2))`` (``eta = 1``).
-Two more numbers per body are dimensionless: ``q1 = |j|^2 / (|a||s|)`` and
-``q2 = |s|^2 / (|j||c|)``.
+Per body, the log ratios ``q1 = log(|j|^2 / (|a||s|))`` and
+``q2 = log(|s|^2 / (|j||c|))`` (clipped) enter as bounded quantities. At the body
+with the smallest ``tau`` they give the *shares* of the jerk and the snap in
+Aarseth's numerator and denominator, ``f1 = |j|^2 / (|a||s| + |j|^2) = sigmoid(q1)``
+and ``f2 = |s|^2 / (|j||c| + |s|^2) = sigmoid(q2)``, in ``[0, 1]`` (1/2 where both
+terms are 0); over the bodies, their means squashed to ``(-1, 1)`` by
+``tanh(mean / MEAN_SCALE)``. Where a body's acceleration passes through zero (the
+middle body of a symmetric three-body configuration, twice a period on the
+figure-eight) ``q1`` jumps to the clip, while ``f1`` goes smoothly to 1: a network
+on the clipped log ratios saw an input far outside anything it was trained on there
+and changed its step threefold. (The means keep the log singularity, bounded.) The jerk and snap time scales of a body, over its
+``tau``, are functions of ``q1`` and ``q2`` alone, so they are not features of their
+own: with ``Q = e^q``, ``(|a|/|j|)^2 / tau^2 = (1 + Q2) / ((1 + Q1) Q1 Q2)`` and
+``(|a|/|s|) / tau^2 = (1 + Q2) / (Q2 (1 + Q1))``.
 
 :func:`encounter_times` returns the *time-like* quantities (each scales by ``T``
 when the system is rescaled by lengths ``L``, masses ``M`` and times
@@ -16,9 +28,9 @@ minimum pairwise free-fall time, the minimum pairwise collision time
 scale of a binary and the crossing time of a cluster).
 
 :func:`encounter_features` returns :data:`ENCOUNTER_NAMES`, all dimensionless
-(logarithms of ratios, clipped to ``[-CLIP, CLIP]``): unchanged under such a
-rescaling, invariant under a permutation of the bodies, finite for zero-mass
-(padded) systems and for ``N`` = 1 or 2. A dt of the form
+(logarithms of ratios clipped to ``[-CLIP, CLIP]``, shares and squashed means):
+unchanged under such a rescaling, invariant under a permutation of the bodies,
+finite for zero-mass (padded) systems and for ``N`` = 1 or 2. A dt of the form
 ``tau_min * exp(f(features))`` is then scale-free by construction.
 
 Cost: on the CPU one native op (:func:`aits.ops.encounter_features`: the two
@@ -44,10 +56,12 @@ from aits.features import ENCOUNTER_NAMES, gravity_derivatives, state_pair_stats
 from aits.policies import CollisionalPolicy
 from aits.state import SystemState
 
-__all__ = ["CLIP", "ENCOUNTER_NAMES", "EncounterTimes", "encounter_features", "encounter_times"]
+__all__ = ["CLIP", "ENCOUNTER_NAMES", "MEAN_SCALE", "EncounterTimes", "encounter_features", "encounter_times"]
 
 #: log ratios are clipped to [-CLIP, CLIP] (a body feeling no force has tau = inf)
 CLIP = 30.0
+#: the mean log ratios over the bodies are squashed to (-1, 1) by tanh(x / MEAN_SCALE)
+MEAN_SCALE = 4.0
 
 
 
@@ -67,7 +81,8 @@ class EncounterTimes:
 
     Attributes:
         aarseth_min: ``min_i tau_i`` (Aarseth's criterion with ``eta = 1``).
-        aarseth_gmean: geometric mean of ``tau_i`` over bodies that feel a force.
+        aarseth_gmean: geometric mean of ``tau_i`` over the bodies whose ``tau_i`` is
+            finite and > 0.
         freefall_min: minimum pairwise free-fall time ``sqrt(s^3 / (G (m_i + m_j)))``.
         collision_min: minimum pairwise ``min(r/|v_ij|, sqrt(r/|a_ij|))``.
         energy_time: ``G M^{5/2} / (2 |E|)^{3/2}`` (``inf`` where ``E = 0``).
@@ -104,7 +119,7 @@ def _per_body(state: SystemState) -> _PerBody:
     ok = _massive(state).unsqueeze(-1)
     a, j, s, c = (torch.where(ok, t, 0.0) for t in (a, j, s, c))  # zero-mass: NaN -> 0
     tau = ((a * s + j * j) / (j * c + s * s)).sqrt()  # as aits.features.aarseth_time
-    tau = torch.where((a > 0) & ~torch.isnan(tau), tau, math.inf)  # no force: no step limit
+    tau = torch.where(torch.isnan(tau), math.inf, tau)  # 0/0, no force: no step limit
     return _PerBody(a, j, s, c, tau)
 
 
@@ -112,7 +127,7 @@ def _per_body(state: SystemState) -> _PerBody:
 def _times(state: SystemState, body: _PerBody) -> tuple[EncounterTimes, Tensor, Tensor]:
     """The times, and the kinetic energy in the centre-of-mass frame and the potential
     energy (``batch_shape`` each) that the energy time came from."""
-    felt = body.a > 0
+    felt = torch.isfinite(body.tau) & (body.tau > 0)
     n_felt = felt.sum(-1)
     log_tau = torch.where(felt, body.tau, 1.0).log()
     gmean = torch.exp(log_tau.sum(-1) / n_felt.clamp_min(1))
@@ -155,7 +170,7 @@ def _native(state: SystemState) -> tuple[Tensor, EncounterTimes]:
 @torch.no_grad()
 def encounter_features(state: SystemState, *, native: bool = True) -> tuple[Tensor, EncounterTimes]:
     """The dimensionless :data:`ENCOUNTER_NAMES` of ``state``,
-    ``batch_shape + (14,)``, and its :class:`EncounterTimes` (one set of passes serves both).
+    ``batch_shape + (12,)``, and its :class:`EncounterTimes` (one set of passes serves both).
 
     ``native``: on the CPU, compute them with :func:`aits.ops.encounter_features`
     (``False``: the torch path, which every other device takes; the two agree to rounding).
@@ -179,9 +194,8 @@ def encounter_features(state: SystemState, *, native: bool = True) -> tuple[Tens
         _log_ratio(t.freefall_min, t.aarseth_min),
         _log_ratio(t.collision_min, t.aarseth_min),
         _log_ratio(t.freefall_min, t.energy_time),
-        at_min(q1), at_min(q2), q1.mean(-1), q2.mean(-1),
-        _log_ratio(at_min(body.a), at_min(body.j) * t.aarseth_min),
-        0.5 * _log_ratio(at_min(body.a), at_min(body.s) * t.aarseth_min.square()),
+        torch.sigmoid(at_min(q1)), torch.sigmoid(at_min(q2)),  # the shares
+        torch.tanh(q1.mean(-1) / MEAN_SCALE), torch.tanh(q2.mean(-1) / MEAN_SCALE),
         _log_ratio(2 * kin, pot.abs()),
         _log_ratio(m.amin(-1), m.amax(-1)),
     ]

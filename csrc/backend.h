@@ -11,6 +11,11 @@
 
 namespace aits {
 
+// The columns of the encounter_features op's outputs: aits.features.ENCOUNTER_NAMES
+// and the fields of aits.encounter.EncounterTimes.
+constexpr int kEncounterFeatures = 12;
+constexpr int kEncounterTimes = 5;
+
 // The inputs and preallocated outputs of GravityBackend::kdk_run: pos, vel,
 // acc (B, N, D), mass (B, N), time and t_stop (B,) float64 (t_stop inf: no
 // end), all contiguous and validated; outputs pos1, vel1, acc1 (B, N, D),
@@ -101,8 +106,8 @@ class GravityBackend {
 
   // The encounter features of aits.encounter (the op encounter_features, ops.h)
   // from pos, vel, mass and Aarseth's derivatives acc, jerk, snap, crackle (as
-  // aarseth_derivatives gives them): feats (B, 14) and times (B, 5), log ratios
-  // clipped to [-clip, clip]. Only the CPU back end has it; the default raises
+  // aarseth_derivatives gives them): feats (B, kEncounterFeatures) and times
+  // (B, kEncounterTimes), log ratios clipped to [-clip, clip]. Only the CPU back end has it; the default raises
   // a clear error (aits.encounter falls back to torch elsewhere).
   virtual void encounter_features(const at::Tensor& pos, const at::Tensor& vel,
                                   const at::Tensor& mass, const at::Tensor& acc,

@@ -112,8 +112,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> aarseth_derivatives(const Tensor& pos
 }
 
 // The encounter features (aits/encounter.py) from one derivative pass and one
-// pass of the back end's encounter kernel over the pairs: feats (B, 14) and
-// times (B, 5) in the dtype of pos.
+// pass of the back end's encounter kernel over the pairs: feats (B, kEncounterFeatures)
+// and times (B, kEncounterTimes) in the dtype of pos.
 std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& vel,
                                               const Tensor& mass, double softening, double G,
                                               double clip) {
@@ -124,8 +124,8 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
   const Tensor v = check_like_pos(op, "vel", vel, sys);
   values.finite("vel", v);
   values.run();
-  Tensor feats = at::empty({sys.B, 14}, sys.pos.options());
-  Tensor times = at::empty({sys.B, 5}, sys.pos.options());
+  Tensor feats = at::empty({sys.B, kEncounterFeatures}, sys.pos.options());
+  Tensor times = at::empty({sys.B, kEncounterTimes}, sys.pos.options());
   if (sys.B > 0) {
     const GravityBackend& backend = backend_for(sys.pos);
     Tensor acc = at::empty_like(sys.pos), jerk = at::empty_like(sys.pos);
