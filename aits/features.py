@@ -87,8 +87,8 @@ ENCOUNTER_NAMES: tuple[str, ...] = (
     "log_freefall_over_aarseth",         # log(t_ff_min / tau_min)
     "log_collision_over_aarseth",        # log(t_coll_min / tau_min)
     "log_freefall_over_energy_time",     # log(t_ff_min / T_E)
-    "jerk_share_at_min",                 # |j|^2/(|a||s| + |j|^2) of the body with tau_min
-    "snap_share_at_min",                 # |s|^2/(|j||c| + |s|^2) of that body
+    "log_jerk_share_at_min",             # log(|j|^2/(|a||s| + |j|^2)) of the body with tau_min
+    "log_crackle_share_at_min",          # log(|j||c|/(|j||c| + |s|^2)) of that body
     "tanh_mean_log_q1",                  # tanh(mean of log(|j|^2/(|a||s|)) / 4)
     "tanh_mean_log_q2",                  # tanh(mean of log(|s|^2/(|j||c|)) / 4)
     "log_virial_ratio",                  # log(2 K_com / |U|)

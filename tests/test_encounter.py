@@ -36,8 +36,8 @@ def test_circular_binary_has_the_hand_computed_values():
                  "tanh_mean_log_q2"):
         assert f[name] == pytest.approx(0.0, abs=1e-12), name
     # |j|^2 = |a||s| and |s|^2 = |j||c|: each share is one half
-    for name in ("jerk_share_at_min", "snap_share_at_min"):
-        assert f[name] == pytest.approx(0.5, abs=1e-12), name
+    for name in ("log_jerk_share_at_min", "log_crackle_share_at_min"):
+        assert f[name] == pytest.approx(math.log(0.5), abs=1e-12), name
     assert f["log_mass_ratio"] == pytest.approx(math.log(m1 / m2), rel=1e-12)
     assert f["log_n_bodies"] == pytest.approx(math.log(2))
 
@@ -122,9 +122,9 @@ def test_features_are_continuous_where_an_acceleration_passes_through_zero():
     assert torch.argmin((a * sn + j * j) / (j * c + sn * sn)) == 1  # it sets tau_min
     f0 = encounter_features(s)[0]
     shares = [ENCOUNTER_NAMES.index(n) for n in
-              ("jerk_share_at_min", "snap_share_at_min")]
-    assert f0[shares[0]].item() == pytest.approx(1.0, abs=1e-12)  # all jerk: |a| = 0
-    assert f0[shares[1]].item() == pytest.approx(0.0, abs=1e-12)  # |s| = 0
+              ("log_jerk_share_at_min", "log_crackle_share_at_min")]
+    # |a| = |s| = 0: all of Aarseth's numerator is jerk, all of its denominator crackle
+    torch.testing.assert_close(f0[shares], torch.zeros(2, dtype=f64), rtol=0, atol=1e-12)
     means = [ENCOUNTER_NAMES.index(n) for n in ("tanh_mean_log_q1", "tanh_mean_log_q2")]
     assert (f0[means].abs() < 1).all()
     for dt in (1e-3, -1e-3):  # just after and just before the crossing

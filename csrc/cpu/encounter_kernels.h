@@ -38,9 +38,12 @@ inline double log_ratio(double num, double den, double clip, double tiny) {
   return std::min(std::max(out, -clip), clip);
 }
 
-// The share num / (num + den) from its log ratio q (log_ratio above): 1 / (1 + e^-q),
-// in [0, 1], 1/2 where both are 0; as torch.sigmoid in aits.encounter.
-inline double share(double q) { return 1.0 / (1.0 + std::exp(-q)); }
+// log(num / (num + den)) from the log ratio q = log(num / den) (log_ratio above):
+// -log(1 + e^-q), <= 0, log(1/2) where both are 0; as torch's logsigmoid in
+// aits.encounter.
+inline double log_share(double q) {
+  return q > 0 ? -std::log1p(std::exp(-q)) : q - std::log1p(std::exp(q));
+}
 
 // The mean log ratios over the bodies are squashed by tanh(x / kMeanScale), as
 // aits.encounter.MEAN_SCALE.
@@ -136,8 +139,8 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
       log_ratio(tff, tau_min, clip, tiny),
       log_ratio(coll, tau_min, clip, tiny),
       log_ratio(tff, t_energy, clip, tiny),
-      share(q1k),
-      share(q2k),
+      log_share(q1k),
+      log_share(-q2k),
       std::tanh(q1_sum / double(N) / kMeanScale),
       std::tanh(q2_sum / double(N) / kMeanScale),
       log_ratio(2 * kin, std::abs(pot), clip, tiny),
