@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aits import ops
 
-__version__ = "0.2.0"
+__version__ = "0.1.0"
 
 #: public name -> the submodule that defines it (loaded on first access)
 _EXPORTS: dict[str, str] = {

@@ -225,8 +225,7 @@ def _check_model_config(model_config: dict, weights: dict, config: dict) -> None
             raise CheckpointError(
                 f"its network takes {have[-1]} input features, but its feature spec "
                 f"({model.spec.kind!r}) gives {want[-1]} in aits {__version__}: the model was "
-                "written by a version with another feature set (the 'encounter' features are "
-                "12 since aits 0.2.0, 14 before); retrain it with this version")
+                "written by a version with another feature set; retrain it with this version")
         raise CheckpointError(
             f"its model_config does not fit its weights: {name} is "
             f"{have or 'absent'} in the weights, {want or 'absent'} in "

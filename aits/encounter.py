@@ -4,25 +4,8 @@ free-fall and collision times, made scale-free.
 Per body ``i`` the acceleration ``a``, jerk ``j``, snap ``s`` and crackle ``c`` of
 mutual gravity (:func:`aits.features.gravity_derivatives`) give the
 Aarseth time ``tau_i = sqrt((|a||s| + |j|^2) / (|j||c| + |s|^2))`` (``eta = 1``).
-Per body, the log ratios ``q1 = log(|j|^2 / (|a||s|))`` and
-``q2 = log(|s|^2 / (|j||c|))`` (clipped) describe how Aarseth's time is made. At
-the body with the smallest ``tau`` they enter as the logarithms of two *shares*:
-the jerk's share of Aarseth's numerator, ``log(|j|^2 / (|a||s| + |j|^2)) =
-log sigmoid(q1)``, and the crackle's share of its denominator,
-``log(|j||c| / (|j||c| + |s|^2)) = log sigmoid(-q2)``; both ``<= 0``,
-``log(1/2)`` where both terms are 0. Where a body's acceleration passes through
-zero (the middle body of a symmetric three-body configuration, twice a period on
-the figure-eight), ``|a|`` and ``|s|`` vanish: ``q1`` and ``-q2`` jump to the clip,
-while both log shares go smoothly to 0; a network on the clipped log ratios saw an
-input far outside anything it was trained on there and changed its step threefold.
-On the other side (binaries: ``q1`` in about ``[-5, 0]``, ``q2`` in ``[-2, 4]``
-from e = 0.5 to 0.99) a log share is close to its log ratio, so the resolution
-there is kept. Over the bodies, the means of ``q1`` and ``q2`` enter squashed to
-``(-1, 1)`` by ``tanh(mean / MEAN_SCALE)`` (they keep the log singularity, bounded).
-The jerk and snap time scales of a body, over its ``tau``, are functions of ``q1``
-and ``q2`` alone, so they are not features of their own: with ``Q = e^q``,
-``(|a|/|j|)^2 / tau^2 = (1 + Q2) / ((1 + Q1) Q1 Q2)`` and
-``(|a|/|s|) / tau^2 = (1 + Q2) / (Q2 (1 + Q1))``.
+Two more numbers per body are dimensionless: ``q1 = |j|^2 / (|a||s|)`` and
+``q2 = |s|^2 / (|j||c|)``.
 
 :func:`encounter_times` returns the *time-like* quantities (each scales by ``T``
 when the system is rescaled by lengths ``L``, masses ``M`` and times
@@ -33,9 +16,9 @@ minimum pairwise free-fall time, the minimum pairwise collision time
 scale of a binary and the crossing time of a cluster).
 
 :func:`encounter_features` returns :data:`ENCOUNTER_NAMES`, all dimensionless
-(logarithms of ratios clipped to ``[-CLIP, CLIP]``, log shares and squashed means):
-unchanged under such a rescaling, invariant under a permutation of the bodies,
-finite for zero-mass (padded) systems and for ``N`` = 1 or 2. A dt of the form
+(logarithms of ratios, clipped to ``[-CLIP, CLIP]``): unchanged under such a
+rescaling, invariant under a permutation of the bodies, finite for zero-mass
+(padded) systems and for ``N`` = 1 or 2. A dt of the form
 ``tau_min * exp(f(features))`` is then scale-free by construction.
 
 Cost: on the CPU one native op (:func:`aits.ops.encounter_features`: the two
@@ -54,7 +37,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from aits import ops
@@ -62,12 +44,10 @@ from aits.features import ENCOUNTER_NAMES, gravity_derivatives, state_pair_stats
 from aits.policies import CollisionalPolicy
 from aits.state import SystemState
 
-__all__ = ["CLIP", "ENCOUNTER_NAMES", "MEAN_SCALE", "EncounterTimes", "encounter_features", "encounter_times"]
+__all__ = ["CLIP", "ENCOUNTER_NAMES", "EncounterTimes", "encounter_features", "encounter_times"]
 
 #: log ratios are clipped to [-CLIP, CLIP] (a body feeling no force has tau = inf)
 CLIP = 30.0
-#: the mean log ratios over the bodies are squashed to (-1, 1) by tanh(x / MEAN_SCALE)
-MEAN_SCALE = 4.0
 
 
 
@@ -176,7 +156,7 @@ def _native(state: SystemState) -> tuple[Tensor, EncounterTimes]:
 @torch.no_grad()
 def encounter_features(state: SystemState, *, native: bool = True) -> tuple[Tensor, EncounterTimes]:
     """The dimensionless :data:`ENCOUNTER_NAMES` of ``state``,
-    ``batch_shape + (12,)``, and its :class:`EncounterTimes` (one set of passes serves both).
+    ``batch_shape + (14,)``, and its :class:`EncounterTimes` (one set of passes serves both).
 
     ``native``: on the CPU, compute them with :func:`aits.ops.encounter_features`
     (``False``: the torch path, which every other device takes; the two agree to rounding).
@@ -200,8 +180,9 @@ def encounter_features(state: SystemState, *, native: bool = True) -> tuple[Tens
         _log_ratio(t.freefall_min, t.aarseth_min),
         _log_ratio(t.collision_min, t.aarseth_min),
         _log_ratio(t.freefall_min, t.energy_time),
-        F.logsigmoid(at_min(q1)), F.logsigmoid(-at_min(q2)),  # the log shares
-        torch.tanh(q1.mean(-1) / MEAN_SCALE), torch.tanh(q2.mean(-1) / MEAN_SCALE),
+        at_min(q1), at_min(q2), q1.mean(-1), q2.mean(-1),
+        _log_ratio(at_min(body.a), at_min(body.j) * t.aarseth_min),
+        0.5 * _log_ratio(at_min(body.a), at_min(body.s) * t.aarseth_min.square()),
         _log_ratio(2 * kin, pot.abs()),
         _log_ratio(m.amin(-1), m.amax(-1)),
     ]

@@ -10,7 +10,7 @@ min and mean pairwise distance.
 distance from the centre of mass, min and rms relative speed, min and rms |a|,
 max pairwise distance and the softening.
 
-``encounter`` (12, all dimensionless): the ingredients of Aarseth's criterion and
+``encounter`` (14, all dimensionless): the ingredients of Aarseth's criterion and
 the pairwise free-fall and collision times as log ratios (:mod:`aits.encounter`,
 :data:`ENCOUNTER_NAMES`); unchanged when a system is rescaled in length, mass
 and time, so a model seeing them is scale-free whatever ``normalize`` says.
@@ -87,10 +87,12 @@ ENCOUNTER_NAMES: tuple[str, ...] = (
     "log_freefall_over_aarseth",         # log(t_ff_min / tau_min)
     "log_collision_over_aarseth",        # log(t_coll_min / tau_min)
     "log_freefall_over_energy_time",     # log(t_ff_min / T_E)
-    "log_jerk_share_at_min",             # log(|j|^2/(|a||s| + |j|^2)) of the body with tau_min
-    "log_crackle_share_at_min",          # log(|j||c|/(|j||c| + |s|^2)) of that body
-    "tanh_mean_log_q1",                  # tanh(mean of log(|j|^2/(|a||s|)) / 4)
-    "tanh_mean_log_q2",                  # tanh(mean of log(|s|^2/(|j||c|)) / 4)
+    "log_q1_at_min",                     # log(|j|^2/(|a||s|)) of the body with tau_min
+    "log_q2_at_min",                     # log(|s|^2/(|j||c|)) of that body
+    "mean_log_q1",
+    "mean_log_q2",
+    "log_jerk_time_over_aarseth",        # log((|a|/|j|) / tau) of the body with tau_min
+    "log_snap_time_over_aarseth",        # log(sqrt(|a|/|s|) / tau) of that body
     "log_virial_ratio",                  # log(2 K_com / |U|)
     "log_mass_ratio",                    # log(m_min / m_max)
 )
@@ -368,7 +370,7 @@ def analytic_features(
     pairs: PairStats | None = None,
 ) -> Tensor:
     """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for
-    ``rich``, ``(12,)`` for ``encounter``.
+    ``rich``, ``(14,)`` for ``encounter``.
 
     Reuses ``state.acc`` when cached (else one force evaluation) and ``pairs``, the
     state's :func:`pairwise_stats`, when given (else :func:`state_pair_stats`). Finite for any
@@ -483,7 +485,7 @@ class FeatureSpec:
 
     Attributes:
         kind: analytic features of the current state, ``basic`` (11), ``rich`` (23)
-            or ``encounter`` (12).
+            or ``encounter`` (14).
         history: ``None``, ``delta_mag`` (10 per pair), ``basic`` or ``rich`` (per state).
         history_len: ``K``, the window length (0 = no history features).
         normalize: ``none``; ``fixed`` (divide by ``scales``); ``state`` (divide by

@@ -82,7 +82,7 @@ def encounter_features(
     pos: Tensor, vel: Tensor, mass: Tensor, softening: float, G: float, clip: float
 ) -> tuple[Tensor, Tensor]:
     """The encounter features of :func:`aits.encounter.encounter_features`, natively:
-    ``(feats, times)``, ``batch_shape + (12,)`` (the columns of
+    ``(feats, times)``, ``batch_shape + (14,)`` (the columns of
     :data:`aits.features.ENCOUNTER_NAMES`, log ratios clipped to ``[-clip, clip]``) and
     ``batch_shape + (5,)`` (the fields of :class:`aits.encounter.EncounterTimes` in
     order), in ``pos``'s dtype (computed in float64).
@@ -302,7 +302,7 @@ def _aarseth_derivatives_fake(pos, vel, mass, softening=0.0, G=1.0):
 @torch.library.register_fake("aits::encounter_features")
 def _encounter_features_fake(pos, vel, mass, softening, G, clip):
     _check_meta_mix(pos, vel=vel, mass=mass)
-    return pos.new_empty(pos.shape[:-2] + (12,)), pos.new_empty(pos.shape[:-2] + (5,))
+    return pos.new_empty(pos.shape[:-2] + (14,)), pos.new_empty(pos.shape[:-2] + (5,))
 
 
 @torch.library.register_fake("aits::leapfrog_step")

@@ -13,7 +13,7 @@ namespace aits {
 
 // The columns of the encounter_features op's outputs: aits.features.ENCOUNTER_NAMES
 // and the fields of aits.encounter.EncounterTimes.
-constexpr int kEncounterFeatures = 12;
+constexpr int kEncounterFeatures = 14;
 constexpr int kEncounterTimes = 5;
 
 // The inputs and preallocated outputs of GravityBackend::kdk_run: pos, vel,

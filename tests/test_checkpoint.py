@@ -228,14 +228,14 @@ def test_model_only_checkpoint_loads_and_is_checked(tmp_path):
 
 
 def test_a_model_of_another_feature_set_is_refused_with_the_fix(tmp_path):
-    # a network of aits 0.1 on its 14 'encounter' features: 12 since 0.2.0
+    # a network written when the 'encounter' kind had 16 features (it has 14)
     net = TimeStepNet("encounter", hidden=[8], output="aarseth").double()
     weights = net.state_dict()
     first = next(k for k, v in weights.items() if v.shape[-1] == net.in_features)
-    weights[first] = torch.zeros(weights[first].shape[:-1] + (14,), dtype=torch.float64)
+    weights[first] = torch.zeros(weights[first].shape[:-1] + (16,), dtype=torch.float64)
     p = save_checkpoint(tmp_path / "old.pt", {"model_config": net.config(), "model": weights})
-    with pytest.raises(CheckpointError, match="takes 14 input features, but its feature spec "
-                       r"\('encounter'\) gives 12 .* retrain it"):
+    with pytest.raises(CheckpointError, match="takes 16 input features, but its feature spec "
+                       r"\('encounter'\) gives 14 .* retrain it"):
         load_model(p)
 
 

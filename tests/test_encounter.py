@@ -32,12 +32,10 @@ def test_circular_binary_has_the_hand_computed_values():
     E = -m1 * m2 / (2 * a)
     assert t.energy_time.item() == pytest.approx(1.0 / (2 * abs(E)) ** 1.5, rel=1e-12)
     f = _named(s)
-    for name in ("log_virial_ratio", "log_aarseth_gmean_over_min", "tanh_mean_log_q1",
-                 "tanh_mean_log_q2"):
+    for name in ("log_q1_at_min", "log_q2_at_min", "mean_log_q1", "mean_log_q2",
+                 "log_jerk_time_over_aarseth", "log_snap_time_over_aarseth",
+                 "log_virial_ratio", "log_aarseth_gmean_over_min"):
         assert f[name] == pytest.approx(0.0, abs=1e-12), name
-    # |j|^2 = |a||s| and |s|^2 = |j||c|: each share is one half
-    for name in ("log_jerk_share_at_min", "log_crackle_share_at_min"):
-        assert f[name] == pytest.approx(math.log(0.5), abs=1e-12), name
     assert f["log_mass_ratio"] == pytest.approx(math.log(m1 / m2), rel=1e-12)
     assert f["log_n_bodies"] == pytest.approx(math.log(2))
 
@@ -83,7 +81,7 @@ def test_padded_zero_one_and_two_body_states_are_finite():
     zero = SystemState(torch.zeros(2, 5, 3, dtype=f64), torch.zeros(2, 5, 3, dtype=f64),
                        torch.zeros(2, 5, dtype=f64))
     f, t = encounter_features(zero)
-    assert torch.equal(f, torch.zeros(2, 12, dtype=f64))
+    assert torch.equal(f, torch.zeros(2, 14, dtype=f64))
     assert torch.isinf(t.aarseth_min).all() and torch.isinf(t.freefall_min).all()
     one = SystemState(torch.zeros(1, 2, dtype=f64), torch.ones(1, 2, dtype=f64),
                       torch.ones(1, dtype=f64))
@@ -102,44 +100,29 @@ def test_padded_zero_one_and_two_body_states_are_finite():
                         torch.stack([rest.mass, torch.zeros(3, dtype=f64)]))
     fm = encounter_features(mixed)[0]
     torch.testing.assert_close(fm[0], encounter_features(rest)[0], rtol=1e-12, atol=0)
-    assert torch.equal(fm[1], torch.zeros(12, dtype=f64))
+    assert torch.equal(fm[1], torch.zeros(14, dtype=f64))
 
 
-def _collinear_crossing() -> SystemState:
-    """Three unit masses at (-1, 0), (0, 0), (1, 0) moving as the figure-eight family
-    does through its collinear phase: the middle body feels no force at t = 0
-    (|a| = |s| = 0 there by symmetry) and sets the smallest Aarseth time."""
+def test_a_body_at_zero_acceleration_keeps_its_aarseth_time():
+    # three unit masses on a line, the middle one at rest between the others and moving
+    # (the figure-eight family's collinear phase): |a| = |s| = 0 there, |j| > 0, so its
+    # Aarseth time sqrt(|j| / |c|) is finite, the smallest, and the criterion's step
     v = torch.tensor([0.35, 0.5], dtype=f64)
-    return SystemState(torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]], dtype=f64),
-                       torch.stack([v, -2 * v, v]), torch.ones(3, dtype=f64))
-
-
-def test_features_are_continuous_where_an_acceleration_passes_through_zero():
-    s = _collinear_crossing()
-    t = encounter_times(s)
+    s = SystemState(torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]], dtype=f64),
+                    torch.stack([v, -2 * v, v]), torch.ones(3, dtype=f64))
     a, j, sn, c = (x.norm(dim=-1) for x in gravity_derivatives(s))
-    assert a[1] == 0 and sn[1] == 0
-    assert torch.argmin((a * sn + j * j) / (j * c + sn * sn)) == 1  # it sets tau_min
-    f0 = encounter_features(s)[0]
-    shares = [ENCOUNTER_NAMES.index(n) for n in
-              ("log_jerk_share_at_min", "log_crackle_share_at_min")]
-    # |a| = |s| = 0: all of Aarseth's numerator is jerk, all of its denominator crackle
-    torch.testing.assert_close(f0[shares], torch.zeros(2, dtype=f64), rtol=0, atol=1e-12)
-    means = [ENCOUNTER_NAMES.index(n) for n in ("tanh_mean_log_q1", "tanh_mean_log_q2")]
-    assert (f0[means].abs() < 1).all()
-    for dt in (1e-3, -1e-3):  # just after and just before the crossing
-        near = step(s, dt)
-        assert encounter_times(near).aarseth_min.item() == pytest.approx(t.aarseth_min.item(),
-                                                                         rel=1e-3)
-        f = encounter_features(near)[0]
-        # the means keep the log ratios' singularity (q1 -> +inf as |a| -> 0), squashed
-        smooth = [k for k in range(len(ENCOUNTER_NAMES)) if k not in means]
-        torch.testing.assert_close(f[smooth], f0[smooth], rtol=0, atol=1e-2)
-        assert (f[means].abs() < 1).all()
+    assert a[1] == 0 and sn[1] == 0 and j[1] > 0
+    tau_middle = (j[1] / c[1]).sqrt()
+    assert tau_middle < ((a * sn + j * j) / (j * c + sn * sn))[[0, 2]].sqrt().min()
+    for native in (True, False):
+        t = encounter_features(s, native=native)[1]
+        torch.testing.assert_close(t.aarseth_min, tau_middle, rtol=1e-12, atol=0)
+        torch.testing.assert_close(t.aarseth_min, AarsethPolicy(1.0)(s), rtol=1e-12, atol=0)
+        assert torch.isfinite(t.aarseth_gmean)
 
 
 def test_names_and_float32():
-    assert feature_names("encounter") == ENCOUNTER_NAMES and len(set(ENCOUNTER_NAMES)) == 12
+    assert feature_names("encounter") == ENCOUNTER_NAMES and len(set(ENCOUNTER_NAMES)) == 14
     s = random_system(5, 3, seed=2, dtype=torch.float32)
     f = encounter_features(s)[0]
     assert f.dtype == torch.float32 and torch.isfinite(f).all()

@@ -34,8 +34,8 @@ def test_dimensions_and_names():
     assert analytic_features(s, "basic").shape == (4, 11)
     assert analytic_features(s, "rich").shape == (4, 23)
     assert analytic_features(random_system(5, 2), "rich").shape == (23,)
-    assert analytic_features(s, "encounter").shape == (4, 12)
-    assert FeatureSpec("encounter", "delta_mag", 1).dim == 12 + 10
+    assert analytic_features(s, "encounter").shape == (4, 14)
+    assert FeatureSpec("encounter", "delta_mag", 1).dim == 14 + 10
     assert len(feature_names("delta_mag")) == 10
     spec = FeatureSpec("rich", "delta_mag", 3)
     assert spec.dim == 23 + 30

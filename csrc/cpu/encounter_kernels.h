@@ -1,7 +1,7 @@
 // The encounter features of aits.encounter on the CPU, one system at a time:
 // what the Python path computes with some fifty small torch ops per call (the
 // per-body Aarseth times, the pairwise free-fall and collision times, the
-// energy time and the twelve features), from the acceleration and its three
+// energy time and the fourteen log ratios), from the acceleration and its three
 // time derivatives that the caller computed (the aarseth_derivatives kernels).
 // Arithmetic in float64 whatever the input dtype; the outputs are cast back.
 // The reference is aits/encounter.py, whose docstrings give every definition;
@@ -38,17 +38,6 @@ inline double log_ratio(double num, double den, double clip, double tiny) {
   return std::min(std::max(out, -clip), clip);
 }
 
-// log(num / (num + den)) from the log ratio q = log(num / den) (log_ratio above):
-// -log(1 + e^-q), <= 0, log(1/2) where both are 0; as torch's logsigmoid in
-// aits.encounter.
-inline double log_share(double q) {
-  return q > 0 ? -std::log1p(std::exp(-q)) : q - std::log1p(std::exp(q));
-}
-
-// The mean log ratios over the bodies are squashed by tanh(x / kMeanScale), as
-// aits.encounter.MEAN_SCALE.
-constexpr double kMeanScale = 4.0;
-
 // One system: x, v, a, j, s, c (N, D), m (N); feats (kFeatures), times (kTimes).
 template <typename T, int D>
 void system_features(const T* x, const T* v, const T* m, const T* a, const T* j, const T* s,
@@ -73,7 +62,8 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
     return;
   }
   // per body: Aarseth's time, the first body of the smallest, the log ratios q1, q2
-  double tau_min = inf, log_tau_sum = 0.0, q1_sum = 0.0, q2_sum = 0.0, q1k = 0.0, q2k = 0.0;
+  double tau_min = inf, log_tau_sum = 0.0, q1_sum = 0.0, q2_sum = 0.0;
+  double ak = 0.0, jk = 0.0, sk = 0.0, q1k = 0.0, q2k = 0.0;
   int64_t felt = 0;
   for (int64_t i = 0; i < N; ++i) {
     const double an = norm(a, i), jn = norm(j, i), sn = norm(s, i), cn = norm(c, i);
@@ -83,7 +73,7 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
     const double q2 = log_ratio(sn * sn, jn * cn, clip, tiny);
     if (i == 0 || tau < tau_min) {
       tau_min = tau;
-      q1k = q1, q2k = q2;
+      ak = an, jk = jn, sk = sn, q1k = q1, q2k = q2;
     }
     if (tau > 0 && tau < inf) {
       ++felt;
@@ -139,10 +129,12 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
       log_ratio(tff, tau_min, clip, tiny),
       log_ratio(coll, tau_min, clip, tiny),
       log_ratio(tff, t_energy, clip, tiny),
-      log_share(q1k),
-      log_share(-q2k),
-      std::tanh(q1_sum / double(N) / kMeanScale),
-      std::tanh(q2_sum / double(N) / kMeanScale),
+      q1k,
+      q2k,
+      q1_sum / double(N),
+      q2_sum / double(N),
+      log_ratio(ak, jk * tau_min, clip, tiny),
+      0.5 * log_ratio(ak, sk * tau_min * tau_min, clip, tiny),
       log_ratio(2 * kin, std::abs(pot), clip, tiny),
       log_ratio(m_min, m_max, clip, tiny),
   };
