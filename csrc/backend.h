@@ -107,8 +107,9 @@ class GravityBackend {
   // The encounter features of aits.encounter (the op encounter_features, ops.h)
   // from pos, vel, mass and Aarseth's derivatives acc, jerk, snap, crackle (as
   // aarseth_derivatives gives them): feats (B, kEncounterFeatures) and times
-  // (B, kEncounterTimes), log ratios clipped to [-clip, clip]. Only the CPU back end has it; the default raises
-  // a clear error (aits.encounter falls back to torch elsewhere).
+  // (B, kEncounterTimes), log ratios clipped to [-clip, clip]. Only the CPU back
+  // end has it; the default raises a clear error (aits.encounter falls back to
+  // torch elsewhere).
   virtual void encounter_features(const at::Tensor& pos, const at::Tensor& vel,
                                   const at::Tensor& mass, const at::Tensor& acc,
                                   const at::Tensor& jerk, const at::Tensor& snap,

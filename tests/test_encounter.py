@@ -104,8 +104,8 @@ def test_padded_zero_one_and_two_body_states_are_finite():
 
 
 def test_a_body_at_zero_acceleration_keeps_its_aarseth_time():
-    # three unit masses on a line, the middle one at rest between the others and moving
-    # (the figure-eight family's collinear phase): |a| = |s| = 0 there, |j| > 0, so its
+    # three unit masses on a line, the middle one midway between the others (the
+    # figure-eight family's collinear phase): |a| = |s| = 0 there, |j| > 0, so its
     # Aarseth time sqrt(|j| / |c|) is finite, the smallest, and the criterion's step
     v = torch.tensor([0.35, 0.5], dtype=f64)
     s = SystemState(torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]], dtype=f64),
