@@ -221,14 +221,15 @@ def _check_model_config(model_config: dict, weights: dict, config: dict) -> None
             k for k in expected if expected[k] != stored[k])
         name = diff[0]
         have, want = stored.get(name), expected.get(name)
-        if have and want and have[:-1] == want[:-1] and want[-1] == model.in_features:
+        if (have is not None and want is not None and len(have) == len(want) > 0
+                and have[:-1] == want[:-1] and want[-1] == model.in_features):
             raise CheckpointError(
                 f"its network takes {have[-1]} input features, but its feature spec "
                 f"({model.spec.kind!r}) gives {want[-1]} in aits {__version__}: the model was "
                 "written by a version with another feature set; retrain it with this version")
         raise CheckpointError(
             f"its model_config does not fit its weights: {name} is "
-            f"{have or 'absent'} in the weights, {want or 'absent'} in "
+            f"{stored.get(name, 'absent')} in the weights, {expected.get(name, 'absent')} in "
             "the model the config describes"
         )
 
