@@ -1,7 +1,10 @@
-"""The native fast path of :func:`aits.simulate`: the classical policies with no Python per step.
+"""The native fast path of :func:`aits.simulate`: policies with no Python per step.
 
-A run whose every step is decided without Python — a :class:`~aits.policies.FixedPolicy`
-or an :class:`~aits.policies.AarsethPolicy`, the ``kdk`` integrator, no guard rail,
+A run whose every step is decided without Python — a :class:`~aits.policies.FixedPolicy`,
+an :class:`~aits.policies.AarsethPolicy` or a :class:`~aits.policies.ModelPolicy` whose
+network the native loop can evaluate (:func:`native_net`: encounter features, the
+``"aarseth"`` output, tanh or relu, no Fourier features, float64; the shipped
+``generalist`` is one), the ``kdk`` integrator, no guard rail,
 no observer, no progress bar, no output times, a CPU few-body batch (N at most 8 in
 float64, 16 in float32) without an external field — goes through one call of
 :func:`aits.ops.kdk_run`, which runs the core's loop natively (the same steps, the
@@ -23,10 +26,12 @@ from aits import ops
 from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.integrators import KDK, Integrator
-from aits.policies import AarsethPolicy, FixedPolicy, Policy
+from aits.encounter import CLIP
+from aits.model import TimeStepNet
+from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy, Policy
 from aits.state import SystemState
 
-__all__ = ["NativeRun", "applies", "run"]
+__all__ = ["NativeRun", "applies", "native_net", "run"]
 
 log = logging.getLogger("aits.simulation")
 
@@ -35,10 +40,36 @@ _COUNT = {name: k for k, name in enumerate(ops.KDK_RUN_COUNTS)}
 _STAT = {name: k for k, name in enumerate(ops.KDK_RUN_STATS)}
 
 
+def native_net(net: TimeStepNet) -> list[Tensor] | None:
+    """The layers of ``net`` as :func:`aits.ops.kdk_run` takes them, ``[weight (K, out,
+    in), bias (K, out)]`` of each hidden layer and of the head (float64, ``K`` its
+    members), or ``None`` where the native loop does not compute what ``net`` does: it
+    computes the encounter features (no history) and Aarseth's time natively, and the
+    network as plain linear layers with tanh or relu between them, in float64."""
+    spec, config = net.spec, net.config()
+    if not (net.output == "aarseth" and spec.kind == "encounter" and not spec.history_dim
+            and config["fourier_features"] == 0 and config["activation"] in ("tanh", "relu")
+            and not net.training):
+        return None
+    layers = [m for m in net.body if not isinstance(m, (torch.nn.Dropout, torch.nn.Tanh,
+                                                        torch.nn.ReLU))] + [net.head]
+    out: list[Tensor] = []
+    for layer in layers:
+        weight, bias = layer.weight.detach(), layer.bias.detach()
+        if weight.dtype != torch.float64 or weight.device.type != "cpu":
+            return None
+        if net.members == 1:
+            weight, bias = weight.unsqueeze(0), bias.unsqueeze(0)
+        out += [weight.contiguous(), bias.contiguous()]
+    return out
+
+
 def applies(batch: SystemState, policy: Policy, integ: Integrator, guards: GuardRails,
             observers: list, progress: bool, n_out: int) -> bool:
     """Whether :func:`run` gives this run (a batch ``(B, N, D)``) the core's results."""
-    return (type(integ) is KDK and type(policy) in (FixedPolicy, AarsethPolicy)
+    native_policy = type(policy) in (FixedPolicy, AarsethPolicy) or (
+        type(policy) is ModelPolicy and native_net(policy.net) is not None)
+    return (type(integ) is KDK and native_policy
             and not guards.active and not observers and not progress and n_out == 0
             and batch.device.type == "cpu" and batch.field is None and batch.batch_size > 0
             and batch.n_bodies <= _MAX_BODIES[batch.dtype])
@@ -71,13 +102,19 @@ class NativeRun:
     totals: Tensor
 
 
-def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy, t_stop: Tensor,
+def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy | ModelPolicy, t_stop: Tensor,
         steps: int | None, max_steps: int, diagnostics: bool, gate: EnergyGate,
         fail_above: float, stop_diverged: bool, force_evals0: int) -> NativeRun:
     """Run ``batch`` (with its acceleration cached) to ``t_stop`` ``(B,)`` float64 (``inf``
     for a ``steps`` run) as :func:`aits.simulate` would, logging its warnings and errors."""
     limit = steps if steps is not None else max_steps
-    kind = {"dt": policy.dt} if isinstance(policy, FixedPolicy) else {"eta": policy.eta}
+    if isinstance(policy, FixedPolicy):
+        kind = {"dt": policy.dt}
+    elif isinstance(policy, AarsethPolicy):
+        kind = {"eta": policy.eta}
+    else:
+        kind = {"net": native_net(policy.net), "activation": policy.net.config()["activation"],
+                "net_scale": policy.net.dt_scale, "dt_scale": policy.dt_scale, "clip": CLIP}
     pos, vel, acc, time, counts, stats, totals = ops.kdk_run(
         batch.pos, batch.vel, batch.mass, batch.acc, batch.time, t_stop, limit,
         softening=batch.softening, G=batch.G, diagnostics=diagnostics,

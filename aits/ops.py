@@ -14,6 +14,8 @@ accelerations (NaN) and potential energy (-inf), which the energy gate rejects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -170,6 +172,11 @@ def kdk_run(
     *,
     dt: float | None = None,
     eta: float | None = None,
+    net: Sequence[Tensor] | None = None,
+    activation: str = "tanh",
+    net_scale: float = 1.0,
+    dt_scale: float = 1.0,
+    clip: float = 30.0,
     softening: float = 0.0,
     G: float = 1.0,
     diagnostics: bool = False,
@@ -179,9 +186,10 @@ def kdk_run(
     stop_diverged: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run a batch of few-body systems with kick-drift-kick leapfrog natively, each to
-    its ``t_stop`` or for ``max_steps`` steps, with a fixed ``dt`` or Aarseth's criterion
-    (``eta``; exactly one of the two): the loop of :func:`aits.simulate` for those
-    policies, step for step, without Python per step (``csrc/cpu/fewbody_run.h``).
+    its ``t_stop`` or for ``max_steps`` steps, with a fixed ``dt``, Aarseth's criterion
+    (``eta``) or a trained time-step network (``net``; exactly one of the three): the
+    loop of :func:`aits.simulate` for those policies, step for step, without Python per
+    step (``csrc/cpu/fewbody_run.h``).
 
     Args:
         pos, vel, acc: ``(B, N, D)``; ``acc`` the gravitational acceleration at ``pos``.
@@ -189,6 +197,17 @@ def kdk_run(
         time, t_stop: ``(B,)`` float64: each system's start and end time (``inf``: no
             end; the last step is shortened to land exactly on ``t_stop``).
         max_steps: a system still running after this many steps stops ("limit").
+        net: the layers of a :class:`~aits.model.TimeStepNet` with encounter features
+            and the ``"aarseth"`` output, ``[weight, bias]`` of each (hidden layers, then
+            the head): ``weight (K, out, in)`` and ``bias (K, out)`` float64 for an
+            ensemble of ``K`` members (``K = 1`` for one network), the first layer taking
+            the 14 encounter features, the last giving one output.
+            :func:`aits.native_run.native_net` extracts them. Each step is then
+            ``dt_scale * net_dt * tau_A``: the network's ``dt`` (``net_scale``, its
+            ``dt_scale``, times the softplus of its output, or the geometric mean of the
+            members') times Aarseth's time, as :class:`~aits.policies.ModelPolicy`.
+        activation: the hidden layers' activation, ``"tanh"`` or ``"relu"``.
+        clip: the encounter features' clip (:data:`aits.encounter.CLIP`).
         diagnostics: measure the energy every step (per-step and whole-run errors,
             gate passes against ``threshold`` with ``floor`` as in :mod:`aits.gate`,
             whose defaults apply to ``None``; divergence above ``fail_above``).
@@ -203,21 +222,24 @@ def kdk_run(
     CPU only, N at most 8 (float64) or 16 (float32); not differentiable.
 
     Raises:
-        ValueError: both or neither of ``dt`` and ``eta``, a value that is not finite
-            and > 0, ``max_steps < 1``, bad shapes or values (the message names them).
+        ValueError: not exactly one of ``dt``, ``eta`` and ``net``, a value that is not
+            finite and > 0, ``max_steps < 1``, a network whose layers do not chain from 14
+            inputs to one output, bad shapes or values (the message names them).
     """
-    if (dt is None) == (eta is None):
-        raise ValueError("aits.ops.kdk_run: give exactly one of dt (a fixed step) and eta "
-                         "(Aarseth's criterion)")
+    if sum(x is not None for x in (dt, eta, net)) != 1:
+        raise ValueError("aits.ops.kdk_run: give exactly one of dt (a fixed step), eta "
+                         "(Aarseth's criterion) and net (a time-step network)")
     from aits.gate import DEFAULT_FLOOR, DEFAULT_THRESHOLD  # aits.gate imports this module
 
     _refuse_grad("kdk_run", pos=pos, vel=vel, mass=mass, acc=acc)
-    policy, value = ("fixed", dt) if dt is not None else ("aarseth", eta)
+    policy, value = (("fixed", dt) if dt is not None else ("aarseth", eta) if eta is not None
+                     else ("model", dt_scale))
     return _ops.kdk_run(
         pos, vel, mass, acc, time, t_stop, int(max_steps), policy, float(value),
         float(softening), float(G), bool(diagnostics),
         float(DEFAULT_THRESHOLD if threshold is None else threshold),
         float(DEFAULT_FLOOR if floor is None else floor), float(fail_above), bool(stop_diverged),
+        list(net) if net is not None else [], str(activation), float(net_scale), float(clip),
     )
 
 
@@ -314,7 +336,8 @@ def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, stat
 
 @torch.library.register_fake("aits::kdk_run")
 def _kdk_run_fake(pos, vel, mass, acc, time, t_stop, max_steps, policy, value, softening, G,
-                  diagnostics, threshold, floor, fail_above, stop_diverged):
+                  diagnostics, threshold, floor, fail_above, stop_diverged, net, activation,
+                  net_scale, clip):
     _check_meta_mix(pos, vel=vel, mass=mass, acc=acc, time=time, t_stop=t_stop)
     B = pos.shape[0]
     return (torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos),

@@ -237,9 +237,11 @@ def simulate(
             which each system's state is recorded (:attr:`SystemRun.output_t` and on);
             steps land on them exactly. Times past a system's end are not reached.
         native: run natively where that gives this loop's results (to rounding): a
-            fixed dt or Aarseth's criterion under ``kdk``, no guard rail, observer,
-            progress bar or output times, a CPU few-body batch without a field
-            (:mod:`aits.native_run`). ``False`` always runs the Python loop.
+            fixed dt, Aarseth's criterion or a model whose network the native loop
+            computes (:func:`aits.native_run.native_net`) under ``kdk``, no guard
+            rail, observer, progress bar or output times, a CPU few-body batch
+            without a field (:mod:`aits.native_run`). ``False`` always runs the
+            Python loop.
 
     Raises:
         ValueError: both or neither of ``t_end``/``steps``, bad values.

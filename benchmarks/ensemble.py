@@ -8,11 +8,12 @@ time and prints system-steps per second and wall time per system for
 * aits ``simulate`` with a fixed ``dt`` under ``kdk``, the whole batch in one call
   (diagnostics off, no observers: timing), which runs natively (``aits.native_run``:
   the core's loop in C++, the few-body kernels vectorised across systems);
-* aits with per-system adaptive ``dt``: the Aarseth criterion (eta = 0.01), natively
-  too, and the shipped learned models (``aits.pretrained()``, and the ``generalist``
-  ensemble on its native encounter features), whose networks need the Python loop
-  (one batched op call a step);
-* the fixed-dt and Aarseth runs again through the Python loop
+* aits with per-system adaptive ``dt``: the Aarseth criterion (eta = 0.01) and the
+  shipped ``generalist`` ensemble (encounter features, five networks), natively too
+  (its features and networks computed in the loop, ``csrc/cpu/lane_net.h``), and the
+  ``default`` model (``aits.pretrained()``: basic features, which need the Python
+  loop, one batched op call a step);
+* the fixed-dt, Aarseth and generalist runs again through the Python loop
   (``simulate(..., native=False)``), for the cost of the loop itself;
 * REBOUND's leapfrog with that fixed ``dt`` and REBOUND's IAS15, looped over the
   systems on this process (skipped, with a note, when ``rebound`` is missing).
@@ -112,9 +113,10 @@ TARGET = 5.0
 FIXED, AARSETH, MODEL = "aits fixed dt (kdk)", "aits Aarseth eta=0.01 (kdk)", "aits model (kdk)"
 GENERALIST = "aits generalist model (kdk)"
 AITS_CODES = (FIXED, AARSETH, MODEL, GENERALIST)
-#: the same fixed-dt and Aarseth runs through simulate's Python loop
+#: the same fixed-dt, Aarseth and generalist runs through simulate's Python loop
 FIXED_LOOP, AARSETH_LOOP = f"{FIXED}, Python loop", f"{AARSETH}, Python loop"
-LOOP_CODES = (FIXED_LOOP, AARSETH_LOOP)
+GENERALIST_LOOP = f"{GENERALIST}, Python loop"
+LOOP_CODES = (FIXED_LOOP, AARSETH_LOOP, GENERALIST_LOOP)
 REBOUND_CODES = {"REBOUND leapfrog": "leapfrog", "REBOUND IAS15": "ias15"}
 
 
@@ -124,7 +126,7 @@ def aits_policy(code: str) -> Policy:
         return FixedPolicy(DT)
     if code in (AARSETH, AARSETH_LOOP):
         return AarsethPolicy(0.01)
-    return pretrained("generalist" if code == GENERALIST else "default")
+    return pretrained("generalist" if code in (GENERALIST, GENERALIST_LOOP) else "default")
 
 
 def bench(B: int, steps: int, rebound_systems: int,

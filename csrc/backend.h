@@ -6,6 +6,8 @@
 // leapfrog composition, backward formulas) is written once in ops.cpp.
 #pragma once
 
+#include <vector>
+
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 
@@ -16,21 +18,35 @@ namespace aits {
 constexpr int kEncounterFeatures = 14;
 constexpr int kEncounterTimes = 5;
 
+// How kdk_run chooses each step: a fixed dt (value), Aarseth's criterion
+// (eta = value), or a trained time-step network (aits.model.TimeStepNet with
+// encounter features and Aarseth's time as its unit) times value.
+enum class RunPolicy { kFixed, kAarseth, kModel };
+// The hidden layers' activation of a kdk_run network.
+enum class NetActivation { kTanh, kRelu };
+
 // The inputs and preallocated outputs of GravityBackend::kdk_run: pos, vel,
 // acc (B, N, D), mass (B, N), time and t_stop (B,) float64 (t_stop inf: no
 // end), all contiguous and validated; outputs pos1, vel1, acc1 (B, N, D),
 // time1 (B,), counts (B, 5) int64, stats (B, 11) float64 and totals (B, 2, 12)
 // float64, the conserved totals at the start and the end (columns in aits/ops.py,
-// KDK_RUN_COUNTS, KDK_RUN_STATS and KDK_RUN_TOTALS).
+// KDK_RUN_COUNTS, KDK_RUN_STATS and KDK_RUN_TOTALS). For RunPolicy::kModel,
+// net holds each layer's weight (K, out, in) and bias (K, out), float64 and
+// contiguous, the first layer taking the kEncounterFeatures features and the
+// last giving one output; net_scale is the network's dt_scale and clip the
+// features' clip (aits.encounter.CLIP).
 struct KdkRunArgs {
   at::Tensor pos, vel, mass, acc, time, t_stop;
   double softening, G;
-  bool aarseth;       // Aarseth's criterion with eta = value, else a fixed dt = value
+  RunPolicy policy;
   double value;
   int64_t max_steps;
   bool diagnostics;
   double threshold, floor, fail_above;
   bool stop_diverged;
+  std::vector<at::Tensor> net;
+  NetActivation activation;
+  double net_scale, clip;
   at::Tensor pos1, vel1, acc1, time1, counts, stats, totals;
 };
 

@@ -243,18 +243,71 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
           sys.unbatch(grad_acc)};
 }
 
+// The layers of kdk_run's network: weight (K, out, in) and bias (K, out) of each,
+// float64, finite, on the CPU, chained from kEncounterFeatures inputs to one
+// output. Returns them contiguous.
+std::vector<Tensor> check_net(const char* op, at::TensorList net) {
+  TORCH_CHECK_VALUE(!net.empty() && net.size() % 2 == 0, "aits.", op, ": policy 'model' needs "
+                    "net = [weight, bias] of every layer (an even, non-zero number of tensors), "
+                    "got ", net.size(), " tensors.");
+  std::vector<Tensor> out;
+  const int64_t K = net[0].dim() == 3 ? net[0].size(0) : -1;
+  int64_t width = kEncounterFeatures;
+  for (size_t k = 0; k < net.size(); k += 2) {
+    const Tensor &w = net[k], &b = net[k + 1];
+    const size_t layer = k / 2;
+    for (const Tensor* t : {&w, &b}) {
+      TORCH_CHECK_TYPE(t->scalar_type() == at::kDouble && t->device().is_cpu(), "aits.", op,
+                       ": net (layer ", layer, ") must be float64 CPU tensors, got ",
+                       t->scalar_type(), " on ", t->device().str(), "; pass the network's "
+                       "weights with .double().cpu().");
+    }
+    TORCH_CHECK_VALUE(w.dim() == 3 && w.size(0) == K && K >= 1 && w.size(2) == width &&
+                          w.size(1) >= 1,
+                      "aits.", op, ": the weight of net layer ", layer, " must have shape (K, "
+                      "out, ", width, ") with the K of layer 0, got ", w.sizes(), ".");
+    TORCH_CHECK_VALUE(b.dim() == 2 && b.size(0) == K && b.size(1) == w.size(1), "aits.", op,
+                      ": the bias of net layer ", layer, " must have shape (", K, ", ",
+                      w.size(1), "), got ", b.sizes(), ".");
+    for (const Tensor* t : {&w, &b}) {
+      TORCH_CHECK_VALUE(at::isfinite(*t).all().item<bool>(), "aits.", op, ": net layer ", layer,
+                        " has non-finite weights; give a trained network's weights.");
+      out.push_back(t->contiguous());
+    }
+    width = w.size(1);
+  }
+  TORCH_CHECK_VALUE(width == 1, "aits.", op, ": the last net layer must have one output, got ",
+                    width, ".");
+  return out;
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& pos, const Tensor& vel, const Tensor& mass, const Tensor& acc,
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
-    double fail_above, bool stop_diverged) {
+    double fail_above, bool stop_diverged, at::TensorList net, c10::string_view activation,
+    double net_scale, double clip) {
   const char* op = "kdk_run";
   TORCH_CHECK_VALUE(pos.dim() == 3, "aits.", op, ": pos must be a batch (B, N, D); for one "
                     "system pass pos.unsqueeze(0) (and the same for the other inputs).");
   const std::string name(policy.data(), policy.size());
-  TORCH_CHECK_VALUE(name == "fixed" || name == "aarseth", "aits.", op, ": unknown policy '", name,
-                    "'; valid: 'fixed' (value = dt) and 'aarseth' (value = eta).");
-  check_number(op, name == "fixed" ? "dt" : "eta", value, Sign::kPositive);
+  TORCH_CHECK_VALUE(name == "fixed" || name == "aarseth" || name == "model", "aits.", op,
+                    ": unknown policy '", name, "'; valid: 'fixed' (value = dt), 'aarseth' "
+                    "(value = eta) and 'model' (value = the factor on the network's dt).");
+  check_number(op, name == "fixed" ? "dt" : name == "aarseth" ? "eta" : "dt_scale", value,
+               Sign::kPositive);
+  const std::string act(activation.data(), activation.size());
+  std::vector<Tensor> layers;
+  if (name == "model") {
+    layers = check_net(op, net);
+    TORCH_CHECK_VALUE(act == "tanh" || act == "relu", "aits.", op, ": unknown activation '", act,
+                      "'; the native network has 'tanh' and 'relu'.");
+    check_number(op, "net_scale", net_scale, Sign::kPositive);
+    check_number(op, "clip", clip, Sign::kPositive);
+  } else {
+    TORCH_CHECK_VALUE(net.empty(), "aits.", op, ": net is for policy 'model', not '", name,
+                      "'.");
+  }
   TORCH_CHECK_VALUE(max_steps >= 1, "aits.", op, ": max_steps must be >= 1, got ", max_steps, ".");
   check_number(op, "threshold", threshold, Sign::kPositive);
   check_number(op, "floor", floor, Sign::kNonNegative);
@@ -281,8 +334,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   run.t_stop = t1;
   run.softening = softening;
   run.G = G;
-  run.aarseth = name == "aarseth";
+  run.policy = name == "fixed" ? RunPolicy::kFixed
+                : name == "aarseth" ? RunPolicy::kAarseth : RunPolicy::kModel;
   run.value = value;
+  run.net = std::move(layers);
+  run.activation = act == "relu" ? NetActivation::kRelu : NetActivation::kTanh;
+  run.net_scale = net_scale;
+  run.clip = clip;
   run.max_steps = max_steps;
   run.diagnostics = diagnostics;
   run.threshold = threshold;
@@ -328,7 +386,8 @@ TORCH_LIBRARY(aits, m) {
   m.def(
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
-      " float threshold, float floor, float fail_above, bool stop_diverged)"
+      " float threshold, float floor, float fail_above, bool stop_diverged, Tensor[] net,"
+      " str activation, float net_scale, float clip)"
       " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
   m.def("set_pair_kernel(str name) -> ()");

@@ -201,3 +201,37 @@ def test_suite_sets_the_systems_and_lengths(capsys):
         evaluate.main(["--suite", "standard", "--orbits", "2"])
     assert exc.value.code == 2
     assert "'orbits' (--orbits) does not apply with --suite" in capsys.readouterr().err
+
+
+def test_tuning_runs_natively_and_the_figure_gets_recorded_runs(monkeypatch):
+    """kdk rows of a few-body system tune through the native loop (the shipped generalist
+    too) with the Python loop's results; every row's run in the figure has its per-step
+    record and is the row's run again."""
+    from aits import native_run
+    from aits.gate import EnergyGate
+    from aits.pretrained_model import pretrained
+
+    s = kepler_orbit(0.7)
+    calls = []
+    real = native_run.run
+    monkeypatch.setattr(native_run, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def table():
+        return evaluate.evaluate_scenario(
+            s, {"t_end": T_END}, pretrained("generalist"), ["fixed", "aarseth"],
+            integrators=["kdk", "symmetric"], tolerance=3e-4, gate=EnergyGate(), rtol=0.05,
+            max_runs=20, max_steps=10**5, base=evaluate.Baseline(None, None))
+
+    native = table()
+    assert calls  # the kdk tuning runs went native
+    monkeypatch.setattr(native_run, "applies", lambda *a, **k: False)
+    python = table()
+    labels = [r["policy"] for r in native.rows]
+    assert labels == ["model/kdk", "fixed/kdk", "aarseth/kdk", "model/symmetric",
+                      "fixed/symmetric", "aarseth/symmetric"]
+    for a, b in zip(native.rows, python.rows):
+        assert (a["policy"], a["parameter"], a["force_evaluations"]) == \
+               (b["policy"], b["parameter"], b["force_evaluations"])
+        assert a["energy_error_max"] == pytest.approx(b["energy_error_max"], rel=1e-6)
+        run = native.runs[a["policy"]]
+        assert run.systems[0].t is not None and run.force_evaluations == a["force_evaluations"]

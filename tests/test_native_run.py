@@ -1,8 +1,9 @@
-"""The native loop of the classical policies (aits.ops.kdk_run, csrc/cpu/fewbody_run.h)
-and simulate's fast path through it (aits/native_run.py): the same runs as the
-Python loop (steps, stop reasons, landing steps, force evaluations exactly; states
-and energy errors to rounding), the fall-back to the Python loop where the native
-loop does not apply, determinism, opcheck and clear errors on bad input."""
+"""The native loop (aits.ops.kdk_run, csrc/cpu/fewbody_run.h) of the classical policies
+and of the model policy (a time-step network evaluated natively, csrc/cpu/lane_net.h),
+and simulate's fast path through it (aits/native_run.py): the same runs as the Python
+loop (steps, stop reasons, landing steps, force evaluations exactly; states and energy
+errors to rounding), the fall-back to the Python loop where the native loop does not
+apply, determinism, opcheck and clear errors on bad input."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import aits
 from aits import native_run, ops
 from aits.guards import GuardRails
 from aits.ics import kepler_batch
-from aits.policies import AarsethPolicy, FixedPolicy
+from aits.features import FeatureSpec
+from aits.model import TimeStepNet
+from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy
 from aits.simulation import simulate
 from aits.state import SystemState
 
@@ -199,7 +202,7 @@ def test_kdk_run_opcheck():
         assert not torch.isnan(out[5]).any()
         torch.library.opcheck(torch.ops.aits.kdk_run.default,
                               args + (1000, policy, value, 0.01, 1.0, True, 2e-4, 1e-3,
-                                      1e-300, False))
+                                      1e-300, False, [], "tanh", 1.0, 30.0))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -233,7 +236,7 @@ def test_kdk_run_refuses_bad_tensors():
         ops.kdk_run(pos[0], vel[0], mass[0], acc[0], t0, t1, 10, dt=0.1)
     with pytest.raises(ValueError, match="unknown policy 'collisional'"):
         torch.ops.aits.kdk_run(pos, vel, mass, acc, t0, t1, 10, "collisional", 0.1, 0.0, 1.0,
-                               False, 2e-4, 1e-3, math.inf, True)
+                               False, 2e-4, 1e-3, math.inf, True, [], "tanh", 1.0, 30.0)
     big = make_system(9, 2, 2, F64)
     a9 = aits.accelerations(big["pos"], big["mass"])
     with pytest.raises(ValueError, match="N = 9 bodies is above the few-body sizes"):
@@ -304,3 +307,169 @@ def test_result_columns_match_the_system_runs():
     assert r.systems[-1] is r.systems[9] and len(r.systems[2:5]) == 3
     with pytest.raises(IndexError):
         r.systems[10]
+
+
+# ------------------------------------------------------------------ the model policy
+
+
+def _net(members: int = 1, activation: str = "tanh", seed: int = 0,
+         spread: float = 1.0) -> TimeStepNet:
+    """A network of the shipped generalist's kind (encounter features, Aarseth's time)
+    with random weights: ``dt = 0.1 tau_A`` at initialisation, then the head's weights
+    drawn so that ``dt / tau_A`` varies with the state (by a factor of a few);
+    ``spread`` scales the hidden weights (pre-activations of order ``spread``)."""
+    torch.manual_seed(seed)
+    nets = []
+    for k in range(members):
+        net = TimeStepNet(FeatureSpec(kind="encounter"), hidden=[24, 16], activation=activation,
+                          dropout=0.0, output="aarseth", dt_init=0.1, seed=seed + k).double()
+        with torch.no_grad():
+            for layer in net.body:
+                if isinstance(layer, torch.nn.Linear):
+                    layer.weight.mul_(spread)
+            net.head.weight.normal_(0.0, 0.3)
+        nets.append(net.eval())
+    return TimeStepNet.average(nets).eval() if members > 1 else nets[0]
+
+
+def _generalist() -> ModelPolicy:
+    return aits.pretrained("generalist")
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("diagnostics", [False, True])
+@pytest.mark.parametrize("n, dim", [(2, 2), (3, 3), (5, 2)])
+@pytest.mark.parametrize("model", ["generalist", "one network", "relu ensemble"])
+def test_native_model_run_is_the_python_loop(dtype, diagnostics, n, dim, model):
+    policy = {"generalist": _generalist,
+              "one network": lambda: ModelPolicy(_net(1), dt_scale=0.7),
+              "relu ensemble": lambda: ModelPolicy(_net(3, "relu", seed=4))}[model]()
+    state = _systems(n, 13, dtype, seed=n + dim, dim=dim)
+    a = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics, native=False)
+    b = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics)
+    _assert_same_runs(a, b, dtype)
+    assert all(r.stop_reason == "t_end" for r in b.systems)
+    assert min(r.steps for r in b.systems) >= 5
+
+
+@pytest.mark.parametrize("members, activation, spread", [(1, "tanh", 1.0), (4, "tanh", 6.0),
+                                                         (2, "relu", 3.0)])
+def test_native_model_dt_is_the_networks(members, activation, spread):
+    """The first step is the policy's dt to ~1e-14: the features, the layers, tanh (its
+    pre-activations spread over +-20 with spread 6), softplus and the geometric mean
+    are TimeStepNet's, on random 2-D and 3-D systems of 2-8 bodies."""
+    policy = ModelPolicy(_net(members, activation, seed=members, spread=spread), dt_scale=1.3)
+    for n, dim in ((2, 3), (4, 2), (8, 3)):
+        s = make_system(n, dim, 11, F64, seed=n)
+        state = SystemState(s["pos"], s["vel"], s["mass"], softening=0.01).with_acceleration()
+        want = policy(state)
+        inf = torch.full((11,), math.inf, dtype=F64)
+        out = ops.kdk_run(state.pos, state.vel, state.mass, state.acc, state.time.double(), inf,
+                          1, net=native_run.native_net(policy.net), activation=activation,
+                          dt_scale=1.3, softening=0.01)
+        got = out[5][:, ops.KDK_RUN_STATS.index("dt_last")]
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=0.0)
+        assert float(want.max() / want.min()) > 1.5  # the states' steps differ
+
+
+def test_native_model_is_deterministic_and_independent_of_the_batch():
+    net = native_run.native_net(_generalist().net)
+    args = _run_args(21)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.kdk_run(*args, 10**5, net=net, dt_scale=2.0, diagnostics=True)
+        torch.set_num_threads(2)
+        two = ops.kdk_run(*args, 10**5, net=net, dt_scale=2.0, diagnostics=True)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert _same(a, b)
+    for b in (0, 8, 20):
+        alone = ops.kdk_run(*(t[b:b + 1] for t in args), 10**5, net=net, dt_scale=2.0,
+                            diagnostics=True)
+        for a, x in zip(one, alone):
+            assert _same(a[b:b + 1], x)
+    assert (one[4][:, 0] > 10).all() and (one[4][:, 1] == 0).all()
+
+
+def test_native_model_opcheck():
+    args = _run_args(4)
+    net = native_run.native_net(_net(2, seed=1))
+    out = ops.kdk_run(*args, 500, net=net, softening=0.01, diagnostics=True, fail_above=1e-300,
+                      stop_diverged=False)
+    assert not torch.isnan(out[5]).any()
+    torch.library.opcheck(torch.ops.aits.kdk_run.default,
+                          args + (500, "model", 1.0, 0.01, 1.0, True, 2e-4, 1e-3, 1e-300, False,
+                                  net, "tanh", 1.0, 30.0))
+
+
+def test_native_model_only_where_it_computes_the_networks_dt(monkeypatch):
+    """native_net gives the layers of the nets it computes and None for the others, which
+    simulate then runs in its Python loop."""
+    calls = []
+    real = native_run.run
+    monkeypatch.setattr(native_run, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    state = _systems(3, 3, F64)
+    layers = native_run.native_net(_generalist().net)
+    assert [tuple(t.shape) for t in layers] == [(5, 64, 14), (5, 64), (5, 64, 64), (5, 64),
+                                                (5, 1, 64), (5, 1)]
+    assert [tuple(t.shape) for t in native_run.native_net(_net(1))] == [
+        (1, 24, 14), (1, 24), (1, 16, 24), (1, 16), (1, 1, 16), (1, 1)]
+    simulate(state, ModelPolicy(_net(1)), steps=5, observers=[])
+    assert len(calls) == 1
+    others = {
+        "basic features": TimeStepNet("basic", hidden=[8], output="aarseth", dt_init=0.1),
+        "history": TimeStepNet(FeatureSpec(kind="encounter", history="delta_mag", history_len=2),
+                               hidden=[8], output="aarseth", dt_init=0.1),
+        "dynamical output": TimeStepNet(FeatureSpec(kind="encounter"), hidden=[8],
+                                        output="dynamical", dt_init=0.1),
+        "gelu": TimeStepNet(FeatureSpec(kind="encounter"), hidden=[8], activation="gelu",
+                            output="aarseth", dt_init=0.1),
+        "fourier": TimeStepNet(FeatureSpec(kind="encounter"), hidden=[8], fourier_features=4,
+                               output="aarseth", dt_init=0.1),
+        "float32": _net(1).float(),
+    }
+    for name, net in others.items():
+        assert native_run.native_net(net.double() if name != "float32" else net) is None, name
+        policy = ModelPolicy(net.double() if name != "float32" else net)
+        simulate(state, policy, steps=5, observers=[])
+    assert len(calls) == 1
+    assert native_run.native_net(_net(1).train()) is None  # dropout would be live
+
+
+def _model_args(net):
+    pos, vel, mass, acc, t0, t1 = _run_args(2)
+    return (pos, vel, mass, acc, t0, t1, 10, "model", 1.0, 0.0, 1.0, False, 2e-4, 1e-3, math.inf,
+            True, net, "tanh", 1.0, 30.0)
+
+
+def test_kdk_run_refuses_bad_networks():
+    good = native_run.native_net(_net(2))
+    run = torch.ops.aits.kdk_run
+
+    def refuses(net, error, match, **change):
+        args = list(_model_args(net))
+        for k, v in change.items():
+            args[{"policy": 7, "activation": 17, "net_scale": 18, "value": 8}[k]] = v
+        with pytest.raises(error, match=match):
+            run(*args)
+
+    refuses([], ValueError, "policy 'model' needs net")
+    refuses(good[:3], ValueError, "an even, non-zero number of tensors")
+    refuses([good[0].float()] + good[1:], TypeError, r"net \(layer 0\) must be float64")
+    refuses([good[0][:, :, :13]] + good[1:], ValueError,
+            r"weight of net layer 0 must have shape \(K, out, 14\)")
+    refuses(good[:2] + [good[2][:1]] + good[3:], ValueError, "with the K of layer 0")
+    refuses(good[:3] + [good[3][:, :5]] + good[4:], ValueError,
+            r"bias of net layer 1 must have shape \(2, 16\)")
+    refuses(good[:4], ValueError, "the last net layer must have one output, got 16")
+    nan = good[2].clone()
+    nan[0, 0, 0] = math.nan
+    refuses(good[:2] + [nan] + good[3:], ValueError, "net layer 1 has non-finite weights")
+    refuses(good, ValueError, "unknown activation 'gelu'", activation="gelu")
+    refuses(good, ValueError, "net_scale must be > 0", net_scale=0.0)
+    refuses(good, ValueError, "dt_scale must be > 0", value=-1.0)
+    refuses(good, ValueError, "net is for policy 'model', not 'fixed'", policy="fixed")
+    with pytest.raises(ValueError, match="exactly one of dt"):
+        ops.kdk_run(*_run_args(2), 10, dt=0.1, net=good)

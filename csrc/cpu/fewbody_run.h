@@ -1,9 +1,11 @@
 // A native multi-step loop for few-body ensembles: kick-drift-kick leapfrog of
 // every system up to its end time, with per-system dt chosen in the loop (a
-// fixed dt, or Aarseth's criterion), the bookkeeping of aits.simulate (steps,
-// dt statistics, the step that lands on t_end, energy errors and the
-// divergence check) kept per system. It is aits.simulate's loop for the
-// policies that need no Python per step (aits/native_run.py), step for step:
+// fixed dt, Aarseth's criterion, or a trained time-step network: an
+// aits.model.TimeStepNet with encounter features and Aarseth's time as its
+// unit, lane_net.h), the bookkeeping of aits.simulate (steps, dt statistics,
+// the step that lands on t_end, energy errors and the divergence check) kept
+// per system. It is aits.simulate's loop for the policies that need no Python
+// per step (aits/native_run.py), step for step:
 //
 //   each pass, for each running system: stop at t_end (t_stop - t <= tol) or at
 //   the step limit; h = the policy's dt (a system whose h is not finite and
@@ -26,14 +28,23 @@
 // distance per pair: dt = sqrt(min_i eta (|a||s| + |j|^2) / (|j||c| + |s|^2)),
 // a body whose ratio is NaN (no force) not limiting it. Under the "rsqrt" pair
 // kernel its roots and division are refined estimates too (lanes.h).
+//
+// The model policy computes the same derivatives, then each system's encounter
+// features and Aarseth time as aits.ops.encounter_features does
+// (encounter_kernels.h, per lane), and the network for the whole group at once:
+// dt = value * (the network's dt) * tau_A, as aits.policies.ModelPolicy.
 #pragma once
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include <ATen/Parallel.h>
 
+#include "cpu/encounter_kernels.h"
 #include "cpu/fewbody_kernels.h"
+#include "cpu/lane_net.h"
 
 namespace aits {
 namespace fewbody {
@@ -58,7 +69,7 @@ constexpr int64_t kStopTEnd = 0, kStopLimit = 1, kStopNonFinite = 2, kStopBadDt 
                   kStopDiverged = 4;
 
 struct RunConfig {
-  bool aarseth;        // Aarseth's criterion with eta = value, else a fixed dt = value
+  RunPolicy policy;    // fixed: dt = value; Aarseth: eta = value; model: dt = value * net's
   double value;
   int64_t max_steps;   // a running system stops after this many steps
   bool diagnostics;    // energies every step
@@ -66,6 +77,8 @@ struct RunConfig {
   double floor;        // rel_dE's floor on the energy scale
   double fail_above;   // whole-run |dE/E| above which a system diverged (inf: never)
   bool stop_diverged;
+  const lane_net::Net* net;  // the model policy's network (else unused)
+  double clip;               // the model's encounter features' clip
 };
 
 template <typename T>
@@ -167,8 +180,9 @@ AITS_SIMD V<T> aarseth_dt(const Bodies<T>& A, const Bodies<T>& J, const Bodies<T
 // propose, advance, commit) so that a thread can interleave two groups: their
 // dependency chains (the criterion's roots and divisions above all) are
 // independent, and the processor overlaps them.
-template <typename T, int D, bool kAarseth, bool kDiagnostics, int kN, typename Inv>
+template <typename T, int D, RunPolicy kPolicy, bool kDiagnostics, int kN, typename Inv>
 struct LaneGroup {
+  static constexpr bool kDerive = kPolicy != RunPolicy::kFixed;  // needs the derivatives
   static constexpr double inf = std::numeric_limits<double>::infinity();
   static constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 
@@ -197,6 +211,7 @@ struct LaneGroup {
   Bodies<T> X1{}, V1{}, A1{};
   PairTable<T> inv1{};
   Bodies<T> dA{}, dJ{}, dS{}, dC{};  // Aarseth's derivatives at the state
+  std::vector<F64> net_scratch;      // the model's inputs and layer outputs
 
   LaneGroup(const RunIO<T>& io_, int64_t N_, T eps2_, T G_, const RunConfig& cfg_,
             const Inv& inverse_, int64_t& next_, int64_t end_)
@@ -204,6 +219,9 @@ struct LaneGroup {
         watch(kDiagnostics && std::isfinite(cfg_.fail_above)),
         fixed_dt(static_cast<T>(cfg_.value)), eta(static_cast<T>(cfg_.value)) {
     for (int l = 0; l < kLanes; ++l) sys[l] = -1;
+    if constexpr (kPolicy == RunPolicy::kModel) {
+      net_scratch.resize(kEncounterFeatures + 2 * cfg.net->width);
+    }
     active = refill();
   }
 
@@ -320,7 +338,7 @@ struct LaneGroup {
   // Aarseth's derivatives at the state (the criterion's), from the state's
   // acceleration (its force pass's, or the one loaded with the system).
   void derive() {
-    if constexpr (kAarseth) {
+    if constexpr (kDerive) {
       const int64_t N = bodies();
       for (int64_t i = 0; i < N; ++i) {
         for (int c = 0; c < D; ++c) dA(i, c) = A(i, c);
@@ -329,12 +347,52 @@ struct LaneGroup {
     }
   }
 
+  // The network's dt per lane: each held lane's encounter features and Aarseth
+  // time from its state and derivatives (as the op encounter_features), the
+  // network on every lane at once (an empty lane's inputs are zeros), then
+  // dt = value * net * tau_A, in T as ModelPolicy has it.
+  V<T> model_dt() {
+    const int64_t N = bodies();
+    const encounter_kernels::Inputs in{1, N, double(eps2), double(G), cfg.clip,
+                                       double(std::numeric_limits<T>::min())};
+    F64* x = net_scratch.data();
+    F64 tau{};
+    T xs[kMaxBodies<T> * D], vs[kMaxBodies<T> * D], as[kMaxBodies<T> * D],
+        js[kMaxBodies<T> * D], ss[kMaxBodies<T> * D], cs[kMaxBodies<T> * D], ms[kMaxBodies<T>];
+    T feats[kEncounterFeatures], times[kEncounterTimes];
+    for (int l = 0; l < kLanes; ++l) {
+      if (sys[l] < 0) {
+        for (int f = 0; f < kEncounterFeatures; ++f) x[f][l] = 0.0;
+        continue;
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        for (int c = 0; c < D; ++c) {
+          xs[i * D + c] = X(i, c)[l];
+          vs[i * D + c] = Vel(i, c)[l];
+          as[i * D + c] = dA(i, c)[l];
+          js[i * D + c] = dJ(i, c)[l];
+          ss[i * D + c] = dS(i, c)[l];
+          cs[i * D + c] = dC(i, c)[l];
+        }
+        ms[i] = m[i][l];
+      }
+      encounter_kernels::system_features<T, D>(xs, vs, ms, as, js, ss, cs, in, feats, times);
+      for (int f = 0; f < kEncounterFeatures; ++f) x[f][l] = double(feats[f]);
+      tau[l] = double(times[0]);
+    }
+    const F64 net = lane_net::forward(*cfg.net, x, x + kEncounterFeatures);
+    const V<T> dt = lanes::cast<T>(net * tau);
+    return cfg.value == 1.0 ? dt : dt * static_cast<T>(cfg.value);
+  }
+
   // The policy's step, clipped to the time left.
   void propose() {
     const int64_t N = bodies();
     V<T> h;
-    if constexpr (kAarseth) {
+    if constexpr (kPolicy == RunPolicy::kAarseth) {
       h = aarseth_dt<T, D>(dA, dJ, dS, dC, N, eta, inverse);
+    } else if constexpr (kPolicy == RunPolicy::kModel) {
+      h = model_dt();
     } else {
       h = lanes::splat<T>(fixed_dt);
     }
@@ -389,7 +447,7 @@ struct LaneGroup {
     select<T, D>(keep, X, X1, N);
     select<T, D>(keep, Vel, V1, N);
     select<T, D>(keep, A, A1, N);
-    if constexpr (kAarseth || kDiagnostics) select<T>(keep, inv, inv1, N);
+    if constexpr (kDerive || kDiagnostics) select<T>(keep, inv, inv1, N);
     t = taken ? (land ? t_stop : t + dt64) : t;
     steps -= taken;  // masks are -1
     const I64 own = taken & ~land, landing = taken & land;
@@ -431,10 +489,10 @@ struct LaneGroup {
 
 // The systems [begin, end) of one thread: two lane groups, their passes
 // interleaved phase by phase.
-template <typename T, int D, bool kAarseth, bool kDiagnostics, int kN, typename Inv>
+template <typename T, int D, RunPolicy kPolicy, bool kDiagnostics, int kN, typename Inv>
 void run_range(const RunIO<T>& io, int64_t begin, int64_t end, int64_t N, T eps2, T G,
                const RunConfig& cfg, const Inv& inverse) {
-  using Group = LaneGroup<T, D, kAarseth, kDiagnostics, kN, Inv>;
+  using Group = LaneGroup<T, D, kPolicy, kDiagnostics, kN, Inv>;
   int64_t next = begin;
   Group a(io, N, eps2, G, cfg, inverse, next, end), b(io, N, eps2, G, cfg, inverse, next, end);
   while (true) {
@@ -539,22 +597,28 @@ void totals(const T* x, const T* v, const T* m, int64_t B, int64_t N, double eps
 template <typename T, int D, typename Inv>
 void kdk_run(const RunIO<T>& io, int64_t B, int64_t N, T eps2, T G, const RunConfig& cfg,
              const Inv& inverse) {
-  const auto range = [&](auto aarseth, auto diagnostics) {
+  const auto range = [&](auto policy, auto diagnostics) {
     at::parallel_for(0, B, 4 * kLanes, [&](int64_t begin, int64_t end) {
-      constexpr bool kA = decltype(aarseth)::value, kDiag = decltype(diagnostics)::value;
+      constexpr RunPolicy kP = decltype(policy)::value;
+      constexpr bool kDiag = decltype(diagnostics)::value;
       if (N == 3) {
-        run_detail::run_range<T, D, kA, kDiag, 3>(io, begin, end, N, eps2, G, cfg, inverse);
+        run_detail::run_range<T, D, kP, kDiag, 3>(io, begin, end, N, eps2, G, cfg, inverse);
       } else {
-        run_detail::run_range<T, D, kA, kDiag, 0>(io, begin, end, N, eps2, G, cfg, inverse);
+        run_detail::run_range<T, D, kP, kDiag, 0>(io, begin, end, N, eps2, G, cfg, inverse);
       }
     });
   };
-  using yes = std::true_type;
-  using no = std::false_type;
-  if (cfg.aarseth) {
-    cfg.diagnostics ? range(yes{}, yes{}) : range(yes{}, no{});
-  } else {
-    cfg.diagnostics ? range(no{}, yes{}) : range(no{}, no{});
+  const auto with_diagnostics = [&](auto policy) {
+    cfg.diagnostics ? range(policy, std::true_type{}) : range(policy, std::false_type{});
+  };
+  using P = RunPolicy;
+  switch (cfg.policy) {
+    case P::kFixed:
+      return with_diagnostics(std::integral_constant<P, P::kFixed>{});
+    case P::kAarseth:
+      return with_diagnostics(std::integral_constant<P, P::kAarseth>{});
+    case P::kModel:
+      return with_diagnostics(std::integral_constant<P, P::kModel>{});
   }
 }
 

@@ -16,6 +16,7 @@
 #include "cpu/encounter_kernels.h"
 #include "cpu/fewbody_kernels.h"
 #include "cpu/fewbody_run.h"
+#include "cpu/lane_net.h"
 #include "cpu/pair_kernel.h"
 #include "cpu/rsqrt_kernels.h"
 #include "gravity.h"
@@ -585,9 +586,21 @@ class CpuBackend final : public GravityBackend {
                       " bodies is above the few-body sizes it runs (at most ",
                       fewbody::kMaxBodies<double>, " in float64, ", fewbody::kMaxBodies<float>,
                       " in float32); aits.simulate runs such systems in its Python loop.");
-    const fewbody::RunConfig cfg{run.aarseth,   run.value,     run.max_steps, run.diagnostics,
-                                 run.threshold, run.floor,     run.fail_above,
-                                 run.stop_diverged};
+    lane_net::Net net;
+    if (run.policy == RunPolicy::kModel) {
+      net.members = run.net[0].size(0);
+      net.activation = run.activation;
+      net.scale = run.net_scale;
+      for (size_t k = 0; k + 1 < run.net.size(); k += 2) {
+        const at::Tensor& w = run.net[k];
+        net.layers.push_back({w.size(2), w.size(1), w.data_ptr<double>(),
+                              run.net[k + 1].data_ptr<double>()});
+        net.width = std::max(net.width, w.size(1));
+      }
+    }
+    const fewbody::RunConfig cfg{run.policy,    run.value, run.max_steps, run.diagnostics,
+                                 run.threshold, run.floor, run.fail_above, run.stop_diverged,
+                                 &net,          run.clip};
     with_system_aos(run.pos, run.mass, run.softening, run.G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       const fewbody::RunIO<T> io{s.x,
