@@ -456,9 +456,10 @@ PAIR_KERNELS = ("rsqrt", "divide")
 
 def set_pair_kernel(name: str) -> None:
     """Selects the CPU pair kernel for the whole process: ``"rsqrt"``
-    (reciprocal-square-root estimate refined by Newton iterations; the default
-    in AVX-512 builds) or ``"divide"`` (one square root and one division per
-    pair; the default otherwise). Both agree with
+    (reciprocal-square-root estimate refined by Newton iterations, in AVX2 builds
+    sharing the pairs with the divider; the default in AVX-512 and AVX2 builds) or
+    ``"divide"`` (one square root and one division per pair; the default in
+    portable builds). Both agree with
     :mod:`aits.reference` to ~1e-12 in float64. Raises ValueError for other names."""
     torch.ops.aits.set_pair_kernel(name)
 

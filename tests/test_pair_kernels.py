@@ -82,7 +82,7 @@ def test_rsqrt_kernel_is_deterministic_across_thread_counts(dtype):
     assert all(torch.equal(a, b) for a, b in zip(one, many))
 
 
-DEFAULT = "rsqrt" if aits.ops.simd_instruction_set() == "avx512f" else "divide"
+DEFAULT = "divide" if aits.ops.simd_instruction_set() == "none" else "rsqrt"
 
 
 def test_selection_by_name_and_context_manager_restores():
@@ -123,6 +123,28 @@ def test_pair_terms_at_edge_separations(kernel, dtype, r):
         aits.accelerations(pos.requires_grad_(), mass), [pos], torch.ones_like(pos)
     )[0]
     assert torch.isfinite(grads).all() or abs(math.log10(r)) > 12  # |grad| ~ 1/r^3
+
+
+# Systems whose squared separations straddle the range where the AVX2 builds take
+# rsqrtps (float32 [2^-64, 2^126]; float64, rounded to float, [2^-125, 2^125]) and
+# where they fall back to the integer-bit estimate: vectors of partners on both sides.
+STRADDLES = [(torch.float32, 2.0**-31), (torch.float32, 2.0**63),
+             (torch.float64, 2.0**-62), (torch.float64, 2.0**63)]
+
+
+@pytest.mark.parametrize("dtype,scale", STRADDLES)
+def test_forward_where_separations_straddle_the_fast_estimate_range(kernel, dtype, scale):
+    gen = torch.Generator().manual_seed(5)
+    unit = 1 + torch.rand(37, 3, generator=gen, dtype=torch.float64)
+    mass = torch.rand(37, generator=gen, dtype=torch.float64) + 0.5
+    s2 = torch.cdist(unit, unit).pow(2)[~torch.eye(37, dtype=torch.bool)] * scale**2
+    lo, hi = (2.0**-64, 2.0**126) if dtype == torch.float32 else (2.0**-125, 2.0**125)
+    assert bool((s2 < lo).any() | (s2 > hi).any()) and bool(((s2 > lo) & (s2 < hi)).any())
+    pos = (unit * scale).to(dtype)
+    want = ref.accelerations(pos.double(), mass)
+    got = aits.accelerations(pos, mass.to(dtype)).double()
+    tol = 1e-5 if dtype == torch.float32 else 1e-13
+    assert ((got - want).norm(dim=-1) / want.norm(dim=-1)).max().item() < tol
 
 
 @pytest.mark.parametrize("dtype,r", [(torch.float32, 1e-15), (torch.float32, 1e15),

@@ -126,16 +126,9 @@ AITS_SIMD V<float> divide_estimate(const V<float>& x, const V<float>& y) {
   return cast<float>(divide_estimate(cast<double>(x), cast<double>(y)));
 }
 
-// v itself, opaque to the optimiser: no multiply before it is fused with an
-// add after it. The fast paths below return through it, so that a lane gets
-// the bits of the general path whichever path its group takes.
-template <typename Vec>
-AITS_SIMD Vec opaque(Vec v) {
-#if defined(__x86_64__) && (defined(__AVX512F__) || defined(__AVX2__))
-  asm("" : "+v"(v));
-#endif
-  return v;
-}
+// The fast paths below return through simd::opaque, so that a lane gets the
+// bits of the general path whichever path its group takes.
+using simd::opaque;
 
 // sqrt(x) per lane for x >= 0 as x rsqrt(x) from the estimate (about 1.5 ulp);
 // sqrt(0) = 0, sqrt(inf) = inf, NaN stays NaN. float32 through float64.
@@ -156,7 +149,7 @@ AITS_SIMD F64 sqrt_normal(const F64& x) {
   y = simd::newton<double>(h, simd::newton<double>(h, y));
   return opaque(x * y);
 #else
-  return sqrt(x);
+  return opaque(x * rsqrt(x));  // sqrt_estimate's bits (not the exact root)
 #endif
 }
 AITS_SIMD V<float> sqrt_normal(const V<float>& x) {

@@ -11,12 +11,12 @@
 namespace aits {
 namespace {
 
-// The default is the kernel measured faster for the build's instruction set:
-// with AVX-512 "rsqrt" (2.0x "divide", float64 forward, docs/benchmarks.md);
-// the AVX2 and portable builds ran "rsqrt" at 0.7-0.8x "divide" on the same
-// Xeon, so they keep "divide" unless asked.
+// The default is the kernel measured faster for the build's instruction set
+// (docs/benchmarks.md, float64 forward against "divide"): "rsqrt" with AVX-512
+// (2.2x) and AVX2 (1.46x, sharing the work with the divider); the portable
+// build ran "rsqrt" at 0.7-0.8x on the same Xeon, so it keeps "divide" unless asked.
 constexpr PairKernel kDefault =
-    std::string_view(simd::instruction_set()) == "avx512f" ? PairKernel::kRsqrt : PairKernel::kDivide;
+    std::string_view(simd::instruction_set()) == "none" ? PairKernel::kDivide : PairKernel::kRsqrt;
 
 std::atomic<PairKernel> selected{kDefault};
 

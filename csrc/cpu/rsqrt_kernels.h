@@ -1,6 +1,7 @@
 // The "rsqrt" pair kernels: accelerations (and potential) forward and the
 // backward of the accelerations, with the inverse distance from simd::rsqrt
-// (no square root or division per pair). One thread owns each body's row;
+// (no square root or division per pair; AVX2 builds share the work with the
+// divider, below). One thread owns each body's row;
 // partners are processed W at a time in vector lanes, the lanes summed in a
 // fixed order: deterministic for any thread count.
 //
@@ -32,15 +33,54 @@ struct Rows {
   Rows(const T* base, int64_t N) : x(base), y(base + N), z(D == 3 ? base + 2 * N : nullptr) {}
 };
 
-// Calls block(j, n, tail) for the partners [j0, j1) in groups of W starting
-// at j: full groups (n = W, tail false), then one partial group (n < W, tail
-// true) whose lanes at or past n hold padding that the block must drop.
-template <typename T, typename Block>
+// Calls block(j, n, tail, divider) for the partners [j0, j1) in groups of W
+// starting at j: full groups (n = W, tail false), then one partial group
+// (n < W, tail true) whose lanes at or past n hold padding that the block must
+// drop. `divider` says where the group's inverse distances come from: true the
+// divider (simd::inv_sqrt_divide), false the estimate (simd::rsqrt); kDivider
+// is kNever, kAlways, or kAlternate (every other full group: the divider then
+// works beside the FMA units, which the estimate keeps busy). Which group takes
+// which depends on j alone, so results stay the same for any thread count.
+enum class Divider { kNever, kAlways, kAlternate };
+
+template <typename T, Divider kDivider, typename Block>
 AITS_SIMD void for_partner_blocks(int64_t j0, int64_t j1, const Block& block) {
   constexpr int W = simd::Traits<T>::W;
+  using Full = std::false_type;
+  using Tail = std::true_type;
+  using Div = std::bool_constant<kDivider == Divider::kAlways>;
   int64_t j = j0;
-  for (; j + W <= j1; j += W) block(j, W, std::false_type{});
-  if (j < j1) block(j, static_cast<int>(j1 - j), std::true_type{});
+  if constexpr (kDivider == Divider::kAlternate) {
+    for (; j + 2 * W <= j1; j += 2 * W) {
+      block(j, W, Full{}, std::true_type{});
+      block(j + W, W, Full{}, std::false_type{});
+    }
+  }
+  for (; j + W <= j1; j += W) block(j, W, Full{}, Div{});
+  if (j < j1) block(j, static_cast<int>(j1 - j), Tail{}, Div{});
+}
+
+// AVX2 has no float64 estimate of its own and a divider that keeps pace with
+// the FMA units: measured on an AVX-512 Xeon built for AVX2 (docs/benchmarks.md),
+// the forward kernels are fastest alternating the two (1.47x the divide kernel
+// in float64, against 1.08x for the estimate alone), the backward, whose
+// arithmetic already hides the divider, through the divider alone. AVX-512
+// builds take the estimate everywhere (alternating lost there: 1.9x against 2.2x).
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr Divider kForwardDivider = Divider::kAlternate;
+constexpr Divider kBackwardDivider = Divider::kAlways;
+#else
+constexpr Divider kForwardDivider = Divider::kNever;
+constexpr Divider kBackwardDivider = Divider::kNever;
+#endif
+
+template <typename T, bool kDiv>
+AITS_SIMD Vec<T> inverse_distance(const Vec<T>& r2) {
+  if constexpr (kDiv) {
+    return simd::inv_sqrt_divide<T>(r2);
+  } else {
+    return simd::rsqrt(r2);
+  }
 }
 
 // W values from p (tail: the first n, then zeros).
@@ -77,15 +117,17 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
       const T* mb = mass + b * N;
       const T xi = r.x[i], yi = r.y[i], zi = D == 3 ? r.z[i] : T(0);
       Vec<T> ax{}, ay{}, az{}, ph{};
-      const auto block = [&](int64_t j, int n, auto tail) __attribute__((always_inline)) {
+      const auto block = [&](int64_t j, int n, auto tail, auto divider)
+                             __attribute__((always_inline)) {
         constexpr bool kTail = decltype(tail)::value;
+        constexpr bool kDiv = decltype(divider)::value;
         const Vec<T> dx = load_lanes<T, kTail>(r.x + j, n) - xi;
         const Vec<T> dy = load_lanes<T, kTail>(r.y + j, n) - yi;
         const Vec<T> dz = D == 3 ? load_lanes<T, kTail>(r.z + j, n) - zi : Vec<T>{};
         const Vec<T> mj = load_lanes<T, kTail>(mb + j, n);
         Vec<T> r2 = eps2 + dx * dx + dy * dy;
         if constexpr (D == 3) r2 += dz * dz;
-        const Vec<T> inv = simd::rsqrt(r2);
+        const Vec<T> inv = inverse_distance<T, kDiv>(r2);
         const Vec<T> pot = mj * inv;  // m / s
         if constexpr (kAcc) {
           const Vec<T> w = pot * inv;  // m / s^2
@@ -95,8 +137,8 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
         }
         if constexpr (kPhi) ph += keep<T, kTail>(pot, n);
       };
-      for_partner_blocks<T>(0, i, block);
-      for_partner_blocks<T>(i + 1, N, block);
+      for_partner_blocks<T, kForwardDivider>(0, i, block);
+      for_partner_blocks<T, kForwardDivider>(i + 1, N, block);
       if constexpr (kAcc) {
         acc[idx * D + 0] = G * simd::sum_lanes<T>(ax);
         acc[idx * D + 1] = G * simd::sum_lanes<T>(ay);
@@ -122,8 +164,10 @@ void backward(const T* x, const T* mass, const T* g, int64_t B, int64_t N, T eps
       const T xk = r.x[k], yk = r.y[k], zk = D == 3 ? r.z[k] : T(0);
       const T gkx = gr.x[k], gky = gr.y[k], gkz = D == 3 ? gr.z[k] : T(0);
       Vec<T> sx{}, sy{}, sz{}, sm{};
-      const auto block = [&](int64_t j, int n, auto tail) __attribute__((always_inline)) {
+      const auto block = [&](int64_t j, int n, auto tail, auto divider)
+                             __attribute__((always_inline)) {
         constexpr bool kTail = decltype(tail)::value;
+        constexpr bool kDiv = decltype(divider)::value;
         const Vec<T> dx = load_lanes<T, kTail>(r.x + j, n) - xk;
         const Vec<T> dy = load_lanes<T, kTail>(r.y + j, n) - yk;
         const Vec<T> dz = D == 3 ? load_lanes<T, kTail>(r.z + j, n) - zk : Vec<T>{};
@@ -133,7 +177,7 @@ void backward(const T* x, const T* mass, const T* g, int64_t B, int64_t N, T eps
         const Vec<T> gz = D == 3 ? load_lanes<T, kTail>(gr.z + j, n) : Vec<T>{};
         Vec<T> r2 = eps2 + dx * dx + dy * dy;
         if constexpr (D == 3) r2 += dz * dz;
-        const Vec<T> inv = simd::rsqrt(r2);
+        const Vec<T> inv = inverse_distance<T, kDiv>(r2);
         const Vec<T> inv2 = inv * inv;
         const Vec<T> inv3 = inv2 * inv;
         const Vec<T> ex = dx * inv, ey = dy * inv;
@@ -152,8 +196,8 @@ void backward(const T* x, const T* mass, const T* g, int64_t B, int64_t N, T eps
         if constexpr (D == 3) sz += keep<T, kTail>(inv3 * (uz - ez * t3), n);
         sm -= keep<T, kTail>(inv2 * eg, n);
       };
-      for_partner_blocks<T>(0, k, block);
-      for_partner_blocks<T>(k + 1, N, block);
+      for_partner_blocks<T, kBackwardDivider>(0, k, block);
+      for_partner_blocks<T, kBackwardDivider>(k + 1, N, block);
       grad_pos[idx * D + 0] = G * simd::sum_lanes<T>(sx);
       grad_pos[idx * D + 1] = G * simd::sum_lanes<T>(sy);
       if constexpr (D == 3) grad_pos[idx * D + 2] = G * simd::sum_lanes<T>(sz);

@@ -1,6 +1,7 @@
 // Fixed-width vectors for the CPU pair kernels and a reciprocal square root
 // that leaves the divider: a hardware estimate (AVX-512: rsqrt14, AVX2:
-// rsqrtps) or an integer-bit estimate, refined by Newton iterations
+// rsqrtps, for float64 on the inputs rounded to float) or an integer-bit
+// estimate, refined by Newton iterations
 //   y <- y (3/2 - (x/2 y) y)
 // to full precision (float64: about 1 ulp; float32: about 1 ulp). The product
 // (x/2 y) y is formed in that order so that y^2 never overflows.
@@ -12,6 +13,7 @@
 // AITS_NATIVE, or e.g. -mavx2 -mfma); `simd_instruction_set()` names it.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -128,6 +130,17 @@ AITS_SIMD T sum_lanes(const Vec<T>& v) {
   return s;
 }
 
+// v itself, opaque to the optimiser: no multiply before it is fused with an
+// add after it (a value that one branch returns and another selects gets the
+// same bits in both).
+template <typename V>
+AITS_SIMD V opaque(V v) {
+#if defined(__x86_64__) && (defined(__AVX512F__) || defined(__AVX2__))
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
+
 template <typename T>
 AITS_SIMD Vec<T> newton(const Vec<T>& half_x, Vec<T> y) {
   return y * (T(1.5) - (half_x * y) * y);
@@ -142,6 +155,16 @@ AITS_SIMD Vec<T> exact_at_zero_and_inf(const Vec<T>& x, const Vec<T>& y) {
   return x == zero + inf ? zero : r;
 }
 
+// 1 / sqrt(x) per lane, correctly rounded square root and division: the
+// divider's way (exact at 0 and inf as they are). With -fno-math-errno the lane
+// loop compiles to one vector square root.
+template <typename T>
+AITS_SIMD Vec<T> inv_sqrt_divide(const Vec<T>& x) {
+  Vec<T> root;
+  for (int l = 0; l < Traits<T>::W; ++l) root[l] = std::sqrt(x[l]);
+  return T(1) / root;
+}
+
 // 1 / sqrt(x) per lane, for x >= 0 (NaN stays NaN).
 AITS_SIMD f64v rsqrt(const f64v& x) {
 #if defined(__AVX512F__)
@@ -151,6 +174,18 @@ AITS_SIMD f64v rsqrt(const f64v& x) {
   y = newton<double>(h, newton<double>(h, y));
   return exact_at_zero_and_inf<double>(x, y);
 #else
+#if defined(__AVX2__) && defined(__FMA__)
+  // rsqrtps of x rounded to float (relative error < 1.5 * 2^-12 + 2^-24), three
+  // iterations, for the lanes in float's normal range [2^-125, 2^125]; the
+  // others (0, inf, NaN, the far ends: rare) take the integer-bit path below.
+  // Each lane's result depends on that lane alone (the few-body loop keeps one
+  // system per lane and must not see its neighbours).
+  const i64v normal = (x >= 0x1p-125) & (x <= 0x1p125);
+  const f64v h = x * 0.5;
+  const f64v fast = opaque(newton<double>(h, newton<double>(h, newton<double>(
+      h, (f64v)_mm256_cvtps_pd(_mm_rsqrt_ps(_mm256_cvtpd_ps((__m256d)x)))))));
+  if (__builtin_expect(_mm256_movemask_pd((__m256d)normal) == 0xF, 1)) return fast;
+#endif
   // Integer-bit estimate (relative error < 3.5 %), four iterations. Inputs
   // below 2^-600 (denormals included) are scaled by 2^600 first.
   const i64v tiny = x < 0x1p-600;
@@ -159,7 +194,12 @@ AITS_SIMD f64v rsqrt(const f64v& x) {
   const f64v hs = xs * 0.5;
   y = newton<double>(hs, newton<double>(hs, newton<double>(hs, newton<double>(hs, y))));
   y = tiny ? y * 0x1p300 : y;
-  return exact_at_zero_and_inf<double>(x, y);
+  y = exact_at_zero_and_inf<double>(x, y);
+#if defined(__AVX2__) && defined(__FMA__)
+  return normal ? fast : y;
+#else
+  return y;
+#endif
 #endif
 }
 
@@ -170,14 +210,19 @@ AITS_SIMD f32v rsqrt(const f32v& x) {
   y = newton<float>(x * 0.5f, y);
   return exact_at_zero_and_inf<float>(x, y);
 #elif defined(__AVX2__) && defined(__FMA__)
-  // rsqrtps (relative error < 1.5 * 2^-12, denormal inputs read as 0): inputs
-  // below 2^-64 are scaled by 2^64 first; one iteration reaches ~2^-23.
+  // rsqrtps (relative error < 1.5 * 2^-12, denormal inputs read as 0), one
+  // iteration (~2^-23); where a lane is 0, inf, NaN or below 2^-64 (rare), the
+  // inputs below 2^-64 are scaled by 2^64 first and 0 and inf made exact.
+  // Each lane's result depends on that lane alone (as for float64 above).
+  const i32v normal = (x >= 0x1p-64f) & (x <= 0x1p126f);
+  const f32v fast = opaque(newton<float>(x * 0.5f, (f32v)_mm256_rsqrt_ps((__m256)x)));
+  if (__builtin_expect(_mm256_movemask_ps((__m256)normal) == 0xFF, 1)) return fast;
   const i32v tiny = x < 0x1p-64f;
   const f32v xs = tiny ? x * 0x1p64f : x;
   f32v y = (f32v)_mm256_rsqrt_ps((__m256)xs);
   y = newton<float>(xs * 0.5f, y);
   y = tiny ? y * 0x1p32f : y;
-  return exact_at_zero_and_inf<float>(x, y);
+  return normal ? fast : exact_at_zero_and_inf<float>(x, y);
 #else
   // Integer-bit estimate, three iterations; inputs below 2^-64 scaled.
   const i32v tiny = x < 0x1p-64f;
