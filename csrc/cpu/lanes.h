@@ -14,7 +14,6 @@
 // lanes, so a system gets the same bits in any lane of any group.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -84,18 +83,8 @@ AITS_SIMD bool any(const Mask& mask) {
   return false;
 }
 
-// Correctly rounded square root per lane.
-AITS_SIMD F64 sqrt(const F64& x) {
-#if defined(__AVX512F__)
-  return (F64)_mm512_sqrt_pd((__m512d)x);
-#elif defined(__AVX2__) && defined(__FMA__)
-  return (F64)_mm256_sqrt_pd((__m256d)x);
-#else
-  F64 r;
-  for (int l = 0; l < kLanes; ++l) r[l] = std::sqrt(x[l]);
-  return r;
-#endif
-}
+// Correctly rounded square root per lane (simd.h).
+using simd::sqrt;
 
 // float32: through float64, whose square root rounded to float32 is the
 // correctly rounded float32 square root (53 >= 2 * 24 + 2 bits).

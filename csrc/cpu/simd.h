@@ -155,14 +155,35 @@ AITS_SIMD Vec<T> exact_at_zero_and_inf(const Vec<T>& x, const Vec<T>& y) {
   return x == zero + inf ? zero : r;
 }
 
+// Correctly rounded square root per lane.
+AITS_SIMD f64v sqrt(const f64v& x) {
+#if defined(__AVX512F__)
+  return (f64v)_mm512_sqrt_pd((__m512d)x);
+#elif defined(__AVX2__) && defined(__FMA__)
+  return (f64v)_mm256_sqrt_pd((__m256d)x);
+#else
+  f64v r;
+  for (int l = 0; l < Traits<double>::W; ++l) r[l] = std::sqrt(x[l]);
+  return r;
+#endif
+}
+AITS_SIMD f32v sqrt(const f32v& x) {
+#if defined(__AVX512F__)
+  return (f32v)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX2__) && defined(__FMA__)
+  return (f32v)_mm256_sqrt_ps((__m256)x);
+#else
+  f32v r;
+  for (int l = 0; l < Traits<float>::W; ++l) r[l] = std::sqrt(x[l]);
+  return r;
+#endif
+}
+
 // 1 / sqrt(x) per lane, correctly rounded square root and division: the
-// divider's way (exact at 0 and inf as they are). With -fno-math-errno the lane
-// loop compiles to one vector square root.
+// divider's way (exact at 0 and inf as they are).
 template <typename T>
 AITS_SIMD Vec<T> inv_sqrt_divide(const Vec<T>& x) {
-  Vec<T> root;
-  for (int l = 0; l < Traits<T>::W; ++l) root[l] = std::sqrt(x[l]);
-  return T(1) / root;
+  return T(1) / sqrt(x);
 }
 
 // 1 / sqrt(x) per lane, for x >= 0 (NaN stays NaN).
