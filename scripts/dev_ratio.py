@@ -53,8 +53,11 @@ def moth() -> aits.SystemState:
                             vel=torch.stack([v, v, -2 * v]), mass=torch.ones(3, dtype=torch.float64))
 
 
-def _binary(e: float, q: float, a: float = 1.0) -> aits.SystemState:
-    return kepler_orbit(e, a, m1=1 / (1 + q), m2=q / (1 + q))
+def _binary(e: float, q: float, periods: float) -> tuple[aits.SystemState, float]:
+    """A Kepler binary (a = 1, total mass 1, mass ratio ``q``) and ``periods`` of its
+    orbital period."""
+    m1, m2 = 1 / (1 + q), q / (1 + q)
+    return kepler_orbit(e, 1.0, m1=m1, m2=m2), periods * kepler_period(1.0, m1, m2)
 
 
 def _binary_pair(e1: float, e2: float, masses: list[float], separation: float,
@@ -98,8 +101,7 @@ def wide_systems(seed: int = 2026) -> dict[str, tuple[aits.SystemState, float]]:
     out: dict[str, tuple[aits.SystemState, float]] = {}
     for k in range(20):
         e, q = u(0.0, 0.985), 10 ** u(-2.0, 0.0)
-        out[f"binary {k} e={e:.3f} q={q:.3f}"] = (
-            _binary(e, q), 5 * kepler_period(1.0, 1 / (1 + q), q / (1 + q)))
+        out[f"binary {k} e={e:.3f} q={q:.3f}"] = _binary(e, q, 5)
     for k in range(10):
         e_in, a_out, e_out = u(0.0, 0.8), u(6.0, 14.0), u(0.0, 0.4)
         masses = (u(0.2, 1.0), u(0.2, 1.0), u(0.2, 1.0))
@@ -121,11 +123,9 @@ def wide_systems(seed: int = 2026) -> dict[str, tuple[aits.SystemState, float]]:
 
 def systems() -> dict[str, tuple[aits.SystemState, float]]:
     """The development systems and their run lengths."""
-    q = 0.3
     return {
-        "binary e=0.7 q=0.3": (kepler_orbit(0.7, 1.0, m1=1 / (1 + q), m2=q / (1 + q)),
-                               5 * kepler_period(1.0, 1 / (1 + q), q / (1 + q))),
-        "binary e=0.95": (kepler_orbit(0.95, 1.0), 5 * kepler_period(1.0)),
+        "binary e=0.7 q=0.3": _binary(0.7, 0.3, 5),
+        "binary e=0.95": _binary(0.95, 1.0, 5),
         "triple e_in=0.5": (hierarchical_triple(e_in=0.5, a_out=10.0, masses=(0.6, 0.4, 0.3),
                                                 inclination=1.0), 60.0),
         "plummer32": (plummer(32, seed=7, softening=0.01), 3.0),
