@@ -50,6 +50,7 @@ OBJECTIVES = ("gate", "whole-run")
 BANDS = ("one-sided", "two-sided")
 #: Integrators whole-run training differentiates through (ttl fixes its step at the start).
 ROLLOUT_INTEGRATORS = ("kdk", "symmetric")
+WINDOW_ERRORS = ("bound", "measured")
 #: Largest seed (torch seeds are 64-bit).
 MAX_SEED = 2**63 - 1
 #: What evaluate tunes: the fixed step and the classical criteria.
@@ -251,6 +252,12 @@ class TrainConfig(SharedSettings):
     cost_weight: float = setting(0.1, "weight of log(steps per unit time) against the squared "
                                       "log excess of the error over run_budget (> 0)", gt=0,
                                  finite=True, section="whole-run training")
+    window_error: str = setting("measured", "the whole-run error a window is judged by: bound (the "
+                                         "error the window started with plus its own "
+                                         "|E(t) - E(start)|, an upper bound whose gradient "
+                                         "cannot trade new error against the inherited one) or "
+                                         "measured (|E(t) - E0| itself)",
+                                choices=WINDOW_ERRORS, section="whole-run training")
 
     # --- features -------------------------------------------------------------------
     feature_type: str = setting("basic", "analytic features of the current state: basic (11) or "
@@ -300,6 +307,9 @@ class TrainConfig(SharedSettings):
                              choices=OPTIMIZERS, section="the optimiser")
     lr: float = setting(1e-3, "learning rate (> 0)", gt=0, section="the optimiser")
     weight_decay: float = setting(0.0, "weight decay (>= 0)", ge=0, section="the optimiser")
+    grad_clip: float = setting(0.0, "clip the gradients' total norm at this before every "
+                                    "optimiser step (0 = no clipping)", ge=0, finite=True,
+                               section="the optimiser")
 
     # --- run, output ----------------------------------------------------------------
     checkpoint_interval: int = setting(5, "write a checkpoint every this many epochs (>= 1); "
@@ -336,7 +346,7 @@ class TrainConfig(SharedSettings):
             raise ConfigError(f"setting 'dropout' must be in [0, 1), got {self.dropout!r}")
         whole_run = self.objective == "whole-run"
         for name in ("population", "rollout_integrator", "run_budget", "window",
-                     "windows_per_epoch", "restart_windows", "cost_weight"):
+                     "windows_per_epoch", "restart_windows", "cost_weight", "window_error"):
             self.refuse_unless(name, whole_run, "without objective = 'whole-run'")
         for name in ("band", "steps_per_epoch", "n_steps", "max_retrain_steps", "replay_steps",
                      "replay_batch_size", "min_replay_size"):

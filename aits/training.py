@@ -119,6 +119,17 @@ def build_model(cfg: TrainConfig, spec: FeatureSpec) -> TimeStepNet:
                        output=cfg.output, dt_init=cfg.dt_init, seed=cfg.seed)
 
 
+def optimiser_step(cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   loss: Tensor) -> None:
+    """Back-propagate ``loss`` (a scalar) and take one step, the gradients' total norm
+    clipped at ``cfg.grad_clip`` first when it is > 0."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+
+
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     return cls[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -275,9 +286,7 @@ class Trainer:
         return self.history.window() if self.uses_history else None
 
     def _optimise(self, loss: Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        optimiser_step(self.cfg, self.model, self.optimizer, loss)
 
     def _local(self, state: SystemState) -> SystemState:
         """This rank's shard of a whole batch (the batch itself in one process)."""

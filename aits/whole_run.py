@@ -12,14 +12,21 @@ through time:
    ``dt``, recorded by autograd through the native ops;
 2. after every step the run's relative energy error is measured against the
    energy the system had when it was drawn (not the window's start), so the
-   error a window is judged by includes everything accumulated before it;
+   error a window is judged by includes everything accumulated before it
+   (``window_error = "measured"``, the default). ``"bound"`` judges the upper bound
+   ``err(start) + |E(t) - E(start)| / |E0|`` (triangle inequality; the first term
+   detached) instead: the gradient of ``|E(t) - E0|`` can reward a window whose new
+   error cancels the inherited one, the bound's cannot; it also counts an error
+   that swings back as new error, which the leapfrog's oscillating errors do every
+   orbit, and its models were worse (README, session 11);
 3. the window's loss per system is ``cost_weight * log(window * t_unit / sum dt)``
    (the log of the steps per unit time, ``t_unit`` the system's initial time
    scale) plus the mean over its steps of ``relu(log(err / run_budget))^2``; a
    non-finite error costs ``nonfinite_penalty`` with a gradient that shrinks the
    window's steps;
-4. one optimiser step per window; the end state (and the integrator's carry) is
-   detached and becomes the next window's start;
+4. one optimiser step per window (the gradient's norm clipped at ``grad_clip``
+   when that is > 0); the end state (and the integrator's carry) is detached and
+   becomes the next window's start;
 5. every ``restart_windows`` windows of a group, or as soon as one of its systems
    has blown up (non-finite, or an error above :data:`~aits.results.FAIL_ABOVE`),
    the group is drawn afresh.
@@ -47,15 +54,27 @@ from aits.integrators import Carry, make_integrator
 from aits.population import Group, generalist
 from aits.results import FAIL_ABOVE
 from aits.state import SystemState
-from aits.training import build_model, build_optimizer, build_spec, build_system, run_entries
+from aits.training import (build_model, build_optimizer, build_spec, build_system,
+                           optimiser_step, run_entries)
 
-__all__ = ["WholeRunTrainer", "time_unit"]
+__all__ = ["WholeRunTrainer", "bounded_error", "time_unit"]
 
 
 def time_unit(state: SystemState) -> Tensor:
     """A system's dynamical time ``sqrt(r_rms^3 / (G M))`` (``r_rms`` the rms distance
     from the centre of mass: :class:`~aits.features.FeatureScales` ``T0``); ``batch_shape``."""
     return FeatureScales.from_state(state, per_system=True).T0
+
+
+def bounded_error(E0: Tensor, E_start: Tensor, E: Tensor, E_scale: Tensor, floor: float,
+                  inherited: Tensor | None = None) -> Tensor:
+    """The bound ``err(start) + |E - E_start| / |E0|`` on the whole-run error
+    ``|E - E0| / |E0|`` (denominators as :func:`~aits.gate.relative_energy_error`'s;
+    every argument ``(B,)``): what ``window_error = "bound"`` judges a window by.
+    ``inherited``: ``err(start)``, when already computed."""
+    if inherited is None:
+        inherited = relative_energy_error(E0, E_start, E_scale, floor)
+    return inherited + relative_energy_error(E0, E - E_start + E0, E_scale, floor)
 
 
 @dataclass
@@ -133,17 +152,25 @@ class WholeRunTrainer:
             return self.model.predict_dt(s.detach(), None, grad=True)  # features: observations
 
         state, carry = live.state, live.carry
-        dts, errs = [], []
+        floor = self.gate.floor
+        E_start = state.total_energy().detach()
+        inherited = relative_energy_error(live.E0, E_start, live.E_scale, floor)
+        dts, errs, judged = [], [], []
         for _ in range(cfg.window):
             state, dt, carry, _ = self.integrator.step(state, carry, propose, None, 1.0, 0.0)
-            errs.append(relative_energy_error(live.E0, state.total_energy(), live.E_scale,
-                                              self.gate.floor))
+            E = state.total_energy()
+            if cfg.window_error == "bound":
+                judged.append(bounded_error(live.E0, E_start, E, live.E_scale, floor, inherited))
+                E = E.detach()
+            errs.append(relative_energy_error(live.E0, E, live.E_scale, floor))
             dts.append(dt)
         dt, err = torch.stack(dts), torch.stack(errs)
+        judged_err = torch.stack(judged) if judged else err
         span = dt.sum(0)
         cost = torch.log(cfg.window * live.t_unit / span)
-        finite = torch.isfinite(err).all(0) & torch.isfinite(span)
-        safe = torch.where(torch.isfinite(err), err, torch.ones_like(err)).clamp_min(1e-30)
+        finite = torch.isfinite(judged_err).all(0) & torch.isfinite(span)
+        safe = torch.where(torch.isfinite(judged_err), judged_err,
+                           torch.ones_like(judged_err)).clamp_min(1e-30)
         excess = (safe.log() - math.log(cfg.run_budget)).clamp_min(0)
         per_system = cfg.cost_weight * cost + excess.square().mean(0)
         # a blown-up system: a constant penalty whose gradient shrinks its steps
@@ -157,9 +184,7 @@ class WholeRunTrainer:
         (detached) end state, or is drawn afresh when due or blown up."""
         live = self.live[i]
         loss, state, carry, out = self.window_loss(live)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        optimiser_step(self.cfg, self.model, self.optimizer, loss)
         live.windows += 1
         blown = (~out["finite"]) | (out["err"].nan_to_num(math.inf).amax(0) > FAIL_ABOVE)
         out["restarted"] = bool(blown.any()) or live.windows >= self.cfg.restart_windows

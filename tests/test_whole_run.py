@@ -14,7 +14,8 @@ from aits.config import ConfigError, from_mapping
 from aits.population import generalist, random_rotations
 from aits.train import main
 from aits.training import Trainer
-from aits.whole_run import WholeRunTrainer, time_unit
+from aits.gate import relative_energy_error
+from aits.whole_run import WholeRunTrainer, bounded_error, time_unit
 
 TINY = dict(objective="whole-run", hidden=[8], window=4, windows_per_epoch=3, restart_windows=2,
             epochs=1, rollout_steps=0, quiet=True, plot=False, lr=1e-2)
@@ -116,6 +117,43 @@ def test_error_is_measured_from_the_draw_not_the_window():
     torch.testing.assert_close(second["t0"], first["t0"] + first["dt"].to(torch.float64).sum(0))
 
 
+def test_bound_is_the_inherited_error_plus_the_windows_own():
+    f64 = torch.float64
+    E0, scale = torch.tensor([-1.0, -2.0], dtype=f64), torch.tensor([3.0, 6.0], dtype=f64)
+    E_start = torch.tensor([-1.01, -2.0], dtype=f64)  # 1 % inherited; none
+    E = torch.tensor([-1.0, -2.002], dtype=f64)  # back at E0 (measured 0); 0.1 % new
+    bound = bounded_error(E0, E_start, E, scale, 1e-3)
+    torch.testing.assert_close(bound, torch.tensor([0.02, 1e-3], dtype=f64), rtol=1e-12, atol=0)
+    assert (bound >= relative_energy_error(E0, E, scale, 1e-3)).all()
+
+
+def test_the_bound_loss_does_not_reward_cancelling_inherited_error():
+    """Two windows from a state that inherited an energy excess: the measured error can
+    fall when the window's own error has the other sign, the bound cannot; in a
+    system's first window the two settings give the same loss."""
+    common = dict(restart_windows=10, lr=1e-12, run_budget=1e-14, cost_weight=1e-9)
+    bound, measured = make(window_error="bound", **common), make(window_error="measured", **common)
+    first = [tr.window_loss(tr.live[0])[0] for tr in (bound, measured)]
+    torch.testing.assert_close(first[0], first[1], rtol=1e-12, atol=0)
+    for tr in (bound, measured):
+        tr.run_window(0)
+        tr.run_window(0)
+    later = [tr.window_loss(tr.live[0])[0] for tr in (bound, measured)]
+    assert later[0] >= later[1]
+
+
+def test_grad_clip_bounds_the_gradient_norm_of_every_step():
+    from aits.training import optimiser_step
+
+    for clip in (0.0, 1e-3):
+        tr = make(grad_clip=clip, dt_init=0.3, run_budget=1e-12)
+        loss = tr.window_loss(tr.live[0])[0]
+        optimiser_step(tr.cfg, tr.model, tr.optimizer, loss)
+        norm = torch.linalg.vector_norm(torch.stack(
+            [p.grad.norm() for p in tr.model.parameters() if p.grad is not None]))
+        assert (norm <= 1e-3 * (1 + 1e-5)) if clip else (norm > 1e-3)
+
+
 def test_groups_restart_after_restart_windows():
     tr = make(restart_windows=2)
     start = tr.live[0].state.time.clone()
@@ -167,6 +205,9 @@ def test_a_gate_checkpoint_does_not_resume_as_whole_run(tmp_path):
     (dict(objective="whole-run", history_type="delta_mag", history_len=2), "history_type"),
     (dict(objective="whole-run", rollout_integrator="ttl"), "rollout_integrator"),
     (dict(objective="whole-run", run_budget=0.0), "run_budget"),
+    (dict(window_error="bound"), "does not apply without objective = 'whole-run'"),
+    (dict(objective="whole-run", window_error="inherited"), "window_error"),
+    (dict(grad_clip=-1.0), "grad_clip"),
 ])
 def test_settings_that_do_not_fit_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
