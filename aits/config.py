@@ -260,8 +260,10 @@ class TrainConfig(SharedSettings):
                                 choices=WINDOW_ERRORS, section="whole-run training")
 
     # --- features -------------------------------------------------------------------
-    feature_type: str = setting("basic", "analytic features of the current state: basic (11) or "
-                                      "rich (23)", choices=ANALYTIC_KINDS, section="features")
+    feature_type: str = setting("basic", "analytic features of the current state: basic (11), "
+                                      "rich (23), encounter or encounter-smooth (14 scale-free "
+                                      "ratios each; see aits.features)",
+                                choices=ANALYTIC_KINDS, section="features")
     history_type: str = setting("none", "history features: none, delta_mag, basic or rich",
                                  choices=HISTORY_TYPES, section="features")
     history_len: int = setting(0, "K past states in the history window (also the "

@@ -21,6 +21,17 @@ rescaling, invariant under a permutation of the bodies, finite for zero-mass
 (padded) systems and for ``N`` = 1 or 2. A dt of the form
 ``tau_min * exp(f(features))`` is then scale-free by construction.
 
+With ``smooth=True`` it returns :data:`SMOOTH_ENCOUNTER_NAMES` instead (the
+``encounter-smooth`` feature kind): columns 6-11 are logs of ratios of sums over
+the bodies (``S_x = sum_i |x_i|``, ``S_xy = sum_i |x_i||y_i|``):
+``S_jj / S_as``, ``S_ss / S_jc``, ``sqrt((S_as + S_jj) / (S_jc + S_ss)) / tau_min``
+and the summed jerk, snap and crackle times ``S_a / S_j``, ``sqrt(S_a / S_s)``,
+``(S_a / S_c)^(1/3)`` over ``tau_min``. The per-body logs of the plain kind diverge
+wherever one body's acceleration passes through zero (the middle body of a collinear
+configuration: six times a period on the figure-eight) and its values "of the body
+with tau_min" jump when that body changes; the sums do neither, so a network's
+``dt`` stays as smooth along an orbit as Aarseth's criterion is.
+
 Cost: on the CPU one native op (:func:`aits.ops.encounter_features`: the two
 derivative passes over the pairs, then one pass for the free-fall and collision
 times and the potential), which agrees with the torch path to rounding; elsewhere
@@ -40,11 +51,13 @@ import torch
 from torch import Tensor
 
 from aits import ops
-from aits.features import ENCOUNTER_NAMES, gravity_derivatives, state_pair_stats
+from aits.features import (ENCOUNTER_NAMES, SMOOTH_ENCOUNTER_NAMES, gravity_derivatives,
+                           state_pair_stats)
 from aits.policies import CollisionalPolicy
 from aits.state import SystemState
 
-__all__ = ["CLIP", "ENCOUNTER_NAMES", "EncounterTimes", "encounter_features", "encounter_times"]
+__all__ = ["CLIP", "ENCOUNTER_NAMES", "SMOOTH_ENCOUNTER_NAMES", "EncounterTimes",
+           "encounter_features", "encounter_times"]
 
 #: log ratios are clipped to [-CLIP, CLIP] (a body feeling no force has tau = inf)
 CLIP = 30.0
@@ -134,6 +147,23 @@ def _times(state: SystemState, body: _PerBody) -> tuple[EncounterTimes, Tensor, 
     return times, kin, pot
 
 
+def _smooth_columns(body: _PerBody, tau: Tensor) -> list[Tensor]:
+    """Columns 6-11 of :data:`SMOOTH_ENCOUNTER_NAMES` (each ``batch_shape``), from
+    sums over the bodies, as ``csrc/cpu/encounter_kernels.h`` computes them."""
+    a, j, s, c = body.a, body.j, body.s, body.c
+    sa, sj, ss, sc = (x.sum(-1) for x in (a, j, s, c))
+    sas, sjj, sjc, sss = ((x * y).sum(-1) for x, y in ((a, s), (j, j), (j, c), (s, s)))
+    tau_sum = ((sas + sjj) / (sjc + sss)).sqrt()
+    return [
+        _log_ratio(sjj, sas),
+        _log_ratio(sss, sjc),
+        _log_ratio(tau_sum, tau),
+        _log_ratio(sa, sj * tau),
+        0.5 * _log_ratio(sa, ss * tau * tau),
+        _log_ratio(sa, sc * tau * tau * tau) / 3.0,
+    ]
+
+
 @torch.no_grad()
 def encounter_times(state: SystemState) -> EncounterTimes:
     """:class:`EncounterTimes` of ``state`` (each ``batch_shape``); they scale by ``T``."""
@@ -142,27 +172,29 @@ def encounter_times(state: SystemState) -> EncounterTimes:
     return _times(state, _per_body(state))[0]
 
 
-def _native(state: SystemState) -> tuple[Tensor, EncounterTimes]:
+def _native(state: SystemState, smooth: bool = False) -> tuple[Tensor, EncounterTimes]:
     """:func:`encounter_features` by the native op (CPU)."""
     n, d = state.n_bodies, state.dim
     feats, times = ops.encounter_features(
         state.pos.detach().reshape(-1, n, d), state.vel.detach().reshape(-1, n, d),
-        state.mass.detach().reshape(-1, n), state.softening, state.G, CLIP)
+        state.mass.detach().reshape(-1, n), state.softening, state.G, CLIP, smooth)
     shape = state.batch_shape
     cols = times.reshape(shape + (5,)).unbind(-1)
     return feats.reshape(shape + (len(ENCOUNTER_NAMES),)), EncounterTimes(*cols)
 
 
 @torch.no_grad()
-def encounter_features(state: SystemState, *, native: bool = True) -> tuple[Tensor, EncounterTimes]:
-    """The dimensionless :data:`ENCOUNTER_NAMES` of ``state``,
-    ``batch_shape + (14,)``, and its :class:`EncounterTimes` (one set of passes serves both).
+def encounter_features(state: SystemState, *, native: bool = True,
+                       smooth: bool = False) -> tuple[Tensor, EncounterTimes]:
+    """The dimensionless :data:`ENCOUNTER_NAMES` of ``state`` (``smooth``:
+    :data:`SMOOTH_ENCOUNTER_NAMES`), ``batch_shape + (14,)``, and its
+    :class:`EncounterTimes` (one set of passes serves both).
 
     ``native``: on the CPU, compute them with :func:`aits.ops.encounter_features`
     (``False``: the torch path, which every other device takes; the two agree to rounding).
     """
     if native and state.device.type == "cpu":
-        return _native(state)
+        return _native(state, smooth)
     body = _per_body(state)
     t, kin, pot = _times(state, body)
     k = body.tau.argmin(-1, keepdim=True)  # the body that sets Aarseth's step
@@ -186,5 +218,7 @@ def encounter_features(state: SystemState, *, native: bool = True) -> tuple[Tens
         _log_ratio(2 * kin, pot.abs()),
         _log_ratio(m.amin(-1), m.amax(-1)),
     ]
+    if smooth:
+        cols[6:12] = _smooth_columns(body, t.aarseth_min)
     feats = torch.stack(cols, -1)
     return torch.where(_massive(state).unsqueeze(-1), feats, 0.0), t

@@ -15,6 +15,13 @@ the pairwise free-fall and collision times as log ratios (:mod:`aits.encounter`,
 :data:`ENCOUNTER_NAMES`); unchanged when a system is rescaled in length, mass
 and time, so a model seeing them is scale-free whatever ``normalize`` says.
 
+``encounter-smooth`` (14, :data:`SMOOTH_ENCOUNTER_NAMES`): the same, but columns
+6-11 are ratios of sums over the bodies instead of per-body logs and the values of
+the body with the smallest Aarseth time: continuous along an orbit (the per-body
+logs diverge where one body's acceleration passes through zero, as the middle
+body's does six times a period on the figure-eight, and the body of the minimum
+changes at once).
+
 History features (see :mod:`aits.history`): ``delta_mag`` gives, for each
 consecutive pair of states in the window, mean/max/rms of |dx|, |dv|, |da| over
 the bodies and the dt taken between them (10 numbers a pair); the history
@@ -54,12 +61,15 @@ __all__ = [
     "ANALYTIC_KINDS",
     "BASIC_NAMES",
     "DELTA_MAG_NAMES",
+    "ENCOUNTER_KINDS",
+    "ENCOUNTER_NAMES",
     "FeatureScales",
     "FeatureSpec",
     "HISTORY_KINDS",
     "PAIR_CHUNK_ELEMENTS",
     "PairStats",
     "RICH_NAMES",
+    "SMOOTH_ENCOUNTER_NAMES",
     "analytic_features",
     "feature_names",
     "history_features",
@@ -96,6 +106,17 @@ ENCOUNTER_NAMES: tuple[str, ...] = (
     "log_virial_ratio",                  # log(2 K_com / |U|)
     "log_mass_ratio",                    # log(m_min / m_max)
 )
+#: the ``encounter-smooth`` kind: ENCOUNTER_NAMES with columns 6-11 from sums over
+#: the bodies (``S_xy = sum_i |x_i||y_i|``, ``S_x = sum_i |x_i|``; a, j, s, c the
+#: acceleration and its derivatives, tau_min Aarseth's time)
+SMOOTH_ENCOUNTER_NAMES: tuple[str, ...] = ENCOUNTER_NAMES[:6] + (
+    "log_sum_jj_over_sum_as",            # log(S_jj / S_as)
+    "log_sum_ss_over_sum_jc",            # log(S_ss / S_jc)
+    "log_summed_aarseth_over_min",       # log(sqrt((S_as + S_jj) / (S_jc + S_ss)) / tau_min), >= 0
+    "log_summed_jerk_time_over_aarseth",     # log((S_a / S_j) / tau_min)
+    "log_summed_snap_time_over_aarseth",     # log(sqrt(S_a / S_s) / tau_min)
+    "log_summed_crackle_time_over_aarseth",  # log((S_a / S_c)^(1/3) / tau_min)
+) + ENCOUNTER_NAMES[12:]
 DELTA_MAG_NAMES: tuple[str, ...] = (
     "mean_dx", "max_dx", "rms_dx", "mean_dv", "max_dv", "rms_dv",
     "mean_da", "max_da", "rms_da", "dt",
@@ -105,7 +126,7 @@ DELTA_MAG_NAMES: tuple[str, ...] = (
 _UNITS = {
     "n_bodies": "1", "dim": "1", "total_mass": "M", "mean_mass": "M", "min_mass": "M",
     "max_mass": "M", "std_mass": "M", "softening": "L", "dt": "T",
-    **{n: "1" for n in ENCOUNTER_NAMES},
+    **{n: "1" for n in ENCOUNTER_NAMES + SMOOTH_ENCOUNTER_NAMES},
 }
 for _n in RICH_NAMES + DELTA_MAG_NAMES:
     if _n not in _UNITS:
@@ -114,10 +135,12 @@ for _n in RICH_NAMES + DELTA_MAG_NAMES:
 
 _UNIT_INDEX = {"M": 0, "L": 1, "V": 2, "A": 3, "T": 4, "1": 5}
 
-ANALYTIC_KINDS = ("basic", "rich", "encounter")
+#: the dimensionless kinds that :mod:`aits.encounter` computes
+ENCOUNTER_KINDS = ("encounter", "encounter-smooth")
+ANALYTIC_KINDS = ("basic", "rich") + ENCOUNTER_KINDS
 HISTORY_KINDS = ("delta_mag", "basic", "rich")
 _NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "encounter": ENCOUNTER_NAMES,
-          "delta_mag": DELTA_MAG_NAMES}
+          "encounter-smooth": SMOOTH_ENCOUNTER_NAMES, "delta_mag": DELTA_MAG_NAMES}
 
 #: Budget (elements) for one chunk of the pairwise loop, per batch.
 PAIR_CHUNK_ELEMENTS = 1 << 20
@@ -370,7 +393,7 @@ def analytic_features(
     pairs: PairStats | None = None,
 ) -> Tensor:
     """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for
-    ``rich``, ``(14,)`` for ``encounter``.
+    ``rich``, ``(14,)`` for ``encounter`` and ``encounter-smooth``.
 
     Reuses ``state.acc`` when cached (else one force evaluation) and ``pairs``, the
     state's :func:`pairwise_stats`, when given (else :func:`state_pair_stats`). Finite for any
@@ -394,11 +417,12 @@ def _analytic_raw(
     x, v, m = state.pos.detach(), state.vel.detach(), state.mass.detach()
     total = m.sum(-1)
     w = center_of_mass_weights(m).unsqueeze(-1)
-    if kind == "encounter":
+    if kind in ENCOUNTER_KINDS:
         from aits.encounter import encounter_features  # encounter imports this module
 
         r = (x - (w * x).sum(-2, keepdim=True)).norm(dim=-1)
-        return encounter_features(state)[0], total, r.square().mean(-1).sqrt()
+        feats = encounter_features(state, smooth=kind == "encounter-smooth")[0]
+        return feats, total, r.square().mean(-1).sqrt()
     acc = torch.where((total > 0)[..., None, None], state.acceleration().detach(), 0.0)
     # |x - x_com|, |v - v_com|, |a| of every body at once: (..., 3, N)
     mags = torch.stack([x - (w * x).sum(-2, keepdim=True), v - (w * v).sum(-2, keepdim=True),

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from aits.features import FeatureSpec, aarseth_time, state_pair_stats
+from aits.features import ENCOUNTER_KINDS, FeatureSpec, aarseth_time, state_pair_stats
 from aits.state import SystemState
 
 __all__ = ["OUTPUTS", "FourierFeatures", "StackedLinear", "TimeStepNet"]
@@ -250,11 +250,12 @@ class TimeStepNet(nn.Module):
         and the time scale ``batch_shape``: the minimum pairwise free-fall time for
         ``output="dynamical"`` (one pass over the body pairs serves both), Aarseth's
         time scale for ``"aarseth"``, else ``None``."""
-        if self.output == "aarseth" and self.spec.kind == "encounter" and not self.spec.history_dim:
+        if (self.output == "aarseth" and self.spec.kind in ENCOUNTER_KINDS
+                and not self.spec.history_dim):
             # the encounter features hold Aarseth's time: one set of derivative passes
             from aits.encounter import encounter_features  # encounter imports policies
 
-            feats, times = encounter_features(state)
+            feats, times = encounter_features(state, smooth=self.spec.kind == "encounter-smooth")
             return feats, times.aarseth_min
         pairs = state_pair_stats(state, freefall=self.output == "dynamical")
         feats = self.spec(state, history, pairs)

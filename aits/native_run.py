@@ -27,6 +27,7 @@ from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.integrators import KDK, Integrator
 from aits.encounter import CLIP
+from aits.features import ENCOUNTER_KINDS
 from aits.model import TimeStepNet
 from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy, Policy
 from aits.state import SystemState
@@ -47,7 +48,7 @@ def native_net(net: TimeStepNet) -> list[Tensor] | None:
     computes the encounter features (no history) and Aarseth's time natively, and the
     network as plain linear layers with tanh or relu between them, in float64."""
     spec, config = net.spec, net.config()
-    if not (net.output == "aarseth" and spec.kind == "encounter" and not spec.history_dim
+    if not (net.output == "aarseth" and spec.kind in ENCOUNTER_KINDS and not spec.history_dim
             and config["fourier_features"] == 0 and config["activation"] in ("tanh", "relu")
             and not net.training):
         return None
@@ -114,7 +115,8 @@ def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy | ModelPolicy, t
         kind = {"eta": policy.eta}
     else:
         kind = {"net": native_net(policy.net), "activation": policy.net.config()["activation"],
-                "net_scale": policy.net.dt_scale, "dt_scale": policy.dt_scale, "clip": CLIP}
+                "net_scale": policy.net.dt_scale, "dt_scale": policy.dt_scale, "clip": CLIP,
+                "smooth": policy.net.spec.kind == "encounter-smooth"}
     pos, vel, acc, time, counts, stats, totals = ops.kdk_run(
         batch.pos, batch.vel, batch.mass, batch.acc, batch.time, t_stop, limit,
         softening=batch.softening, G=batch.G, diagnostics=diagnostics,

@@ -81,11 +81,13 @@ def aarseth_derivatives(
 
 
 def encounter_features(
-    pos: Tensor, vel: Tensor, mass: Tensor, softening: float, G: float, clip: float
+    pos: Tensor, vel: Tensor, mass: Tensor, softening: float, G: float, clip: float,
+    smooth: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The encounter features of :func:`aits.encounter.encounter_features`, natively:
     ``(feats, times)``, ``batch_shape + (14,)`` (the columns of
-    :data:`aits.features.ENCOUNTER_NAMES`, log ratios clipped to ``[-clip, clip]``) and
+    :data:`aits.features.ENCOUNTER_NAMES`, or with ``smooth`` of
+    :data:`aits.features.SMOOTH_ENCOUNTER_NAMES`, log ratios clipped to ``[-clip, clip]``) and
     ``batch_shape + (5,)`` (the fields of :class:`aits.encounter.EncounterTimes` in
     order), in ``pos``'s dtype (computed in float64).
 
@@ -95,7 +97,8 @@ def encounter_features(
     paths agree to rounding. CPU only; not differentiable.
     """
     _refuse_grad("encounter_features", pos=pos, vel=vel, mass=mass)
-    return _ops.encounter_features(pos, vel, mass, float(softening), float(G), float(clip))
+    return _ops.encounter_features(pos, vel, mass, float(softening), float(G), float(clip),
+                                   bool(smooth))
 
 
 def leapfrog_step(
@@ -177,6 +180,7 @@ def kdk_run(
     net_scale: float = 1.0,
     dt_scale: float = 1.0,
     clip: float = 30.0,
+    smooth: bool = False,
     softening: float = 0.0,
     G: float = 1.0,
     diagnostics: bool = False,
@@ -201,7 +205,8 @@ def kdk_run(
             and the ``"aarseth"`` output, ``[weight, bias]`` of each (hidden layers, then
             the head): ``weight (K, out, in)`` and ``bias (K, out)`` float64 for an
             ensemble of ``K`` members (``K = 1`` for one network), the first layer taking
-            the 14 encounter features, the last giving one output.
+            the 14 encounter features (``smooth``: the encounter-smooth kind), the last
+            giving one output.
             :func:`aits.native_run.native_net` extracts them. Each step is then
             ``dt_scale * net_dt * tau_A``: the network's ``dt`` (``net_scale``, its
             ``dt_scale``, times the softplus of its output, or the geometric mean of the
@@ -240,6 +245,7 @@ def kdk_run(
         float(DEFAULT_THRESHOLD if threshold is None else threshold),
         float(DEFAULT_FLOOR if floor is None else floor), float(fail_above), bool(stop_diverged),
         list(net) if net is not None else [], str(activation), float(net_scale), float(clip),
+        bool(smooth),
     )
 
 
@@ -322,7 +328,7 @@ def _aarseth_derivatives_fake(pos, vel, mass, softening=0.0, G=1.0):
 
 
 @torch.library.register_fake("aits::encounter_features")
-def _encounter_features_fake(pos, vel, mass, softening, G, clip):
+def _encounter_features_fake(pos, vel, mass, softening, G, clip, smooth=False):
     _check_meta_mix(pos, vel=vel, mass=mass)
     return pos.new_empty(pos.shape[:-2] + (14,)), pos.new_empty(pos.shape[:-2] + (5,))
 
@@ -337,7 +343,7 @@ def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, stat
 @torch.library.register_fake("aits::kdk_run")
 def _kdk_run_fake(pos, vel, mass, acc, time, t_stop, max_steps, policy, value, softening, G,
                   diagnostics, threshold, floor, fail_above, stop_diverged, net, activation,
-                  net_scale, clip):
+                  net_scale, clip, smooth=False):
     _check_meta_mix(pos, vel=vel, mass=mass, acc=acc, time=time, t_stop=t_stop)
     B = pos.shape[0]
     return (torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos),

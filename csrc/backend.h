@@ -33,8 +33,9 @@ enum class NetActivation { kTanh, kRelu };
 // KDK_RUN_COUNTS, KDK_RUN_STATS and KDK_RUN_TOTALS). For RunPolicy::kModel,
 // net holds each layer's weight (K, out, in) and bias (K, out), float64 and
 // contiguous, the first layer taking the kEncounterFeatures features and the
-// last giving one output; net_scale is the network's dt_scale and clip the
-// features' clip (aits.encounter.CLIP).
+// last giving one output; net_scale is the network's dt_scale, clip the
+// features' clip (aits.encounter.CLIP) and smooth their kind (encounter-smooth
+// when true, else encounter).
 struct KdkRunArgs {
   at::Tensor pos, vel, mass, acc, time, t_stop;
   double softening, G;
@@ -47,6 +48,7 @@ struct KdkRunArgs {
   std::vector<at::Tensor> net;
   NetActivation activation;
   double net_scale, clip;
+  bool smooth;
   at::Tensor pos1, vel1, acc1, time1, counts, stats, totals;
 };
 
@@ -123,14 +125,16 @@ class GravityBackend {
   // The encounter features of aits.encounter (the op encounter_features, ops.h)
   // from pos, vel, mass and Aarseth's derivatives acc, jerk, snap, crackle (as
   // aarseth_derivatives gives them): feats (B, kEncounterFeatures) and times
-  // (B, kEncounterTimes), log ratios clipped to [-clip, clip]. Only the CPU back
+  // (B, kEncounterTimes), log ratios clipped to [-clip, clip]; smooth: columns
+  // 6-11 of the encounter-smooth kind (sums over the bodies). Only the CPU back
   // end has it; the default raises a clear error (aits.encounter falls back to
   // torch elsewhere).
   virtual void encounter_features(const at::Tensor& pos, const at::Tensor& vel,
                                   const at::Tensor& mass, const at::Tensor& acc,
                                   const at::Tensor& jerk, const at::Tensor& snap,
                                   const at::Tensor& crackle, double softening, double G,
-                                  double clip, at::Tensor& feats, at::Tensor& times) const;
+                                  double clip, bool smooth, at::Tensor& feats,
+                                  at::Tensor& times) const;
 };
 
 // Called once per device type from a static initializer of each back end.

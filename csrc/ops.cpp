@@ -116,7 +116,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> aarseth_derivatives(const Tensor& pos
 // and times (B, kEncounterTimes) in the dtype of pos.
 std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& vel,
                                               const Tensor& mass, double softening, double G,
-                                              double clip) {
+                                              double clip, bool smooth) {
   const char* op = "encounter_features";
   check_number(op, "clip", clip, Sign::kPositive);
   ValueChecks values(op);
@@ -134,7 +134,7 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
       backend.aarseth_derivatives(sys.pos, v, sys.mass, softening, G, acc, jerk, snap, crackle);
     }
     backend.encounter_features(sys.pos, v, sys.mass, acc, jerk, snap, crackle, softening, G, clip,
-                               feats, times);
+                               smooth, feats, times);
   }
   if (sys.batched) return {feats, times};
   return {feats.squeeze(0), times.squeeze(0)};
@@ -286,7 +286,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
     double fail_above, bool stop_diverged, at::TensorList net, c10::string_view activation,
-    double net_scale, double clip) {
+    double net_scale, double clip, bool smooth) {
   const char* op = "kdk_run";
   TORCH_CHECK_VALUE(pos.dim() == 3, "aits.", op, ": pos must be a batch (B, N, D); for one "
                     "system pass pos.unsqueeze(0) (and the same for the other inputs).");
@@ -341,6 +341,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   run.activation = act == "relu" ? NetActivation::kRelu : NetActivation::kTanh;
   run.net_scale = net_scale;
   run.clip = clip;
+  run.smooth = smooth;
   run.max_steps = max_steps;
   run.diagnostics = diagnostics;
   run.threshold = threshold;
@@ -382,12 +383,12 @@ TORCH_LIBRARY(aits, m) {
       " float G) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "encounter_features(Tensor pos, Tensor vel, Tensor mass, float softening, float G,"
-      " float clip) -> (Tensor, Tensor)");
+      " float clip, bool smooth=False) -> (Tensor, Tensor)");
   m.def(
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
       " float threshold, float floor, float fail_above, bool stop_diverged, Tensor[] net,"
-      " str activation, float net_scale, float clip)"
+      " str activation, float net_scale, float clip, bool smooth=False)"
       " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
   m.def("set_pair_kernel(str name) -> ()");

@@ -53,16 +53,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
     const Tensor& acc1, const std::optional<Tensor>& acc, double softening, double G);
 
 // The encounter features of aits.encounter from one derivative pass and one pass
-// over the pairs: feats (B, kEncounterFeatures) and times (B, kEncounterTimes).
+// over the pairs: feats (B, kEncounterFeatures) and times (B, kEncounterTimes);
+// smooth: the encounter-smooth kind (columns 6-11 from sums over the bodies).
 std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& vel,
                                               const Tensor& mass, double softening, double G,
-                                              double clip);
+                                              double clip, bool smooth);
 
 // The native loop of aits.simulate for fixed dt ("fixed", value = dt), Aarseth's
 // criterion ("aarseth", value = eta) and a trained time-step network ("model",
 // value = the factor on its dt; net = [weight (K, out, in), bias (K, out)] of
-// each layer, float64, with activation, net_scale its dt_scale and clip the
-// encounter features' clip) under kick-drift-kick, CPU few-body sizes
+// each layer, float64, with activation, net_scale its dt_scale, clip the
+// encounter features' clip and smooth their kind) under kick-drift-kick, CPU few-body sizes
 // (cpu/fewbody_run.h): every system of the batch run until t_stop (B,) float64
 // (inf: no end) or max_steps steps. acc: the gravitational acceleration at pos.
 // Returns (pos1, vel1, acc1, time1, counts (B, 5) int64, stats (B, 11) float64,
@@ -72,7 +73,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
     double fail_above, bool stop_diverged, at::TensorList net, c10::string_view activation,
-    double net_scale, double clip);
+    double net_scale, double clip, bool smooth);
 
 // Registers every function above under its schema name, for one dispatch key
 // (TORCH_LIBRARY_IMPL(aits, CPU / CUDA, m) { register_op_impls(m); }).

@@ -1,22 +1,29 @@
-"""Encounter features: values on a circular orbit, agreement with the classical
-criteria, scale-freedom, permutation invariance, finiteness."""
+"""Encounter features (both kinds): values on a circular orbit, agreement with the
+classical criteria, scale-freedom, permutation invariance, finiteness, and the
+smooth kind's continuity along the figure-eight."""
 
 import math
 
 import pytest
 import torch
 
-from aits.encounter import CLIP, ENCOUNTER_NAMES, encounter_features, encounter_times
+from aits.encounter import (CLIP, ENCOUNTER_NAMES, SMOOTH_ENCOUNTER_NAMES, encounter_features,
+                            encounter_times)
+from aits.encounter import encounter_features as _encounter_features
 from aits.features import FeatureSpec, feature_names, gravity_derivatives
-from aits.ics import kepler_orbit, random_system
+from aits.ics import FIGURE_EIGHT_PERIOD, figure_eight, kepler_orbit, random_system
 from aits.policies import AarsethPolicy, CollisionalPolicy, FreeFallPolicy
 from aits.state import SystemState, step
 
 f64 = torch.float64
 
 
-def _named(state: SystemState) -> dict[str, float]:
-    return dict(zip(ENCOUNTER_NAMES, encounter_features(state)[0].tolist()))
+SMOOTH = [False, True]
+
+
+def _named(state: SystemState, smooth: bool = False) -> dict[str, float]:
+    names = SMOOTH_ENCOUNTER_NAMES if smooth else ENCOUNTER_NAMES
+    return dict(zip(names, encounter_features(state, smooth=smooth)[0].tolist()))
 
 
 def test_circular_binary_has_the_hand_computed_values():
@@ -38,6 +45,11 @@ def test_circular_binary_has_the_hand_computed_values():
         assert f[name] == pytest.approx(0.0, abs=1e-12), name
     assert f["log_mass_ratio"] == pytest.approx(math.log(m1 / m2), rel=1e-12)
     assert f["log_n_bodies"] == pytest.approx(math.log(2))
+    smooth = _named(s, smooth=True)  # every ratio of sums is 1 there too
+    for name in SMOOTH_ENCOUNTER_NAMES[6:12]:
+        assert smooth[name] == pytest.approx(0.0, abs=1e-12), name
+    for name in SMOOTH_ENCOUNTER_NAMES[:6] + SMOOTH_ENCOUNTER_NAMES[12:]:
+        assert smooth[name] == f[name], name
 
 
 def test_times_agree_with_the_classical_criteria():
@@ -49,35 +61,41 @@ def test_times_agree_with_the_classical_criteria():
     torch.testing.assert_close(t.collision_min, CollisionalPolicy(1.0)(s), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("smooth", SMOOTH)
 @pytest.mark.parametrize("dim", [2, 3])
-def test_rescaled_system_gives_the_same_features_and_rescaled_times(dim):
+def test_rescaled_system_gives_the_same_features_and_rescaled_times(dim, smooth):
     s = random_system(6, dim, batch=2, seed=1, softening=0.02)
     s = s.replace(mass=s.mass * torch.tensor([[1.0], [0.2]], dtype=f64))  # unequal masses
     L, M, G = 3.7, 0.4, 2.5
     T = math.sqrt(L**3 / (G * M))  # G' (M m) T^2 / L^3 = G m with the original G = 1
     s2 = SystemState(s.pos * L, s.vel * L / T, s.mass * M, softening=s.softening * L, G=G)
-    f1, t1 = encounter_features(s)
-    f2, t2 = encounter_features(s2)
+    f1, t1 = encounter_features(s, smooth=smooth)
+    f2, t2 = encounter_features(s2, smooth=smooth)
     torch.testing.assert_close(f2, f1, rtol=1e-12, atol=1e-12)
     for name in ("aarseth_min", "aarseth_gmean", "freefall_min", "collision_min", "energy_time"):
         torch.testing.assert_close(getattr(t2, name), getattr(t1, name) * T, rtol=1e-12, atol=0)
     assert not torch.allclose(t2.aarseth_min, t1.aarseth_min)
     # through the spec, with or without normalisation
     for norm in ("none", "state"):
-        spec = FeatureSpec("encounter", normalize=norm)
+        spec = FeatureSpec("encounter-smooth" if smooth else "encounter", normalize=norm)
         torch.testing.assert_close(spec(s2), spec(s), rtol=1e-12, atol=1e-12)
 
 
-def test_permutation_invariance():
+@pytest.mark.parametrize("smooth", SMOOTH)
+def test_permutation_invariance(smooth):
     s = random_system(9, 3, batch=2, seed=7, softening=0.01)
     s = s.replace(mass=torch.rand(2, 9, dtype=f64, generator=torch.Generator().manual_seed(0)) + 0.1)
     perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
     sp = SystemState(s.pos[:, perm], s.vel[:, perm], s.mass[:, perm], softening=s.softening)
-    torch.testing.assert_close(encounter_features(sp)[0], encounter_features(s)[0],
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(encounter_features(sp, smooth=smooth)[0],
+                               encounter_features(s, smooth=smooth)[0], rtol=1e-12, atol=1e-12)
 
 
-def test_padded_zero_one_and_two_body_states_are_finite():
+@pytest.mark.parametrize("smooth", SMOOTH)
+def test_padded_zero_one_and_two_body_states_are_finite(smooth):
+    def encounter_features(state):
+        return _encounter_features(state, smooth=smooth)
+
     zero = SystemState(torch.zeros(2, 5, 3, dtype=f64), torch.zeros(2, 5, 3, dtype=f64),
                        torch.zeros(2, 5, dtype=f64))
     f, t = encounter_features(zero)
@@ -121,13 +139,17 @@ def test_a_body_at_zero_acceleration_keeps_its_aarseth_time():
         assert torch.isfinite(t.aarseth_gmean)
 
 
-def test_names_and_float32():
+@pytest.mark.parametrize("smooth", SMOOTH)
+def test_names_and_float32(smooth):
     assert feature_names("encounter") == ENCOUNTER_NAMES and len(set(ENCOUNTER_NAMES)) == 14
+    assert feature_names("encounter-smooth") == SMOOTH_ENCOUNTER_NAMES
+    assert len(set(SMOOTH_ENCOUNTER_NAMES)) == 14
+    assert len(set(SMOOTH_ENCOUNTER_NAMES) & set(ENCOUNTER_NAMES)) == 8
     s = random_system(5, 3, seed=2, dtype=torch.float32)
-    f = encounter_features(s)[0]
+    f = encounter_features(s, smooth=smooth)[0]
     assert f.dtype == torch.float32 and torch.isfinite(f).all()
     torch.testing.assert_close(
-        f.double(), encounter_features(s.to(dtype=f64))[0], rtol=1e-4, atol=1e-4)
+        f.double(), encounter_features(s.to(dtype=f64), smooth=smooth)[0], rtol=1e-4, atol=1e-4)
 
 
 def _edge_states() -> list[SystemState]:
@@ -149,16 +171,17 @@ def _edge_states() -> list[SystemState]:
     return states
 
 
+@pytest.mark.parametrize("smooth", SMOOTH)
 @pytest.mark.parametrize("dtype", [f64, torch.float32])
-def test_native_features_are_the_torch_paths(dtype):
+def test_native_features_are_the_torch_paths(dtype, smooth):
     """The native op (aits.ops.encounter_features) and the torch path agree to rounding:
     features (log ratios) to 1e-12 absolute in float64, times to 1e-12 relative, infinite
     where the torch path's are."""
     tol = 1e-12 if dtype == f64 else 1e-4
     for s in _edge_states():
         s = s.to(dtype=dtype)
-        f_native, t_native = encounter_features(s)
-        f_torch, t_torch = encounter_features(s, native=False)
+        f_native, t_native = encounter_features(s, smooth=smooth)
+        f_torch, t_torch = encounter_features(s, native=False, smooth=smooth)
         assert f_native.shape == f_torch.shape and f_native.dtype == dtype
         torch.testing.assert_close(f_native, f_torch, rtol=0, atol=tol)
         for name in ("aarseth_min", "aarseth_gmean", "freefall_min", "collision_min",
@@ -172,8 +195,9 @@ def test_native_op_opcheck_and_bad_input():
     from aits import ops
 
     s = random_system(4, 3, batch=3, seed=0, softening=0.01)
-    torch.library.opcheck(torch.ops.aits.encounter_features.default,
-                          (s.pos, s.vel, s.mass, 0.01, 1.0, CLIP))
+    for smooth in SMOOTH:
+        torch.library.opcheck(torch.ops.aits.encounter_features.default,
+                              (s.pos, s.vel, s.mass, 0.01, 1.0, CLIP, smooth))
     with pytest.raises(ValueError, match="clip must be > 0"):
         ops.encounter_features(s.pos, s.vel, s.mass, 0.01, 1.0, 0.0)
     with pytest.raises(ValueError, match="vel contains NaN"):
@@ -182,3 +206,24 @@ def test_native_op_opcheck_and_bad_input():
         ops.encounter_features(s.pos, s.vel, -s.mass, 0.01, 1.0, CLIP)
     with pytest.raises(ValueError, match="vel"):
         ops.encounter_features(s.pos, s.vel[:, :2], s.mass, 0.01, 1.0, CLIP)
+
+
+def test_smooth_features_stay_continuous_along_the_figure_eight():
+    """Six times a period one body of the figure-eight passes the collinear point where
+    its acceleration (and snap) vanish, and the body with the smallest Aarseth time
+    changes: the plain kind's per-body logs run to the clip there, while every
+    smooth column changes by < 0.1 a step of T/700 and stays within [-3, 3]."""
+    s = figure_eight()
+    dt = FIGURE_EIGHT_PERIOD / 700
+    plain, smooth = [], []
+    for _ in range(700):
+        plain.append(encounter_features(s)[0])
+        smooth.append(encounter_features(s, smooth=True)[0])
+        s = step(s, dt)
+    plain, smooth = torch.stack(plain), torch.stack(smooth)
+    assert plain[:, 6:12].abs().max() >= 10  # log_q1_at_min and the others spike
+    assert plain[:, 6:12].diff(dim=0).abs().max() > 5
+    assert smooth[:, 6:12].abs().max() < 3
+    assert smooth.diff(dim=0).abs().max() < 0.1
+    assert (smooth[:, 8] >= 0).all()  # the summed Aarseth time is >= the minimum
+

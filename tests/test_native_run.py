@@ -313,15 +313,15 @@ def test_result_columns_match_the_system_runs():
 
 
 def _net(members: int = 1, activation: str = "tanh", seed: int = 0,
-         spread: float = 1.0) -> TimeStepNet:
-    """A network of the shipped generalist's kind (encounter features, Aarseth's time)
-    with random weights: ``dt = 0.1 tau_A`` at initialisation, then the head's weights
-    drawn so that ``dt / tau_A`` varies with the state (by a factor of a few);
-    ``spread`` scales the hidden weights (pre-activations of order ``spread``)."""
+         spread: float = 1.0, kind: str = "encounter") -> TimeStepNet:
+    """A network of the shipped generalist's kind (encounter features, or ``kind``, and
+    Aarseth's time) with random weights: ``dt = 0.1 tau_A`` at initialisation, then the
+    head's weights drawn so that ``dt / tau_A`` varies with the state (by a factor of a
+    few); ``spread`` scales the hidden weights (pre-activations of order ``spread``)."""
     torch.manual_seed(seed)
     nets = []
     for k in range(members):
-        net = TimeStepNet(FeatureSpec(kind="encounter"), hidden=[24, 16], activation=activation,
+        net = TimeStepNet(FeatureSpec(kind=kind), hidden=[24, 16], activation=activation,
                           dropout=0.0, output="aarseth", dt_init=0.1, seed=seed + k).double()
         with torch.no_grad():
             for layer in net.body:
@@ -339,11 +339,12 @@ def _generalist() -> ModelPolicy:
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("diagnostics", [False, True])
 @pytest.mark.parametrize("n, dim", [(2, 2), (3, 3), (5, 2)])
-@pytest.mark.parametrize("model", ["generalist", "one network", "relu ensemble"])
+@pytest.mark.parametrize("model", ["generalist", "one network", "relu ensemble", "smooth"])
 def test_native_model_run_is_the_python_loop(dtype, diagnostics, n, dim, model):
     policy = {"generalist": _generalist,
               "one network": lambda: ModelPolicy(_net(1), dt_scale=0.7),
-              "relu ensemble": lambda: ModelPolicy(_net(3, "relu", seed=4))}[model]()
+              "relu ensemble": lambda: ModelPolicy(_net(3, "relu", seed=4)),
+              "smooth": lambda: ModelPolicy(_net(2, seed=5, kind="encounter-smooth"))}[model]()
     state = _systems(n, 13, dtype, seed=n + dim, dim=dim)
     a = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics, native=False)
     b = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics)
@@ -352,13 +353,15 @@ def test_native_model_run_is_the_python_loop(dtype, diagnostics, n, dim, model):
     assert min(r.steps for r in b.systems) >= 5
 
 
-@pytest.mark.parametrize("members, activation, spread", [(1, "tanh", 1.0), (4, "tanh", 6.0),
-                                                         (2, "relu", 3.0)])
-def test_native_model_dt_is_the_networks(members, activation, spread):
-    """The first step is the policy's dt to ~1e-14: the features, the layers, tanh (its
-    pre-activations spread over +-20 with spread 6), softplus and the geometric mean
-    are TimeStepNet's, on random 2-D and 3-D systems of 2-8 bodies."""
-    policy = ModelPolicy(_net(members, activation, seed=members, spread=spread), dt_scale=1.3)
+@pytest.mark.parametrize("members, activation, spread, kind", [
+    (1, "tanh", 1.0, "encounter"), (4, "tanh", 6.0, "encounter"), (2, "relu", 3.0, "encounter"),
+    (2, "tanh", 3.0, "encounter-smooth")])
+def test_native_model_dt_is_the_networks(members, activation, spread, kind):
+    """The first step is the policy's dt to ~1e-14: the features (of either kind), the
+    layers, tanh (its pre-activations spread over +-20 with spread 6), softplus and the
+    geometric mean are TimeStepNet's, on random 2-D and 3-D systems of 2-8 bodies."""
+    policy = ModelPolicy(_net(members, activation, seed=members, spread=spread, kind=kind),
+                         dt_scale=1.3)
     for n, dim in ((2, 3), (4, 2), (8, 3)):
         s = make_system(n, dim, 11, F64, seed=n)
         state = SystemState(s["pos"], s["vel"], s["mass"], softening=0.01).with_acceleration()
@@ -366,7 +369,7 @@ def test_native_model_dt_is_the_networks(members, activation, spread):
         inf = torch.full((11,), math.inf, dtype=F64)
         out = ops.kdk_run(state.pos, state.vel, state.mass, state.acc, state.time.double(), inf,
                           1, net=native_run.native_net(policy.net), activation=activation,
-                          dt_scale=1.3, softening=0.01)
+                          dt_scale=1.3, softening=0.01, smooth=kind == "encounter-smooth")
         got = out[5][:, ops.KDK_RUN_STATS.index("dt_last")]
         torch.testing.assert_close(got, want, rtol=1e-13, atol=0.0)
         assert float(want.max() / want.min()) > 1.5  # the states' steps differ
@@ -402,6 +405,9 @@ def test_native_model_opcheck():
     torch.library.opcheck(torch.ops.aits.kdk_run.default,
                           args + (500, "model", 1.0, 0.01, 1.0, True, 2e-4, 1e-3, 1e-300, False,
                                   net, "tanh", 1.0, 30.0))
+    torch.library.opcheck(torch.ops.aits.kdk_run.default,
+                          args + (500, "model", 1.0, 0.01, 1.0, True, 2e-4, 1e-3, 1e-300, False,
+                                  net, "tanh", 1.0, 30.0, True))
 
 
 def test_native_model_only_where_it_computes_the_networks_dt(monkeypatch):

@@ -5,7 +5,9 @@
 // time derivatives that the caller computed (the aarseth_derivatives kernels).
 // Arithmetic in float64 whatever the input dtype; the outputs are cast back.
 // The reference is aits/encounter.py, whose docstrings give every definition;
-// the column orders are ENCOUNTER_NAMES (features) and EncounterTimes (times).
+// the column orders are ENCOUNTER_NAMES (features; with `smooth`,
+// SMOOTH_ENCOUNTER_NAMES, whose columns 6-11 are ratios of sums over the bodies)
+// and EncounterTimes (times).
 #pragma once
 
 #include <algorithm>
@@ -26,6 +28,7 @@ constexpr int kTimes = kEncounterTimes;
 struct Inputs {
   int64_t B, N;
   double eps2, G, clip, tiny;  // tiny: the smallest normal number of the input dtype
+  bool smooth;                 // columns 6-11 from sums over the bodies
 };
 
 // log(num / den) as aits.encounter._log_ratio: 0 where both are 0 or the
@@ -64,6 +67,8 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
   // per body: Aarseth's time, the first body of the smallest, the log ratios q1, q2
   double tau_min = inf, log_tau_sum = 0.0, q1_sum = 0.0, q2_sum = 0.0;
   double ak = 0.0, jk = 0.0, sk = 0.0, q1k = 0.0, q2k = 0.0;
+  // sums over the bodies: |a|, |j|, |s|, |c|, |a||s|, |j|^2, |j||c|, |s|^2
+  double sa = 0.0, sj = 0.0, ss = 0.0, sc = 0.0, sas = 0.0, sjj = 0.0, sjc = 0.0, sss = 0.0;
   int64_t felt = 0;
   for (int64_t i = 0; i < N; ++i) {
     const double an = norm(a, i), jn = norm(j, i), sn = norm(s, i), cn = norm(c, i);
@@ -81,6 +86,8 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
     }
     q1_sum += q1;
     q2_sum += q2;
+    sa += an, sj += jn, ss += sn, sc += cn;
+    sas += an * sn, sjj += jn * jn, sjc += jn * cn, sss += sn * sn;
   }
   const double gmean = felt > 0 ? std::exp(log_tau_sum / double(felt)) : inf;
   // pairs: the free-fall time (softened), the collision time (unsoftened), the
@@ -139,6 +146,18 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
       log_ratio(m_min, m_max, clip, tiny),
   };
   for (int k = 0; k < kFeatures; ++k) feats[k] = static_cast<T>(out[k]);
+  if (in.smooth) {  // SMOOTH_ENCOUNTER_NAMES[6:12]
+    const double tau_sum = std::sqrt((sas + sjj) / (sjc + sss));
+    const double smooth[6] = {
+        log_ratio(sjj, sas, clip, tiny),
+        log_ratio(sss, sjc, clip, tiny),
+        log_ratio(tau_sum, tau_min, clip, tiny),
+        log_ratio(sa, sj * tau_min, clip, tiny),
+        0.5 * log_ratio(sa, ss * tau_min * tau_min, clip, tiny),
+        log_ratio(sa, sc * tau_min * tau_min * tau_min, clip, tiny) / 3.0,
+    };
+    for (int k = 0; k < 6; ++k) feats[6 + k] = static_cast<T>(smooth[k]);
+  }
   const double t[kTimes] = {tau_min, gmean, tff, coll, t_energy};
   for (int k = 0; k < kTimes; ++k) times[k] = static_cast<T>(t[k]);
 }

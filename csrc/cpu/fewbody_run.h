@@ -79,6 +79,7 @@ struct RunConfig {
   bool stop_diverged;
   const lane_net::Net* net;  // the model policy's network (else unused)
   double clip;               // the model's encounter features' clip
+  bool smooth;               // ... and their kind: encounter-smooth (else encounter)
 };
 
 template <typename T>
@@ -354,7 +355,7 @@ struct LaneGroup {
   V<T> model_dt() {
     const int64_t N = bodies();
     const encounter_kernels::Inputs in{1, N, double(eps2), double(G), cfg.clip,
-                                       double(std::numeric_limits<T>::min())};
+                                       double(std::numeric_limits<T>::min()), cfg.smooth};
     F64* x = net_scratch.data();
     F64 tau{};
     T xs[kMaxBodies<T> * D], vs[kMaxBodies<T> * D], as[kMaxBodies<T> * D],

@@ -600,7 +600,7 @@ class CpuBackend final : public GravityBackend {
     }
     const fewbody::RunConfig cfg{run.policy,    run.value, run.max_steps, run.diagnostics,
                                  run.threshold, run.floor, run.fail_above, run.stop_diverged,
-                                 &net,          run.clip};
+                                 &net,          run.clip,      run.smooth};
     with_system_aos(run.pos, run.mass, run.softening, run.G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       const fewbody::RunIO<T> io{s.x,
@@ -630,12 +630,12 @@ class CpuBackend final : public GravityBackend {
   void encounter_features(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
                           const at::Tensor& acc, const at::Tensor& jerk, const at::Tensor& snap,
                           const at::Tensor& crackle, double softening, double G, double clip,
-                          at::Tensor& feats, at::Tensor& times) const override {
+                          bool smooth, at::Tensor& feats, at::Tensor& times) const override {
     const at::Tensor v = vel.contiguous();
     with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       const encounter_kernels::Inputs in{s.B, s.N, softening * softening, G, clip,
-                                         double(std::numeric_limits<T>::min())};
+                                         double(std::numeric_limits<T>::min()), smooth};
       encounter_kernels::features<T, decltype(dim)::value>(
           s.x, v.data_ptr<T>(), s.mass, acc.data_ptr<T>(), jerk.data_ptr<T>(), snap.data_ptr<T>(),
           crackle.data_ptr<T>(), in, feats.data_ptr<T>(), times.data_ptr<T>());
