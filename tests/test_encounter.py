@@ -227,3 +227,27 @@ def test_smooth_features_stay_continuous_along_the_figure_eight():
     assert smooth.diff(dim=0).abs().max() < 0.1
     assert (smooth[:, 8] >= 0).all()  # the summed Aarseth time is >= the minimum
 
+
+@pytest.mark.parametrize("smooth", SMOOTH)
+def test_large_systems_pair_blocks_are_the_torch_path_for_any_thread_count(smooth):
+    """Above 64 bodies the native pass over the pairs runs in row blocks, over the
+    threads when the batch has fewer systems than threads: the same bits for 1 and 2
+    threads, and the torch path's values (a batch of one and of three, N = 200)."""
+    s = random_system(200, 3, batch=3, seed=5, softening=0.01)
+    threads = torch.get_num_threads()
+    try:
+        out = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out[n] = [encounter_features(x, smooth=smooth) for x in (s.index(0), s)]
+    finally:
+        torch.set_num_threads(threads)
+    for (f1, t1), (f2, t2) in zip(out[1], out[2]):
+        assert torch.equal(f1, f2)
+        assert all(torch.equal(a, b) for a, b in zip(vars(t1).values(), vars(t2).values()))
+    f_torch, t_torch = encounter_features(s, native=False, smooth=smooth)
+    torch.testing.assert_close(out[1][1][0], f_torch, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[1][0][0], f_torch[0], rtol=0, atol=1e-12)
+    for name in ("freefall_min", "collision_min", "energy_time"):
+        torch.testing.assert_close(getattr(out[1][1][1], name), getattr(t_torch, name),
+                                   rtol=1e-12, atol=0)

@@ -1,4 +1,6 @@
-// The encounter features of aits.encounter on the CPU, one system at a time:
+// The encounter features of aits.encounter on the CPU, one system at a time (the
+// pairs of one system of more than 64 bodies in row blocks over the threads when
+// the batch has fewer systems than threads):
 // what the Python path computes with some fifty small torch ops per call (the
 // per-body Aarseth times, the pairwise free-fall and collision times, the
 // energy time and the fourteen log ratios), from the acceleration and its three
@@ -13,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include <ATen/Parallel.h>
 
@@ -41,10 +44,80 @@ inline double log_ratio(double num, double den, double clip, double tiny) {
   return std::min(std::max(out, -clip), clip);
 }
 
-// One system: x, v, a, j, s, c (N, D), m (N); feats (kFeatures), times (kTimes).
+// What one system's pairs i < k give: the smallest squared free-fall time
+// (softened), the smallest collision time (unsoftened) and -sum m_i m_k / s_ik
+// (the potential energy over G).
+struct PairTimes {
+  double tff2, coll, pot;
+};
+
+// PairTimes of the pairs whose first body is a row in [i0, i1).
+template <typename T, int D>
+PairTimes pair_times(const T* x, const T* v, const T* m, const T* a, int64_t N, const Inputs& in,
+                     int64_t i0, int64_t i1) {
+  PairTimes out{std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity(),
+                0.0};
+  for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t k = i + 1; k < N; ++k) {
+      double r2 = 0.0, v2 = 0.0, a2 = 0.0;
+      for (int d = 0; d < D; ++d) {
+        const double dx = double(x[k * D + d]) - double(x[i * D + d]);
+        const double dv = double(v[k * D + d]) - double(v[i * D + d]);
+        const double da = double(a[k * D + d]) - double(a[i * D + d]);
+        r2 += dx * dx;
+        v2 += dv * dv;
+        a2 += da * da;
+      }
+      const double soft = std::sqrt(r2 + in.eps2), r = std::sqrt(r2);
+      out.tff2 = std::min(out.tff2, soft * soft * soft / (in.G * (double(m[i]) + double(m[k]))));
+      const double t1 = r / std::sqrt(v2), t2 = std::sqrt(r / std::sqrt(a2));
+      if (!std::isnan(t1) && !std::isnan(t2)) out.coll = std::min(out.coll, std::min(t1, t2));
+      out.pot -= double(m[i]) * double(m[k]) / soft;
+    }
+  }
+  return out;
+}
+
+// PairTimes of every pair, from blocks of about 64 rows (at most 32 blocks, set
+// by N alone) combined in block order: the same bits whether the blocks run on
+// one thread or (rows_parallel) on several; task r takes blocks r and nb - 1 - r,
+// which have about as many pairs together as any other task's.
+template <typename T, int D>
+PairTimes all_pair_times(const T* x, const T* v, const T* m, const T* a, int64_t N,
+                         const Inputs& in, bool rows_parallel) {
+  const int64_t nb = std::clamp<int64_t>((N + 63) / 64, 1, 32), tb = (N + nb - 1) / nb;
+  if (nb == 1) return pair_times<T, D>(x, v, m, a, N, in, 0, N);
+  std::vector<PairTimes> part(static_cast<size_t>(nb));
+  const auto tasks = [&](int64_t begin, int64_t end) {
+    const auto block = [&](int64_t k) {
+      part[k] = pair_times<T, D>(x, v, m, a, N, in, k * tb, std::min(N, (k + 1) * tb));
+    };
+    for (int64_t r = begin; r < end; ++r) {
+      block(r);
+      if (nb - 1 - r != r) block(nb - 1 - r);
+    }
+  };
+  const int64_t n_tasks = (nb + 1) / 2;
+  if (rows_parallel) {
+    at::parallel_for(0, n_tasks, 1, tasks);
+  } else {
+    tasks(0, n_tasks);
+  }
+  PairTimes out = part[0];
+  for (int64_t k = 1; k < nb; ++k) {
+    out.tff2 = std::min(out.tff2, part[k].tff2);
+    out.coll = std::min(out.coll, part[k].coll);
+    out.pot += part[k].pot;
+  }
+  return out;
+}
+
+// One system: x, v, a, j, s, c (N, D), m (N); feats (kFeatures), times (kTimes);
+// rows_parallel: its pairs on every thread (all_pair_times).
 template <typename T, int D>
 void system_features(const T* x, const T* v, const T* m, const T* a, const T* j, const T* s,
-                     const T* c, const Inputs& in, T* feats, T* times) {
+                     const T* c, const Inputs& in, T* feats, T* times,
+                     bool rows_parallel = false) {
   constexpr double inf = std::numeric_limits<double>::infinity();
   const int64_t N = in.N;
   const double clip = in.clip, tiny = in.tiny;
@@ -106,26 +179,8 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
     kin += double(m[i]) * sq;
   }
   kin *= 0.5;
-  double tff2 = inf, coll = inf, pot = 0.0;
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t k = i + 1; k < N; ++k) {
-      double r2 = 0.0, v2 = 0.0, a2 = 0.0;
-      for (int d = 0; d < D; ++d) {
-        const double dx = double(x[k * D + d]) - double(x[i * D + d]);
-        const double dv = double(v[k * D + d]) - double(v[i * D + d]);
-        const double da = double(a[k * D + d]) - double(a[i * D + d]);
-        r2 += dx * dx;
-        v2 += dv * dv;
-        a2 += da * da;
-      }
-      const double soft = std::sqrt(r2 + in.eps2), r = std::sqrt(r2);
-      tff2 = std::min(tff2, soft * soft * soft / (in.G * (double(m[i]) + double(m[k]))));
-      const double t1 = r / std::sqrt(v2), t2 = std::sqrt(r / std::sqrt(a2));
-      if (!std::isnan(t1) && !std::isnan(t2)) coll = std::min(coll, std::min(t1, t2));
-      pot -= double(m[i]) * double(m[k]) / soft;
-    }
-  }
-  pot *= in.G;
+  const PairTimes pairs = all_pair_times<T, D>(x, v, m, a, N, in, rows_parallel);
+  const double tff2 = pairs.tff2, coll = pairs.coll, pot = in.G * pairs.pot;
   const double tff = std::sqrt(tff2);
   const double E = kin + pot;
   const double t_energy = E != 0 ? in.G * std::pow(M, 2.5) / std::pow(2 * std::abs(E), 1.5) : inf;
@@ -168,12 +223,17 @@ template <typename T, int D>
 void features(const T* x, const T* v, const T* m, const T* a, const T* j, const T* s, const T* c,
               const Inputs& in, T* feats, T* times) {
   const int64_t stride = in.N * D;
+  const auto one = [&](int64_t b, bool rows_parallel) {
+    const int64_t o = b * stride;
+    system_features<T, D>(x + o, v + o, m + b * in.N, a + o, j + o, s + o, c + o, in,
+                          feats + b * kFeatures, times + b * kTimes, rows_parallel);
+  };
+  if (in.N > 64 && in.B < at::get_num_threads()) {  // few large systems: threads over rows
+    for (int64_t b = 0; b < in.B; ++b) one(b, true);
+    return;
+  }
   at::parallel_for(0, in.B, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t o = b * stride;
-      system_features<T, D>(x + o, v + o, m + b * in.N, a + o, j + o, s + o, c + o, in,
-                            feats + b * kFeatures, times + b * kTimes);
-    }
+    for (int64_t b = begin; b < end; ++b) one(b, false);
   });
 }
 
