@@ -20,6 +20,7 @@
 #include <ATen/Parallel.h>
 
 #include "backend.h"
+#include "cpu/simd.h"
 
 namespace aits {
 namespace encounter_kernels {
@@ -78,19 +79,90 @@ PairTimes pair_times(const T* x, const T* v, const T* m, const T* a, int64_t N, 
   return out;
 }
 
-// PairTimes of every pair, from blocks of about 64 rows (at most 32 blocks, set
-// by N alone) combined in block order: the same bits whether the blocks run on
-// one thread or (rows_parallel) on several; task r takes blocks r and nb - 1 - r,
-// which have about as many pairs together as any other task's.
+// One system in float64 columns for the vector pass: x, v, a as D rows of Np
+// (N and then W lanes of zeros, so that a load at any k < N stays inside) and m.
+template <int D>
+struct Columns {
+  int64_t Np;
+  std::vector<double> x, v, a, m;
+  template <typename T>
+  Columns(const T* px, const T* pv, const T* pa, const T* pm, int64_t N)
+      : Np(N + simd::Traits<double>::W), x(D * Np), v(D * Np), a(D * Np), m(Np) {
+    for (int64_t k = 0; k < N; ++k) {
+      for (int d = 0; d < D; ++d) {
+        x[d * Np + k] = double(px[k * D + d]);
+        v[d * Np + k] = double(pv[k * D + d]);
+        a[d * Np + k] = double(pa[k * D + d]);
+      }
+      m[k] = double(pm[k]);
+    }
+  }
+};
+
+// pair_times over rows [i0, i1) with the partners k > i in vectors of W: the same
+// quantities, each pair's arithmetic as the scalar loop's; the potential summed
+// per lane along a row, then over the lanes in order.
+template <int D>
+PairTimes pair_times_vec(const Columns<D>& c, int64_t N, const Inputs& in, int64_t i0,
+                         int64_t i1) {
+  using V = simd::Vec<double>;
+  constexpr int W = simd::Traits<double>::W;
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  const V vinf = simd::broadcast<double>(inf), eps2 = simd::broadcast<double>(in.eps2);
+  V tff2 = vinf, coll = vinf;
+  double pot = 0.0;
+  for (int64_t i = i0; i < i1; ++i) {
+    double xi[D], vi[D], ai[D];
+    for (int d = 0; d < D; ++d) {
+      xi[d] = c.x[d * c.Np + i], vi[d] = c.v[d * c.Np + i], ai[d] = c.a[d * c.Np + i];
+    }
+    const double mi = c.m[i];
+    V row_pot{};
+    for (int64_t k = i + 1; k < N; k += W) {
+      V r2{}, v2{}, a2{};
+      for (int d = 0; d < D; ++d) {
+        const V dx = simd::load(&c.x[d * c.Np + k]) - xi[d];
+        const V dv = simd::load(&c.v[d * c.Np + k]) - vi[d];
+        const V da = simd::load(&c.a[d * c.Np + k]) - ai[d];
+        r2 += dx * dx;
+        v2 += dv * dv;
+        a2 += da * da;
+      }
+      const simd::Mask<double> live = simd::lanes_below<double>(int(std::min<int64_t>(N - k, W)));
+      const V mk = simd::load(&c.m[k]);
+      const V soft = simd::sqrt(r2 + eps2), r = simd::sqrt(r2);
+      const V t_ff = soft * soft * soft / (in.G * (mi + mk));
+      tff2 = (live && t_ff < tff2) ? t_ff : tff2;
+      const V t1 = r / simd::sqrt(v2), t2 = simd::sqrt(r / simd::sqrt(a2));
+      const V t = t2 < t1 ? t2 : t1;
+      coll = (live && t1 == t1 && t2 == t2 && t < coll) ? t : coll;
+      row_pot -= live ? mi * mk / soft : V{};
+    }
+    pot += simd::sum_lanes<double>(row_pot);
+  }
+  PairTimes out{inf, inf, pot};
+  for (int l = 0; l < W; ++l) {
+    out.tff2 = std::min(out.tff2, tff2[l]);
+    out.coll = std::min(out.coll, coll[l]);
+  }
+  return out;
+}
+
+// PairTimes of every pair. N <= 64: pair_times. Larger: the vector pass over
+// blocks of about 64 rows (at most 32 blocks, set by N alone) combined in block
+// order, the same bits whether the blocks run on one thread or (rows_parallel) on
+// several; task r takes blocks r and nb - 1 - r, which have about as many pairs
+// together as any other task's.
 template <typename T, int D>
 PairTimes all_pair_times(const T* x, const T* v, const T* m, const T* a, int64_t N,
                          const Inputs& in, bool rows_parallel) {
   const int64_t nb = std::clamp<int64_t>((N + 63) / 64, 1, 32), tb = (N + nb - 1) / nb;
   if (nb == 1) return pair_times<T, D>(x, v, m, a, N, in, 0, N);
+  const Columns<D> cols(x, v, a, m, N);
   std::vector<PairTimes> part(static_cast<size_t>(nb));
   const auto tasks = [&](int64_t begin, int64_t end) {
     const auto block = [&](int64_t k) {
-      part[k] = pair_times<T, D>(x, v, m, a, N, in, k * tb, std::min(N, (k + 1) * tb));
+      part[k] = pair_times_vec<D>(cols, N, in, k * tb, std::min(N, (k + 1) * tb));
     };
     for (int64_t r = begin; r < end; ++r) {
       block(r);
