@@ -69,4 +69,7 @@ def test_generalist_is_the_whole_run_preset():
     info = pretrained_info("generalist")
     assert info["trained_with"]["objective"] == "whole-run"
     assert info["trained_with"]["population"] == "generalist"
-    assert info["trained_with"]["feature_type"] == "encounter"
+    assert info["trained_with"]["feature_type"] == "encounter-smooth"
+    assert info["seeds"] == [0, 7, 8, 9, 11]
+    net = aits.pretrained("generalist").net
+    assert net.spec.kind == "encounter-smooth" and net.members == 5
