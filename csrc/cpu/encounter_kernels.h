@@ -1,6 +1,7 @@
 // The encounter features of aits.encounter on the CPU, one system at a time (the
-// pairs of one system of more than 64 bodies in row blocks over the threads when
-// the batch has fewer systems than threads):
+// pairs of a system of more than one row block, 64 bodies, in vectors and in the
+// row blocks of aarseth_kernels over the threads when the batch has fewer systems
+// than threads):
 // what the Python path computes with some fifty small torch ops per call (the
 // per-body Aarseth times, the pairwise free-fall and collision times, the
 // energy time and the fourteen log ratios), from the acceleration and its three
@@ -20,6 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include "backend.h"
+#include "cpu/aarseth_kernels.h"
 #include "cpu/simd.h"
 
 namespace aits {
@@ -148,38 +150,34 @@ PairTimes pair_times_vec(const Columns<D>& c, int64_t N, const Inputs& in, int64
   return out;
 }
 
-// PairTimes of every pair. N <= 64: pair_times. Larger: the vector pass over
-// blocks of about 64 rows (at most 32 blocks, set by N alone) combined in block
-// order, the same bits whether the blocks run on one thread or (rows_parallel) on
-// several; task r takes blocks r and nb - 1 - r, which have about as many pairs
-// together as any other task's.
+// PairTimes of every pair. One row block (N <= 64): pair_times. More: the vector
+// pass, row by row in the row blocks of aarseth_kernels (set by N alone), the rows
+// then combined in row order, so the bits are the same whether the blocks run on
+// one thread or (rows_parallel) on several.
 template <typename T, int D>
 PairTimes all_pair_times(const T* x, const T* v, const T* m, const T* a, int64_t N,
                          const Inputs& in, bool rows_parallel) {
-  const int64_t nb = std::clamp<int64_t>((N + 63) / 64, 1, 32), tb = (N + nb - 1) / nb;
-  if (nb == 1) return pair_times<T, D>(x, v, m, a, N, in, 0, N);
+  const aarseth_kernels::RowBlocks blocks(N);
+  if (blocks.nb == 1) return pair_times<T, D>(x, v, m, a, N, in, 0, N);
   const Columns<D> cols(x, v, a, m, N);
-  std::vector<PairTimes> part(static_cast<size_t>(nb));
+  std::vector<PairTimes> rows(static_cast<size_t>(N));
   const auto tasks = [&](int64_t begin, int64_t end) {
-    const auto block = [&](int64_t k) {
-      part[k] = pair_times_vec<D>(cols, N, in, k * tb, std::min(N, (k + 1) * tb));
-    };
-    for (int64_t r = begin; r < end; ++r) {
-      block(r);
-      if (nb - 1 - r != r) block(nb - 1 - r);
+    for (int64_t task = begin; task < end; ++task) {
+      blocks.for_rows(task, N, [&](int64_t i) {
+        rows[i] = pair_times_vec<D>(cols, N, in, i, i + 1);
+      });
     }
   };
-  const int64_t n_tasks = (nb + 1) / 2;
   if (rows_parallel) {
-    at::parallel_for(0, n_tasks, 1, tasks);
+    at::parallel_for(0, blocks.tasks, 1, tasks);
   } else {
-    tasks(0, n_tasks);
+    tasks(0, blocks.tasks);
   }
-  PairTimes out = part[0];
-  for (int64_t k = 1; k < nb; ++k) {
-    out.tff2 = std::min(out.tff2, part[k].tff2);
-    out.coll = std::min(out.coll, part[k].coll);
-    out.pot += part[k].pot;
+  PairTimes out = rows[0];
+  for (int64_t i = 1; i < N; ++i) {
+    out.tff2 = std::min(out.tff2, rows[i].tff2);
+    out.coll = std::min(out.coll, rows[i].coll);
+    out.pot += rows[i].pot;
   }
   return out;
 }
@@ -300,7 +298,8 @@ void features(const T* x, const T* v, const T* m, const T* a, const T* j, const 
     system_features<T, D>(x + o, v + o, m + b * in.N, a + o, j + o, s + o, c + o, in,
                           feats + b * kFeatures, times + b * kTimes, rows_parallel);
   };
-  if (in.N > 64 && in.B < at::get_num_threads()) {  // few large systems: threads over rows
+  if (aarseth_kernels::RowBlocks(in.N).nb > 1 && in.B < at::get_num_threads()) {
+    // few large systems: threads over each one's row blocks
     for (int64_t b = 0; b < in.B; ++b) one(b, true);
     return;
   }
