@@ -152,14 +152,15 @@ class WholeRunTrainer:
             return self.model.predict_dt(s.detach(), None, grad=True)  # features: observations
 
         state, carry = live.state, live.carry
-        floor = self.gate.floor
-        E_start = state.total_energy().detach()
-        inherited = relative_energy_error(live.E0, E_start, live.E_scale, floor)
+        floor, bound = self.gate.floor, cfg.window_error == "bound"
+        if bound:
+            E_start = state.total_energy().detach()
+            inherited = relative_energy_error(live.E0, E_start, live.E_scale, floor)
         dts, errs, judged = [], [], []
         for _ in range(cfg.window):
             state, dt, carry, _ = self.integrator.step(state, carry, propose, None, 1.0, 0.0)
             E = state.total_energy()
-            if cfg.window_error == "bound":
+            if bound:
                 judged.append(bounded_error(live.E0, E_start, E, live.E_scale, floor, inherited))
                 E = E.detach()
             errs.append(relative_energy_error(live.E0, E, live.E_scale, floor))
