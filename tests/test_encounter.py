@@ -251,3 +251,23 @@ def test_large_systems_pair_blocks_are_the_torch_path_for_any_thread_count(smoot
     for name in ("freefall_min", "collision_min", "energy_time"):
         torch.testing.assert_close(getattr(out[1][1][1], name), getattr(t_torch, name),
                                    rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("softening", [0.01, 0.0])
+@pytest.mark.parametrize("smooth", SMOOTH)
+def test_large_systems_pair_pass_with_massless_comoving_and_close_bodies(softening, smooth):
+    """The vector pass over the pairs (N > 64; its minima without division) on the
+    cases that meet its edges: test particles (free-fall weights 0), a comoving pair
+    (|v_ij| = 0) and a pair 1e-9 apart, softened and not: the torch path's values."""
+    s = random_system(100, 3, batch=2, seed=3, softening=softening)
+    pos, vel, mass = s.pos.clone(), s.vel.clone(), s.mass.clone()
+    vel[:, 10] = vel[:, 11]
+    mass[:, 20:30] = 0
+    pos[:, 40] = pos[:, 41] + 1e-9
+    state = SystemState(pos, vel, mass, softening=softening)
+    f_native, t_native = encounter_features(state, smooth=smooth)
+    f_torch, t_torch = encounter_features(state, native=False, smooth=smooth)
+    torch.testing.assert_close(f_native, f_torch, rtol=0, atol=1e-12)
+    for name in ("freefall_min", "collision_min", "energy_time"):
+        torch.testing.assert_close(getattr(t_native, name), getattr(t_torch, name),
+                                   rtol=1e-12, atol=0)
