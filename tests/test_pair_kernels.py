@@ -11,6 +11,7 @@ from helpers import DTYPES, RTOL, assert_close_rel, make_system
 
 import aits
 from aits import reference as ref
+from aits.ics import random_system
 
 KERNELS = aits.ops.PAIR_KERNELS
 # Sizes around the vector widths (8 float64 / 16 float32 lanes): partial tails.
@@ -166,3 +167,45 @@ def test_free_fall_time_is_never_zero_for_distinct_bodies(dtype, r):
     assert pos[1, 0].item() > 0  # distinct in this dtype
     assert aits.ops.pair_statistics(pos, mass)[3].item() > 0
     assert aits.ops.pair_statistics(torch.zeros_like(pos), mass)[3].item() == 0  # coincident
+
+
+@pytest.mark.parametrize("n", [9, 40, 300])
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("kernel", aits.ops.PAIR_KERNELS)
+def test_large_fused_step_statistics_are_the_separate_ops(n, dim, kernel):
+    """Above the few-body kernels the fused float64 step's force pass also gives the
+    pair statistics: its end state is the plain step's, its statistics
+    pair_statistics' of the end positions."""
+    s = random_system(n, dim, batch=2, seed=n, softening=0.02)
+    dt = torch.tensor([1e-3, 2e-3], dtype=torch.float64)
+    with aits.ops.using_pair_kernel(kernel):
+        fused = aits.ops.leapfrog_step_with_statistics(s.pos, s.vel, s.mass, dt, 0.02, 1.3)
+        plain = aits.ops.leapfrog_step(s.pos, s.vel, s.mass, dt, 0.02, 1.3)
+        expect = aits.ops.pair_statistics(fused[0], s.mass, 0.02, 1.3)
+    if kernel == "rsqrt":  # the same kernel, bit for bit
+        assert all(torch.equal(f, p) for f, p in zip(fused[:3], plain))
+    else:
+        for f, p in zip(fused[:3], plain):
+            assert_close_rel(f, p, 1e-13)
+    torch.testing.assert_close(fused[3], expect, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("n", [3, 20])
+@pytest.mark.parametrize("kernel", aits.ops.PAIR_KERNELS)
+def test_fused_step_statistics_of_coincident_and_underflowing_pairs(n, kernel):
+    """Softening 0, float64, few-body and large kernels: a coincident pair gives a
+    zero minimum distance and free-fall time (and a finite mean distance), a pair
+    1e-200 apart (whose s^2 underflows) positive ones, each as pair_statistics
+    gives them."""
+    s = random_system(n, 3, batch=2, seed=4, softening=0.0)
+    pos = s.pos.clone()
+    pos[0, 0] = pos[0, 1]
+    pos[1, 0] = 0.0
+    pos[1, 1] = torch.tensor([1e-200, 0.0, 0.0], dtype=torch.float64)
+    still = torch.zeros_like(pos)  # no velocity or start acceleration: pos1 = pos
+    with aits.ops.using_pair_kernel(kernel):
+        stats = aits.ops.leapfrog_step_with_statistics(pos, still, s.mass, 1e-3, acc=still)[3]
+    expect = aits.ops.pair_statistics(pos, s.mass)
+    assert stats[0, 0] == 0 and stats[0, 3] == 0
+    assert stats[1, 0] > 0 and stats[1, 3] > 0
+    torch.testing.assert_close(stats, expect, rtol=1e-14, atol=0)

@@ -277,7 +277,7 @@ AITS_SIMD void forces_statistics(const Bodies<T>& x, const V<T>* m, int64_t N, T
       const V<T> s = inv.v[i][j];
       const F64 s2 = lanes::cast<double>(s2s.v[i][j]);
       mn[k] = lanes::min(s2, mn[k]);
-      sm[k] += lanes::cast<double>(s2s.v[i][j] * s);
+      sm[k] += lanes::cast<double>(s2s.v[i][j] > 0 ? s2s.v[i][j] * s : V<T>{});  // coincident: 0
       mx[k] = lanes::max(s2, mx[k]);
       const F64 qq = lanes::cast<double>((m[i] + m[j]) * s * s) * lanes::cast<double>(s);
       q[k] = lanes::max(qq, q[k]);

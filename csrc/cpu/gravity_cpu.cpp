@@ -191,6 +191,25 @@ AITS_HD T distinct_s2(T s2, const Vec3<T>& d) {
   return (s2 == T(0) && l1 > T(0)) ? std::numeric_limits<T>::denorm_min() : s2;
 }
 
+// stats (B, 4) from each body's row statistics over its partners j != i (min s^2,
+// sum of s, max s^2, max q: A values at rows[idx * stride + 0..3]), the rows of a
+// system combined in row order.
+template <typename T, typename A>
+void combine_row_statistics(const A* rows, int64_t stride, int64_t B, int64_t N, A G, T* stats) {
+  const AccStatsMerge<0> merge;  // k = 0: min, 1: sum, 2, 3: max
+  for (int64_t b = 0; b < B; ++b) {
+    A total[4] = {std::numeric_limits<A>::infinity(), A(0), A(0), A(0)};
+    for (int64_t i = 0; i < N; ++i) {
+      for (int k = 0; k < 4; ++k) merge(k, total[k], rows[(b * N + i) * stride + k]);
+    }
+    T* o = stats + b * 4;
+    o[0] = N > 1 ? static_cast<T>(std::sqrt(total[0])) : T(0);
+    o[1] = N > 1 ? static_cast<T>(total[1] / (A(N) * A(N - 1))) : T(0);
+    o[2] = static_cast<T>(std::sqrt(total[2]));
+    o[3] = freefall_time<T>(G, total[3], total[0]);
+  }
+}
+
 template <typename T, int D>
 void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G,
                                T* acc, T* stats) {
@@ -220,7 +239,7 @@ void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, 
             t.v[1] = w * (d.y * inv);
             if constexpr (D == 3) t.v[2] = w * (d.z * inv);
             t.v[D] = s2;
-            t.v[D + 1] = s2 * inv;
+            t.v[D + 1] = s2 > T(0) ? s2 * inv : T(0);  // coincident: s = 0, not 0 inf
             t.v[D + 2] = s2;
             t.v[D + 3] = freefall_weight<A>(mi + mb[j], inv);
             return t;
@@ -230,17 +249,7 @@ void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, 
       rows[idx] = s;
     }
   });
-  for (int64_t b = 0; b < B; ++b) {
-    Sums<A, K> total = init;
-    for (int64_t i = 0; i < N; ++i) {
-      for (int k = D; k < K; ++k) merge(k, total.v[k], rows[b * N + i].v[k]);
-    }
-    T* o = stats + b * 4;
-    o[0] = N > 1 ? static_cast<T>(std::sqrt(total.v[D])) : T(0);
-    o[1] = N > 1 ? static_cast<T>(total.v[D + 1] / (A(N) * A(N - 1))) : T(0);
-    o[2] = static_cast<T>(std::sqrt(total.v[D + 2]));
-    o[3] = freefall_time<T>(A(G), total.v[D + 3], total.v[D]);
-  }
+  combine_row_statistics<T>(&rows[0].v[D], K, B, N, A(G), stats);
 }
 
 template <typename T, int D>
@@ -497,8 +506,20 @@ class CpuBackend final : public GravityBackend {
     }
     with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
-      forward_statistics_kernel<T, decltype(dim)::value>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
-                                                         acc.data_ptr<T>(), stats.data_ptr<T>());
+      constexpr int D = decltype(dim)::value;
+      if constexpr (std::is_same_v<T, double>) {
+        if (current_pair_kernel() == PairKernel::kRsqrt) {
+          // the rsqrt forward with each row's statistics (float64 only)
+          std::vector<double> rows(static_cast<size_t>(s.B * s.N * rsqrt_kernels::kRowStats));
+          rsqrt_kernels::forward<T, D, true, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
+                                                          acc.data_ptr<T>(), nullptr, rows.data());
+          combine_row_statistics<T>(rows.data(), rsqrt_kernels::kRowStats, s.B, s.N, s.G,
+                                    stats.data_ptr<T>());
+          return;
+        }
+      }
+      forward_statistics_kernel<T, D>(s.x, s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
+                                      stats.data_ptr<T>());
     });
   }
 

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include <ATen/Parallel.h>
@@ -108,8 +110,43 @@ AITS_SIMD int64_t grain(int64_t n) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
 }
 
-template <typename T, int D, bool kAcc, bool kPhi>
-void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* acc, T* phi) {
+// The pair statistics of one body's row (pairs i != j), as kStats below sums them.
+enum RowStat { kMinS2, kSumS, kMaxS2, kMaxQ, kRowStats };
+
+// One body's row statistics, one partner at a time, s a correctly rounded root:
+// for a row with s^2 = 0 (softening 0, a rare case), where the vector pass's
+// s^2 / s is 0 / 0. Distinct bodies whose s^2 underflows to 0 count as the
+// smallest double (distinct_s2 in gravity_cpu.cpp); coincident ones give s = 0
+// and q = inf, as pair_statistics does.
+template <typename T, int D>
+void exact_row_statistics(const Rows<T, D>& r, const T* mb, int64_t N, int64_t i, T eps2,
+                          T* row) {
+  row[kMinS2] = std::numeric_limits<T>::infinity(), row[kSumS] = 0, row[kMaxS2] = 0,
+  row[kMaxQ] = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    if (j == i) continue;
+    const T dx = r.x[j] - r.x[i], dy = r.y[j] - r.y[i], dz = D == 3 ? r.z[j] - r.z[i] : T(0);
+    T s2 = eps2 + dx * dx + dy * dy + dz * dz;
+    if (s2 == T(0) && (dx != 0 || dy != 0 || dz != 0)) s2 = std::numeric_limits<T>::denorm_min();
+    const T inv = T(1) / std::sqrt(s2);
+    row[kMinS2] = std::min(row[kMinS2], s2);
+    row[kSumS] += std::sqrt(s2);
+    row[kMaxS2] = std::max(row[kMaxS2], s2);
+    row[kMaxQ] = std::max(row[kMaxQ], (((mb[i] + mb[j]) * inv) * inv) * inv);
+  }
+}
+
+// With kStats (float64 only; a float32 q = (m_i + m_j) / s^3 would overflow), also
+// the pair statistics (those of pair_statistics) from the same inverse distances,
+// per body: rows[idx * kRowStats + RowStat] = min s^2, sum of s, max s^2 and max q
+// over its partners j != i, s = s^2 / s (a row with s^2 = 0: exact_row_statistics);
+// the accelerations and potential are bit for bit those without kStats. About a
+// third more work than the accelerations alone (docs/benchmarks.md).
+template <typename T, int D, bool kAcc, bool kPhi, bool kStats = false>
+void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* acc, T* phi,
+             T* rows = nullptr) {
+  static_assert(!kStats || std::is_same_v<T, double>, "the pair statistics need float64");
+  constexpr T inf = std::numeric_limits<T>::infinity();
   at::parallel_for(0, B * N, grain<T>(N), [&](int64_t begin, int64_t end) {
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t b = idx / N, i = idx % N;
@@ -117,6 +154,7 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
       const T* mb = mass + b * N;
       const T xi = r.x[i], yi = r.y[i], zi = D == 3 ? r.z[i] : T(0);
       Vec<T> ax{}, ay{}, az{}, ph{};
+      Vec<T> s2_min = broadcast<T>(inf), s_sum{}, s2_max{}, q_max{};
       const auto block = [&](int64_t j, int n, auto tail, auto divider)
                              __attribute__((always_inline)) {
         constexpr bool kTail = decltype(tail)::value;
@@ -129,6 +167,16 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
         if constexpr (D == 3) r2 += dz * dz;
         const Vec<T> inv = inverse_distance<T, kDiv>(r2);
         const Vec<T> pot = mj * inv;  // m / s
+        if constexpr (kStats) {  // s = s^2 / s, q = freefall_weight
+          const Vec<T> q = (((mb[i] + mj) * inv) * inv) * inv;
+          const Vec<T> zero{};
+          simd::Mask<T> live = zero == zero;  // every lane
+          if constexpr (kTail) live = simd::lanes_below<T>(n);
+          s2_min = (live && r2 < s2_min) ? r2 : s2_min;
+          s_sum += keep<T, kTail>(r2 * inv, n);
+          s2_max = (live && r2 > s2_max) ? r2 : s2_max;
+          q_max = (live && q > q_max) ? q : q_max;
+        }
         if constexpr (kAcc) {
           const Vec<T> w = pot * inv;  // m / s^2
           ax += keep<T, kTail>(w * (dx * inv), n);
@@ -145,6 +193,16 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
         if constexpr (D == 3) acc[idx * D + 2] = G * simd::sum_lanes<T>(az);
       }
       if constexpr (kPhi) phi[idx] = -G * simd::sum_lanes<T>(ph);
+      if constexpr (kStats) {
+        T* row = rows + idx * kRowStats;
+        row[kMinS2] = inf, row[kSumS] = simd::sum_lanes<T>(s_sum), row[kMaxS2] = 0, row[kMaxQ] = 0;
+        for (int l = 0; l < simd::Traits<T>::W; ++l) {
+          row[kMinS2] = std::min(row[kMinS2], s2_min[l]);
+          row[kMaxS2] = std::max(row[kMaxS2], s2_max[l]);
+          row[kMaxQ] = std::max(row[kMaxQ], q_max[l]);
+        }
+        if (row[kMinS2] == T(0)) exact_row_statistics<T, D>(r, mb, N, i, eps2, row);
+      }
     }
   });
 }
