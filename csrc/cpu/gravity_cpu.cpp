@@ -159,8 +159,9 @@ struct AccStatsMerge {
 
 // acc (B, N, D) as forward_kernel, and stats (B, 4) of the same positions as
 // pair_statistics_kernel, in one pass over all pairs: s = s^2 / s and the
-// free-fall weight come from the force's own 1/s, about 7 % more work than
-// the force alone.
+// free-fall weight come from the force's own 1/s. The path of float32 and of the
+// divide kernel; float64 under the rsqrt kernel takes rsqrt_kernels::forward with
+// kStats (this one measured 2.3x the rsqrt step at N = 1024, docs/benchmarks.md).
 // The statistics' accumulator type: double for float32 inputs, so that
 // q = (m_i + m_j) / s^3 (which overflows float32 below s ~ 1e-13) is
 // representable wherever the free-fall time is.
