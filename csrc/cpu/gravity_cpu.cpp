@@ -192,6 +192,26 @@ AITS_HD T distinct_s2(T s2, const Vec3<T>& d) {
   return (s2 == T(0) && l1 > T(0)) ? std::numeric_limits<T>::denorm_min() : s2;
 }
 
+// One body's row statistics over its partners j != i (min s^2, sum of s, max s^2,
+// max q), one pair at a time with a correctly rounded root, as pair_statistics
+// takes them: for the rows of rsqrt_kernels::forward's statistics with s^2 = 0
+// (softening 0, rare), where its s^2 / s is 0 / 0.
+template <typename T, int D>
+void exact_row_statistics(const T* x, const T* mass, int64_t N, T eps2, int64_t idx, T* row) {
+  const int64_t b = idx / N, i = idx % N;
+  const Columns<T, D> xb(x + b * D * N, N);
+  const T* mb = mass + b * N;
+  const AccStatsMerge<0> merge;  // k = 0: min, 1: sum, 2, 3: max
+  row[0] = std::numeric_limits<T>::infinity(), row[1] = row[2] = row[3] = T(0);
+  for (int64_t j = 0; j < N; ++j) {
+    if (j == i) continue;
+    const Vec3<T> d = minus(xb.at(j), xb.at(i));
+    const T s2 = distinct_s2(eps2 + dot(d, d), d), s = std::sqrt(s2);
+    const T t[4] = {s2, s, s2, freefall_weight<T>(mb[i] + mb[j], T(1) / s)};
+    for (int k = 0; k < 4; ++k) merge(k, row[k], t[k]);
+  }
+}
+
 // stats (B, 4) from each body's row statistics over its partners j != i (min s^2,
 // sum of s, max s^2, max q: A values at rows[idx * stride + 0..3]), the rows of a
 // system combined in row order.
@@ -514,6 +534,12 @@ class CpuBackend final : public GravityBackend {
           std::vector<double> rows(static_cast<size_t>(s.B * s.N * rsqrt_kernels::kRowStats));
           rsqrt_kernels::forward<T, D, true, false, true>(s.x, s.mass, s.B, s.N, s.eps2, s.G,
                                                           acc.data_ptr<T>(), nullptr, rows.data());
+          for (int64_t idx = 0; idx < s.B * s.N; ++idx) {
+            T* row = rows.data() + idx * rsqrt_kernels::kRowStats;
+            if (row[rsqrt_kernels::kMinS2] == T(0)) {
+              exact_row_statistics<T, D>(s.x, s.mass, s.N, s.eps2, idx, row);
+            }
+          }
           combine_row_statistics<T>(rows.data(), rsqrt_kernels::kRowStats, s.B, s.N, s.G,
                                     stats.data_ptr<T>());
           return;

@@ -10,7 +10,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 #include <type_traits>
 
@@ -113,34 +112,12 @@ AITS_SIMD int64_t grain(int64_t n) {
 // The pair statistics of one body's row (pairs i != j), as kStats below sums them.
 enum RowStat { kMinS2, kSumS, kMaxS2, kMaxQ, kRowStats };
 
-// One body's row statistics, one partner at a time, s a correctly rounded root:
-// for a row with s^2 = 0 (softening 0, a rare case), where the vector pass's
-// s^2 / s is 0 / 0. Distinct bodies whose s^2 underflows to 0 count as the
-// smallest double (distinct_s2 in gravity_cpu.cpp); coincident ones give s = 0
-// and q = inf, as pair_statistics does.
-template <typename T, int D>
-void exact_row_statistics(const Rows<T, D>& r, const T* mb, int64_t N, int64_t i, T eps2,
-                          T* row) {
-  row[kMinS2] = std::numeric_limits<T>::infinity(), row[kSumS] = 0, row[kMaxS2] = 0,
-  row[kMaxQ] = 0;
-  for (int64_t j = 0; j < N; ++j) {
-    if (j == i) continue;
-    const T dx = r.x[j] - r.x[i], dy = r.y[j] - r.y[i], dz = D == 3 ? r.z[j] - r.z[i] : T(0);
-    T s2 = eps2 + dx * dx + dy * dy + dz * dz;
-    if (s2 == T(0) && (dx != 0 || dy != 0 || dz != 0)) s2 = std::numeric_limits<T>::denorm_min();
-    const T inv = T(1) / std::sqrt(s2);
-    row[kMinS2] = std::min(row[kMinS2], s2);
-    row[kSumS] += std::sqrt(s2);
-    row[kMaxS2] = std::max(row[kMaxS2], s2);
-    row[kMaxQ] = std::max(row[kMaxQ], (((mb[i] + mb[j]) * inv) * inv) * inv);
-  }
-}
-
 // With kStats (float64 only; a float32 q = (m_i + m_j) / s^3 would overflow), also
 // the pair statistics (those of pair_statistics) from the same inverse distances,
 // per body: rows[idx * kRowStats + RowStat] = min s^2, sum of s, max s^2 and max q
-// over its partners j != i, s = s^2 / s (a row with s^2 = 0: exact_row_statistics);
-// the accelerations and potential are bit for bit those without kStats. About a
+// over its partners j != i, s = s^2 / s (so a row with s^2 = 0, softening 0, gets a
+// NaN sum: the caller recomputes such rows); the accelerations and potential are
+// bit for bit those without kStats. About a
 // third more work than the accelerations alone (docs/benchmarks.md).
 template <typename T, int D, bool kAcc, bool kPhi, bool kStats = false>
 void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* acc, T* phi,
@@ -201,7 +178,6 @@ void forward(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G, T* ac
           row[kMaxS2] = std::max(row[kMaxS2], s2_max[l]);
           row[kMaxQ] = std::max(row[kMaxQ], q_max[l]);
         }
-        if (row[kMinS2] == T(0)) exact_row_statistics<T, D>(r, mb, N, i, eps2, row);
       }
     }
   });
