@@ -1,6 +1,7 @@
 """Ensembles of few-body systems: the batched core against REBOUND, one system at a time.
 
-``python benchmarks/ensemble.py [--batch 256 4096] [--large] [--steps 200] [--threads 1]``
+``python benchmarks/ensemble.py [--batch 256 4096] [--large] [--steps 200] [--threads 1]
+[--device cuda]``
 integrates ``B`` random bound three-body systems (a hierarchical-ish triple:
 a binary with a third body, random phases and mass ratios, seeded) to the same end
 time and prints system-steps per second and wall time per system for
@@ -18,7 +19,9 @@ time and prints system-steps per second and wall time per system for
 * REBOUND's leapfrog with that fixed ``dt`` and REBOUND's IAS15, looped over the
   systems on this process (skipped, with a note, when ``rebound`` is missing).
 
-``--large`` adds B = 65536 (minutes). Before timing, the whole-run energy errors
+``--large`` adds B = 65536 (minutes). ``--device cuda`` runs the aits codes on the GPU
+(``simulate``'s Python loop: the native loop is CPU-only; REBOUND and the loop rows
+are left out there). Before timing, the whole-run energy errors
 of 64 systems run by every code to the same end time are printed (medians): aits'
 KDK and REBOUND's leapfrog (drift-kick-drift) at the same ``dt`` are both second
 order, so their errors agree in order of magnitude, not digit for digit (the two
@@ -120,24 +123,29 @@ LOOP_CODES = (FIXED_LOOP, AARSETH_LOOP, GENERALIST_LOOP)
 REBOUND_CODES = {"REBOUND leapfrog": "leapfrog", "REBOUND IAS15": "ias15"}
 
 
-def aits_policy(code: str) -> Policy:
+def aits_policy(code: str, device: str = "cpu") -> Policy:
     """The policy of one of the aits codes."""
     if code in (FIXED, FIXED_LOOP):
         return FixedPolicy(DT)
     if code in (AARSETH, AARSETH_LOOP):
         return AarsethPolicy(0.01)
-    return pretrained("generalist" if code in (GENERALIST, GENERALIST_LOOP) else "default")
+    name = "generalist" if code in (GENERALIST, GENERALIST_LOOP) else "default"
+    return pretrained(name, device=device)
 
 
 def bench(B: int, steps: int, rebound_systems: int,
-          codes: tuple[str, ...] = AITS_CODES + LOOP_CODES) -> list[dict]:
+          codes: tuple[str, ...] = AITS_CODES + LOOP_CODES, device: str = "cpu") -> list[dict]:
     """One row per code: system-steps/s and wall ms per system of ``B`` triples run
-    to ``t_end = steps * DT``; REBOUND on the first ``rebound_systems`` (0: none)."""
-    state = triples(B)
+    to ``t_end = steps * DT`` on ``device``; REBOUND on the first ``rebound_systems``
+    (0: none)."""
+    state = triples(B).to(device)
     t_end = steps * DT
     rows = []
     for label in codes:
-        policy = aits_policy(label)
+        policy = aits_policy(label, device)
+        if device != "cpu":  # warm-up: CUDA context, kernels' first launch
+            simulate(state, policy, steps=2, observers=[], diagnostics=False)
+            torch.cuda.synchronize()
         start = time.perf_counter()
         r = simulate(state, policy, t_end=t_end, observers=[], diagnostics=False,
                      native=label not in LOOP_CODES)
@@ -154,14 +162,14 @@ def bench(B: int, steps: int, rebound_systems: int,
     return rows
 
 
-def energy_errors(steps: int = 200, count: int = 64) -> dict[str, float]:
+def energy_errors(steps: int = 200, count: int = 64, device: str = "cpu") -> dict[str, float]:
     """Median whole-run |dE/E| of ``count`` triples run by every code to ``steps * DT``
-    (REBOUND codes only when it is installed)."""
-    state = triples(count, seed=1)
+    on ``device`` (REBOUND codes only when it is installed)."""
+    state = triples(count, seed=1).to(device)
     t_end = steps * DT
     out = {}
     for label in AITS_CODES:
-        r = simulate(state, aits_policy(label), t_end=t_end, observers=[])
+        r = simulate(state, aits_policy(label, device), t_end=t_end, observers=[])
         out[label] = float(np.median([x.energy_error_final for x in r.systems]))
     if importlib.util.find_spec("rebound") is not None:
         for label, integ in REBOUND_CODES.items():
@@ -211,13 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rebound-systems", type=int, default=4096,
                    help="REBOUND is timed on at most this many systems (per-system cost)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (aits codes only)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    on_gpu = args.device != "cpu"
     batches = args.batch + ([65536] if args.large and 65536 not in args.batch else [])
-    have_rebound = importlib.util.find_spec("rebound") is not None
-    if not have_rebound:
+    have_rebound = importlib.util.find_spec("rebound") is not None and not on_gpu
+    if on_gpu:
+        print(f"on {args.device}: REBOUND and the Python-loop rows left out")
+    elif not have_rebound:
         print("REBOUND rows skipped: the optional `rebound` package is not installed")
-    errors = energy_errors(args.steps)
+    errors = energy_errors(args.steps, device=args.device)
     print(f"median whole-run |dE/E| of 64 triples after {args.steps} steps of dt = 2 pi / 100 "
           "(adaptive codes: to the same end time)")
     for label, e in errors.items():
@@ -226,14 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         ratio = errors[FIXED] / errors["REBOUND leapfrog"]
         print(f"  aits fixed dt / REBOUND leapfrog: {ratio:.2f} "
               f"({'same order' if 0.1 <= ratio <= 10 else 'DIFFERENT'}: both second order)")
-    print(f"three-body systems (2-D), float64, CPU ({cpu_name()}, "
-          f"simd {simd_instruction_set()}), {args.threads} thread(s), "
-          f"to t = {args.steps} x 2 pi / 100")
+    where = (f"GPU ({torch.cuda.get_device_name(args.device)})" if on_gpu else
+             f"CPU ({cpu_name()}, simd {simd_instruction_set()}), {args.threads} thread(s)")
+    print(f"three-body systems (2-D), float64, {where}, to t = {args.steps} x 2 pi / 100")
     print("| B | code | system-steps/s | wall per system (ms) | systems timed |")
     print("|---|---|---|---|---|")
     ratios = []
     for B in batches:
-        rows = bench(B, args.steps, args.rebound_systems)
+        rows = (bench(B, args.steps, 0, AITS_CODES, args.device) if on_gpu
+                else bench(B, args.steps, args.rebound_systems))
         for r in rows:
             print(f"| {r['B']} | {r['code']} | {r['system_steps_per_s']:.3g} | "
                   f"{r['wall_per_system_ms']:.4f} | {r['systems_timed']} |", flush=True)

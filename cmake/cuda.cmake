@@ -86,7 +86,10 @@ endif()
 find_package(CUDAToolkit REQUIRED)
 target_sources(_C PRIVATE csrc/cuda/backend_cuda.cpp)
 target_link_libraries(_C PRIVATE aits_cuda_kernels CUDA::cudart c10_cuda torch_cuda)
-set_target_properties(_C PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
+# _C was created before enable_language(CUDA), so it did not take
+# CMAKE_CUDA_ARCHITECTURES (CMake: "CUDA_ARCHITECTURES is empty for target _C").
+set_target_properties(_C PROPERTIES CUDA_RUNTIME_LIBRARY Shared
+                                    CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
 set(AITS_CUDA_ENABLED 1)
 message(STATUS "aits: CUDA back end enabled (torch CUDA ${AITS_TORCH_CUDA}, nvcc "
                "${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")

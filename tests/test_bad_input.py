@@ -269,7 +269,8 @@ class TestLeadOwned:
     ``aits.train.main``); they fail until those changes land."""
 
     @pytest.fixture(scope="class")
-    def lead(self, workdir: Path) -> dict[str, tuple[object, str]]:
+    @classmethod
+    def lead(cls, workdir: Path) -> dict[str, tuple[object, str]]:
         w = workdir
         (w / "trian.toml").write_text("[trian]\nepochs = 3\n")
         (w / "latin1.toml").write_bytes("epochs = 1 # caf\xe9\n".encode("latin-1"))
