@@ -53,10 +53,11 @@ def pair_statistics(
     Columns: min, mean and max of the softened distances
     ``s_ij = sqrt(|x_i - x_j|^2 + softening^2)`` over pairs ``i != j`` (the plain
     distances when ``softening == 0``), and the minimum pairwise free-fall time
-    ``sqrt(s_ij^3 / (G (m_i + m_j)))`` (NaN unless ``freefall``). With fewer than two bodies the distances are 0 and the time inf.
-    One O(N^2) pass over pairs i < j with O(N) memory; CPU only, not differentiable:
-    inputs that require grad (with grad mode on) are refused rather than silently
-    given no gradient.
+    ``sqrt(s_ij^3 / (G (m_i + m_j)))`` (NaN unless ``freefall``). With fewer than
+    two bodies the distances are 0 and the time inf. One O(N^2) pass over the pairs
+    with O(N) memory, on the CPU and on CUDA (a build with the CUDA back end;
+    deterministic on both); not differentiable: inputs that require grad (with grad
+    mode on) are refused rather than silently given no gradient.
     """
     _refuse_grad("pair_statistics", pos=pos, mass=mass)
     return _ops.pair_statistics(pos, mass, float(softening), float(G), bool(freefall))
@@ -134,8 +135,8 @@ def leapfrog_step_with_statistics(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`leapfrog_step` that also returns ``pair_statistics(pos1)`` (``(4,)`` or
     ``(B, 4)``, free-fall time included, not differentiable), computed in the same
-    pass over the pairs as ``acc1`` on the CPU: the next step's features then cost
-    no extra O(N^2) work."""
+    pass over the pairs as ``acc1`` (CPU and CUDA): the next step's features then
+    cost no extra O(N^2) work."""
     return _ops.leapfrog_step(pos, vel, mass, _as_dt(pos, dt), float(softening), float(G), acc, True)
 
 

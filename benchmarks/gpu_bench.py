@@ -9,6 +9,11 @@ package is imported. Per row (device, dtype, N):
 - fwd+bwd pairs/s: N (N - 1) / time of ``accelerations`` plus the gradient of
   ``sum(w * acc)`` with respect to pos and mass (forward and backward kernels);
 - leapfrog ms: one ``leapfrog_step`` without ``acc`` (two force evaluations);
+- step ms: one ``leapfrog_step`` given ``acc`` (one force evaluation), the step of
+  ``aits.simulate``;
+- stats ms: one ``aits.ops.pair_statistics`` (free-fall time included);
+- step+stats ms: one ``aits.ops.leapfrog_step_with_statistics`` given ``acc`` (the
+  statistics from the step's own force pass);
 - rel diff: max |a_gpu - a_cpu| / max |a_cpu| against the CPU op in float64 on
   the same positions, only for N <= --cpu-check-max ("-" above it).
 
@@ -81,7 +86,12 @@ def measure(n, dtype, cpu_check_max):
         lambda: torch.autograd.grad((aits.accelerations(xg, mg, SOFTENING) * w).sum(), (xg, mg))
     )
     step = cuda_seconds(lambda: aits.leapfrog_step(x, v, m, dt, SOFTENING))
-    return pairs / fwd, pairs / both, step * 1e3, rel
+    a = aits.accelerations(x, m, SOFTENING)
+    one = cuda_seconds(lambda: aits.leapfrog_step(x, v, m, dt, SOFTENING, acc=a))
+    stats = cuda_seconds(lambda: aits.ops.pair_statistics(x, m, SOFTENING))
+    fused = cuda_seconds(
+        lambda: aits.ops.leapfrog_step_with_statistics(x, v, m, dt, SOFTENING, acc=a))
+    return pairs / fwd, pairs / both, step * 1e3, one * 1e3, stats * 1e3, fused * 1e3, rel
 
 
 def main():
@@ -100,17 +110,18 @@ def main():
     print(
         f"torch {torch.__version__}, {torch.cuda.get_device_properties(0).multi_processor_count} SMs"
     )
-    header = ("device", "dtype", "N", "fwd pairs/s", "fwd+bwd pairs/s", "leapfrog ms", "rel diff")
+    header = ("device", "dtype", "N", "fwd pairs/s", "fwd+bwd pairs/s", "leapfrog ms",
+              "step ms", "stats ms", "step+stats ms", "rel diff")
     rows, results = [], {}
     for name in args.dtypes:
         for n in args.sizes:
             try:
-                fwd, both, step_ms, rel = measure(n, getattr(torch, name), args.cpu_check_max)
-                results[name, n] = {"fwd": fwd, "fwd+bwd": both, "leapfrog": step_ms}
-                cells = (f"{fwd:.2e}", f"{both:.2e}", f"{step_ms:.2f}", rel)
+                fwd, both, *times, rel = measure(n, getattr(torch, name), args.cpu_check_max)
+                results[name, n] = {"fwd": fwd, "fwd+bwd": both, "leapfrog": times[0]}
+                cells = (f"{fwd:.2e}", f"{both:.2e}", *(f"{t:.3f}" for t in times), rel)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                cells = ("OOM", "OOM", "OOM", "-")
+                cells = ("OOM",) * 6 + ("-",)
             rows.append((device, name, str(n)) + cells)
 
     widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]

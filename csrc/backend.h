@@ -111,7 +111,7 @@ class GravityBackend {
   // stats (B, 4): min, mean and max of the softened pairwise distances
   // s = sqrt(r^2 + eps^2) over i != j, and the minimum pairwise free-fall time
   // sqrt(s^3 / (G (m_i + m_j))) when `freefall` (else NaN).
-  // Only the CPU back end has it; callers fall back to torch elsewhere.
+  // The CPU and CUDA back ends have it; the default raises a clear error.
   virtual void pair_statistics(const at::Tensor& pos, const at::Tensor& mass,
                                double softening, double G, bool freefall,
                                at::Tensor& stats) const;

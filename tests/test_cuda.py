@@ -138,6 +138,87 @@ def test_coincident_bodies_without_softening_are_not_finite():
     assert aits.potential_energy(*cuda(pos, mass)).item() == float("-inf")
 
 
+# ----------------------------------------------------------------- pair statistics
+
+
+@pytest.mark.parametrize("softening", (0.0, SOFTENING))
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("d", (2, 3))
+@pytest.mark.parametrize("n", SIZES)
+def test_pair_statistics_match_cpu(n, d, batch, softening):
+    pos, _, mass = make_system(n, d, batch, seed=n + 1)
+    for freefall in (True, False):
+        got = aits.ops.pair_statistics(*cuda(pos, mass), softening, G, freefall)
+        want = aits.ops.pair_statistics(pos, mass, softening, G, freefall)
+        assert got.device.type == CUDA and got.shape == want.shape
+        assert torch.equal(torch.isnan(got).cpu(), torch.isnan(want))  # free-fall NaN unless asked
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=0, equal_nan=True)
+        for dtype in (torch.float32,):
+            got32 = aits.ops.pair_statistics(*cuda(pos.to(dtype), mass.to(dtype)), softening, G,
+                                             freefall)
+            assert got32.dtype == dtype
+            torch.testing.assert_close(got32.cpu().double(), want, rtol=2e-5, atol=0,
+                                       equal_nan=True)
+
+
+def test_pair_statistics_edge_cases_match_cpu():
+    """Coincident bodies (min 0, free-fall 0, a finite mean), a massless pair, one body,
+    a pair too close for float32's s^2 and a batch past one launch's 65535 systems."""
+    coincident = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+                              dtype=torch.float64)
+    cases = [
+        (coincident, torch.ones(3, dtype=torch.float64)),
+        (coincident, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)),
+        (torch.tensor([[0.5, 0.0]], dtype=torch.float64), torch.ones(1, dtype=torch.float64)),
+        (torch.tensor([[0.0, 0.0], [1e-30, 0.0]], dtype=torch.float64),
+         torch.ones(2, dtype=torch.float64)),
+    ]
+    for pos, mass in cases:
+        for dtype in (torch.float32, torch.float64):
+            x, m = pos.to(dtype), mass.to(dtype)
+            got = aits.ops.pair_statistics(*cuda(x, m), 0.0, G, True)
+            want = aits.ops.pair_statistics(x, m, 0.0, G, True)
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=0, equal_nan=True)
+    got = aits.ops.pair_statistics(*cuda(coincident, torch.ones(3, dtype=torch.float64)))
+    assert got[0].item() == 0.0 and got[3].item() == 0.0 and torch.isfinite(got[1])
+    pos, _, mass = make_system(3, 2, 70_000)
+    assert_rel(aits.ops.pair_statistics(*cuda(pos, mass)), aits.ops.pair_statistics(pos, mass),
+               1e-12)
+
+
+def test_pair_statistics_are_deterministic():
+    pos, _, mass = cuda(*make_system(3000, 3, 2, dtype=torch.float32))
+    first = aits.ops.pair_statistics(pos, mass, SOFTENING, G)
+    for _ in range(3):
+        assert torch.equal(aits.ops.pair_statistics(pos, mass, SOFTENING, G), first)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("n", (2, 33, 1000))
+def test_leapfrog_step_with_statistics_matches_cpu(n, batch):
+    pos, vel, mass = make_system(n, 3, batch)
+    dt = torch.full(() if batch is None else (batch,), 1e-3, dtype=torch.float64)
+    got = aits.ops.leapfrog_step_with_statistics(*cuda(pos, vel, mass, dt), SOFTENING, G)
+    cpu = aits.ops.leapfrog_step_with_statistics(pos, vel, mass, dt, SOFTENING, G)
+    plain = aits.leapfrog_step(*cuda(pos, vel, mass, dt), SOFTENING, G)
+    for g, c in zip(got, cpu):
+        assert_rel(g, c, 1e-12)
+    for g, p in zip(got[:3], plain):  # the fused pass's accelerations are the force kernel's
+        assert_rel(g, p, 1e-14)
+    assert_rel(got[3], aits.ops.pair_statistics(got[0], mass.to(CUDA), SOFTENING, G), 1e-14)
+
+
+def test_features_use_the_native_pair_statistics():
+    from aits.features import pairwise_stats, pairwise_stats_chunked
+
+    pos, _, mass = cuda(*make_system(300, 3, 2))
+    native = pairwise_stats(pos, mass, SOFTENING, G, freefall=True)
+    chunked = pairwise_stats_chunked(pos, mass, SOFTENING, G, freefall=True)
+    for name in ("min_dist", "mean_dist", "max_dist", "min_freefall"):
+        assert getattr(native, name).device.type == CUDA
+        assert_rel(getattr(native, name), getattr(chunked, name), 1e-12)
+
+
 # ----------------------------------------------------------------- Aarseth derivatives
 
 
@@ -242,6 +323,8 @@ def test_opcheck(dtype, batch):
     acc = aits.accelerations(pos, mass, SOFTENING, G)
     torch.library.opcheck(ops.leapfrog_step.default, (x, v, m, h, SOFTENING, G, acc))
     torch.library.opcheck(ops.aarseth_derivatives.default, (pos, vel, mass, SOFTENING, G))
+    torch.library.opcheck(ops.pair_statistics.default, (pos, mass, SOFTENING, G, True))
+    torch.library.opcheck(ops.leapfrog_step.default, (pos, vel, mass, dt, SOFTENING, G, None, True))
 
 
 # ----------------------------------------------------------------- device errors

@@ -20,6 +20,7 @@
 #include "cpu/pair_kernel.h"
 #include "cpu/rsqrt_kernels.h"
 #include "gravity.h"
+#include "pair_stats.h"
 
 namespace aits {
 namespace {
@@ -157,41 +158,6 @@ struct AccStatsMerge {
   }
 };
 
-// acc (B, N, D) as forward_kernel, and stats (B, 4) of the same positions as
-// pair_statistics_kernel, in one pass over all pairs: s = s^2 / s and the
-// free-fall weight come from the force's own 1/s. The path of float32 and of the
-// divide kernel; float64 under the rsqrt kernel takes rsqrt_kernels::forward with
-// kStats (this one measured 2.3x the rsqrt step at N = 1024, docs/benchmarks.md).
-// The statistics' accumulator type: double for float32 inputs, so that
-// q = (m_i + m_j) / s^3 (which overflows float32 below s ~ 1e-13) is
-// representable wherever the free-fall time is.
-template <typename T>
-using StatAcc = std::conditional_t<std::is_same_v<T, float>, double, T>;
-
-// q = (m_i + m_j) / s^3 from the pair's 1 / s, as (M / s^2) (1 / s) in A.
-template <typename A, typename T>
-AITS_HD A freefall_weight(T M, T inv) {
-  return static_cast<A>(M * inv * inv) * static_cast<A>(inv);
-}
-
-// The minimum free-fall time sqrt(1 / (G max q)) in T. 0 only when two bodies
-// coincide (min_s == 0): where q overflows or the time underflows for distinct
-// bodies (float64: s below ~1e-102), T's smallest positive value, a lower bound.
-template <typename T, typename A>
-T freefall_time(A G, A max_q, A min_s) {
-  const T t = static_cast<T>(std::sqrt(A(1) / (G * max_q)));
-  return (t == T(0) && min_s > A(0)) ? std::numeric_limits<T>::denorm_min() : t;
-}
-
-// s^2 of a pair for the statistics: distinct bodies whose s^2 underflows to 0
-// (float32: separations below ~3e-23) count as the smallest positive s^2, so
-// that only coincident bodies give s = 0 and a free-fall time of 0.
-template <typename T>
-AITS_HD T distinct_s2(T s2, const Vec3<T>& d) {
-  const T l1 = std::abs(d.x) + std::abs(d.y) + std::abs(d.z);
-  return (s2 == T(0) && l1 > T(0)) ? std::numeric_limits<T>::denorm_min() : s2;
-}
-
 // One body's row statistics over its partners j != i (min s^2, sum of s, max s^2,
 // max q), one pair at a time with a correctly rounded root, as pair_statistics
 // takes them: for the rows of rsqrt_kernels::forward's statistics with s^2 = 0
@@ -231,6 +197,11 @@ void combine_row_statistics(const A* rows, int64_t stride, int64_t B, int64_t N,
   }
 }
 
+// acc (B, N, D) as forward_kernel, and stats (B, 4) of the same positions as
+// pair_statistics_kernel, in one pass over all pairs: s = s^2 / s and the
+// free-fall weight come from the force's own 1/s. The path of float32 and of the
+// divide kernel; float64 under the rsqrt kernel takes rsqrt_kernels::forward with
+// kStats (this one measured 2.3x the rsqrt step at N = 1024, docs/benchmarks.md).
 template <typename T, int D>
 void forward_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G,
                                T* acc, T* stats) {

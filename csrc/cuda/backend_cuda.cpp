@@ -86,6 +86,18 @@ class CudaBackend final : public GravityBackend {
     });
   }
 
+  void pair_statistics(const at::Tensor& pos, const at::Tensor& mass, double softening, double G,
+                       bool freefall, at::Tensor& stats) const override {
+    at::Tensor none;
+    statistics(pos, mass, softening, G, freefall, none, stats);
+  }
+
+  void pair_forward_with_statistics(const at::Tensor& pos, const at::Tensor& mass,
+                                    double softening, double G, at::Tensor& acc,
+                                    at::Tensor& stats) const override {
+    statistics(pos, mass, softening, G, /*freefall=*/true, acc, stats);
+  }
+
   void aarseth_derivatives(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
                            double softening, double G, at::Tensor& acc, at::Tensor& jerk,
                            at::Tensor& snap, at::Tensor& crackle) const override {
@@ -101,6 +113,27 @@ class CudaBackend final : public GravityBackend {
                        acc.data_ptr<scalar_t>(), jerk.data_ptr<scalar_t>(),
                        snap.data_ptr<scalar_t>(), crackle.data_ptr<scalar_t>(), stream),
                    "aarseth_derivatives");
+    });
+  }
+
+ private:
+  // stats (B, 4) and, when acc is defined, acc from the same pass over the pairs.
+  static void statistics(const at::Tensor& pos, const at::Tensor& mass, double softening,
+                         double G, bool freefall, at::Tensor& acc, at::Tensor& stats) {
+    check_size(pos);
+    const c10::cuda::CUDAGuard guard(pos.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(pos.device().index());
+    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "aits_pair_statistics_cuda", [&] {
+      using A = StatAcc<scalar_t>;
+      at::Tensor rows = at::empty({pos.size(0), pos.size(1), 4},  // per-body rows
+                                  pos.options().dtype(c10::CppTypeToScalarType<A>::value));
+      check_launch(cuda::launch_pair_statistics<scalar_t>(
+                       pos.data_ptr<scalar_t>(), mass.data_ptr<scalar_t>(), pos.size(0),
+                       pos.size(1), static_cast<int>(pos.size(2)),
+                       static_cast<scalar_t>(softening * softening), static_cast<scalar_t>(G),
+                       freefall, ptr_or_null<scalar_t>(acc), rows.data_ptr<A>(),
+                       stats.data_ptr<scalar_t>(), stream),
+                   "pair_statistics");
     });
   }
 };

@@ -5,14 +5,16 @@
 //
 // Every pointer is device memory of one system batch, contiguous:
 //   pos, vel, grad_acc, acc, jerk, snap, crackle, grad_pos (B, N, D);
-//   mass, phi, grad_mass, rows (B, N);
-//   energy (B,). D is 2 or 3, N >= 1, N < 2^31. Outputs are overwritten.
+//   mass, phi, grad_mass, rows (B, N) (the statistics' rows: (B, N, 4));
+//   energy (B,), stats (B, 4). D is 2 or 3, N >= 1, N < 2^31. Outputs are overwritten.
 // Each launcher enqueues its kernels on `stream` and returns cudaGetLastError().
 #pragma once
 
 #include <cstdint>
 
 #include <cuda_runtime.h>
+
+#include "pair_stats.h"
 
 namespace aits {
 namespace cuda {
@@ -40,6 +42,15 @@ template <typename T>
 cudaError_t launch_aarseth_derivatives(const T* pos, const T* vel, const T* mass, int64_t B,
                                        int64_t N, int D, T eps2, T G, T* acc, T* jerk, T* snap,
                                        T* crackle, cudaStream_t stream);
+
+// stats as GravityBackend::pair_statistics (the free-fall time NaN unless
+// freefall) and, unless acc is nullptr, acc as pair_forward from the same pass
+// over the pairs. rows is (B, N, 4) StatAcc<T> scratch for each body's row
+// statistics, merged per system in a fixed order: the result is deterministic.
+template <typename T>
+cudaError_t launch_pair_statistics(const T* pos, const T* mass, int64_t B, int64_t N, int D,
+                                   T eps2, T G, bool freefall, T* acc, StatAcc<T>* rows,
+                                   T* stats, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace aits

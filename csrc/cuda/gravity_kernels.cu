@@ -21,6 +21,7 @@
 
 #include "cuda/gravity_cuda.h"
 #include "gravity.h"
+#include "pair_stats.h"
 
 // Unrolls the per-dimension loops (D = 2 or 3).
 #define AITS_UNROLL _Pragma("unroll")
@@ -40,6 +41,13 @@ template <>
 __device__ __forceinline__ float infinity<float>() { return CUDART_INF_F; }
 template <>
 __device__ __forceinline__ double infinity<double>() { return CUDART_INF; }
+
+template <typename T>
+__device__ __forceinline__ T quiet_nan();
+template <>
+__device__ __forceinline__ float quiet_nan<float>() { return CUDART_NAN_F; }
+template <>
+__device__ __forceinline__ double quiet_nan<double>() { return CUDART_NAN; }
 
 // A body, (x_0, .., x_{D-1}, m), or a gradient vector, padded to 4 values so
 // that a thread reads it from shared memory in one 16-byte (float) or two
@@ -259,6 +267,104 @@ AITS_UNROLL
   grad_mass[sys * n + k] = G * gm;
 }
 
+// The pair statistics (pair_stats.h has the rules): one body per thread over
+// every partner j != i, tile by tile as sum_pulls, into the row accumulators st
+// (min s^2, sum of s, max s^2, max q in StatAcc<T>); with kAcc the pull a as
+// pull_tile's too (the fused force pass). The self pair is skipped by index,
+// only in the diagonal tile (kDiagonal).
+template <typename T, int D, bool kAcc, bool kDiagonal>
+__device__ __forceinline__ void statistics_tile(const Packed<T>* tile, int count,
+                                                const Packed<T>& xi, T eps2, T (&a)[D],
+                                                StatAcc<T> (&st)[4]) {
+  using A = StatAcc<T>;
+  const int t = static_cast<int>(threadIdx.x);
+#pragma unroll 4
+  for (int k = 0; k < count; ++k) {
+    if (kDiagonal && k == t) continue;
+    const Packed<T> xj = tile[k];
+    const Vec3<T> d = separation<T, D>(xi, xj);
+    const T r2 = eps2 + dot(d, d);
+    if constexpr (kAcc) {
+      T inv, pot;
+      const T w = pull_scale(r2, xj.v[D], inv, pot);
+      a[0] += w * (d.x * inv);
+      a[1] += w * (d.y * inv);
+      if constexpr (D == 3) a[2] += w * (d.z * inv);
+    }
+    const T s2 = distinct_s2(r2, d), s = std::sqrt(s2);
+    const A v[4] = {A(s2), A(s), A(s2), freefall_weight<A>(xi.v[D] + xj.v[D], T(1) / s)};
+AITS_UNROLL
+    for (int c = 0; c < 4; ++c) merge_row_stat(c, st[c], v[c]);
+  }
+}
+
+// rows[(sys n + i) 4 + 0..3]: body i's row statistics; with kAcc also acc as
+// pair_forward_kernel's. Threads past n stand in for body n - 1 and write nothing.
+template <typename T, int D, bool kAcc>
+__global__ void __launch_bounds__(kTile)
+    statistics_rows_kernel(const T* __restrict__ pos, const T* __restrict__ mass, int n, T eps2,
+                           T G, T* __restrict__ acc, StatAcc<T>* __restrict__ rows) {
+  using A = StatAcc<T>;
+  __shared__ Packed<T> tile[kTile];
+  const int64_t sys = blockIdx.y;
+  pos += sys * n * D;
+  mass += sys * n;
+  const int first = static_cast<int>(blockIdx.x) * kTile;
+  const int i = first + static_cast<int>(threadIdx.x);
+  const Packed<T> xi = load_body<T, D>(pos, mass, min(i, n - 1));
+  T a[D] = {};
+  A st[4] = {infinity<A>(), A(0), A(0), A(0)};
+  for (int base = 0; base < n; base += kTile) {
+    load_tile<T, D>(tile, nullptr, pos, mass, nullptr, n, base);
+    const int count = min(kTile, n - base);
+    if (base == first) {
+      statistics_tile<T, D, kAcc, true>(tile, count, xi, eps2, a, st);
+    } else {
+      statistics_tile<T, D, kAcc, false>(tile, count, xi, eps2, a, st);
+    }
+  }
+  if (i >= n) return;
+  if constexpr (kAcc) {
+AITS_UNROLL
+    for (int c = 0; c < D; ++c) acc[(sys * n + i) * D + c] = G * a[c];
+  }
+AITS_UNROLL
+  for (int c = 0; c < 4; ++c) rows[(sys * n + i) * 4 + c] = st[c];
+}
+
+// stats[b] = (min s, mean s, max s, min free-fall time or NaN) from system b's
+// rows, one block per system, merged in a fixed order as sum_rows_kernel sums:
+// deterministic for a given N.
+template <typename T>
+__global__ void __launch_bounds__(kTile)
+    combine_statistics_kernel(const StatAcc<T>* __restrict__ rows, int n, T G, bool freefall,
+                              T* __restrict__ stats) {
+  using A = StatAcc<T>;
+  __shared__ A part[4][kTile];
+  const int t = static_cast<int>(threadIdx.x);
+  rows += static_cast<int64_t>(blockIdx.x) * n * 4;
+  A st[4] = {infinity<A>(), A(0), A(0), A(0)};
+  for (int i = t; i < n; i += kTile) {
+AITS_UNROLL
+    for (int c = 0; c < 4; ++c) merge_row_stat(c, st[c], rows[static_cast<int64_t>(i) * 4 + c]);
+  }
+AITS_UNROLL
+  for (int c = 0; c < 4; ++c) part[c][t] = st[c];
+  for (int width = kTile / 2; width > 0; width /= 2) {
+    __syncthreads();
+    if (t < width) {
+AITS_UNROLL
+      for (int c = 0; c < 4; ++c) merge_row_stat(c, part[c][t], part[c][t + width]);
+    }
+  }
+  if (t != 0) return;
+  T* o = stats + static_cast<int64_t>(blockIdx.x) * 4;
+  o[0] = n > 1 ? static_cast<T>(std::sqrt(part[0][0])) : T(0);
+  o[1] = n > 1 ? static_cast<T>(part[1][0] / (A(n) * A(n - 1))) : T(0);
+  o[2] = static_cast<T>(std::sqrt(part[2][0]));
+  o[3] = freefall ? freefall_time<T>(A(G), part[3][0], part[0][0]) : quiet_nan<T>();
+}
+
 // Aarseth's derivatives (gravity.h has the pair formulas): plain loops, one
 // thread per body i over every partner j != i, read from global memory (every
 // thread of a warp reads the same j: one broadcast load). Pass 1 writes acc
@@ -438,6 +544,33 @@ cudaError_t launch_potential(const T* pos, const T* mass, int64_t B, int64_t N, 
 }
 
 template <typename T>
+cudaError_t launch_pair_statistics(const T* pos, const T* mass, int64_t B, int64_t N, int D,
+                                   T eps2, T G, bool freefall, T* acc, StatAcc<T>* rows,
+                                   T* stats, cudaStream_t stream) {
+  const cudaError_t err = N == 0 ? cudaSuccess : dispatch_dim(D, [&](auto dim) {
+    constexpr int kD = decltype(dim)::value;
+    return over_system_chunks(B, [&](int64_t b0, unsigned systems) {
+      const dim3 grid(tiles(N), systems);
+      const int n = static_cast<int>(N);
+      const T* x = pos + b0 * N * kD;
+      const T* m = mass + b0 * N;
+      StatAcc<T>* r = rows + b0 * N * 4;
+      if (acc) {
+        statistics_rows_kernel<T, kD, true>
+            <<<grid, kTile, 0, stream>>>(x, m, n, eps2, G, acc + b0 * N * kD, r);
+      } else {
+        statistics_rows_kernel<T, kD, false>
+            <<<grid, kTile, 0, stream>>>(x, m, n, eps2, G, nullptr, r);
+      }
+    });
+  });
+  if (err != cudaSuccess) return err;
+  combine_statistics_kernel<T><<<static_cast<unsigned>(B), kTile, 0, stream>>>(
+      rows, static_cast<int>(N), G, freefall, stats);
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t launch_aarseth_derivatives(const T* pos, const T* vel, const T* mass, int64_t B,
                                        int64_t N, int D, T eps2, T G, T* acc, T* jerk, T* snap,
                                        T* crackle, cudaStream_t stream) {
@@ -465,7 +598,9 @@ cudaError_t launch_aarseth_derivatives(const T* pos, const T* vel, const T* mass
                                            T*, cudaStream_t);                                  \
   template cudaError_t launch_aarseth_derivatives<T>(const T*, const T*, const T*, int64_t,    \
                                                      int64_t, int, T, T, T*, T*, T*, T*,       \
-                                                     cudaStream_t);
+                                                     cudaStream_t);                            \
+  template cudaError_t launch_pair_statistics<T>(const T*, const T*, int64_t, int64_t, int, T, \
+                                                 T, bool, T*, StatAcc<T>*, T*, cudaStream_t);
 AITS_INSTANTIATE(float)
 AITS_INSTANTIATE(double)
 #undef AITS_INSTANTIATE
