@@ -141,19 +141,18 @@ void forward_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T G
   });
 }
 
-// Merge of the fused kernel's rows: D acceleration sums, then min s^2, sum s,
-// max s^2 and max of q = (m_i + m_j) / s^3 (the free-fall time is
-// sqrt(1 / (G q)): no extra division or root per pair).
+// Merge of the fused kernel's rows: D acceleration sums, then the row statistics
+// of pair_stats.h (min s^2, sum s, max s^2 and max of q = (m_i + m_j) / s^3: the
+// free-fall time is sqrt(1 / (G q)), no extra division or root per pair). D = 0:
+// the statistics alone (pair_statistics_kernel keeps s instead of s^2: the same merge).
 template <int D>
 struct AccStatsMerge {
   template <typename T>
   AITS_HD void operator()(int k, T& acc, T t) const {
-    if (k < D || k == D + 1) {
+    if (k < D) {
       acc += t;
-    } else if (k == D) {
-      acc = t < acc ? t : acc;
     } else {
-      acc = t > acc ? t : acc;
+      merge_row_stat(k - D, acc, t);
     }
   }
 };
@@ -308,21 +307,6 @@ void potential_kernel(const T* x, const T* mass, int64_t B, int64_t N, T eps2, T
   }
 }
 
-// Merge of the pair statistics: min, sum and max of s, and max of
-// q = (m_i + m_j) / s^3 (the minimum free-fall time is sqrt(1 / (G max q))).
-struct StatsMerge {
-  template <typename T>
-  AITS_HD void operator()(int k, T& acc, T t) const {
-    if (k == 0) {
-      acc = t < acc ? t : acc;
-    } else if (k == 1) {
-      acc += t;
-    } else {
-      acc = t > acc ? t : acc;
-    }
-  }
-};
-
 // Per system: min, mean and max of the softened distances s_ij over pairs
 // i != j, and the minimum free-fall time sqrt(s_ij^3 / (G (m_i + m_j))) (when
 // kFreefall; NaN otherwise). out: (B, 4). Pairs i < j only: half the work.
@@ -349,9 +333,9 @@ void pair_statistics_kernel(const T* x, const T* mass, int64_t B, int64_t N, T e
           if constexpr (kFreefall) q = freefall_weight<A>(mi + mb[j], T(1) / s);
           return Sums<A, 4>{{A(s), A(s), A(s), q}};
         },
-        init, StatsMerge{});
+        init, AccStatsMerge<0>{});
   });
-  const StatsMerge merge;
+  const AccStatsMerge<0> merge;
   const A pairs = A(N) * A(N - 1) / A(2);
   for (int64_t b = 0; b < B; ++b) {
     Sums<A, 4> total = init;
