@@ -96,6 +96,19 @@ def _draw(group: Group, gen: torch.Generator, dtype, device, integrator) -> _Liv
                  time_unit(state).detach())
 
 
+class _NonFiniteDt(Exception):
+    """The model proposed a non-finite ``dt`` for the systems ``bad`` (a bool mask)."""
+
+    def __init__(self, bad: Tensor):
+        super().__init__("non-finite dt")
+        self.bad = bad
+
+
+def _finite_state(state: SystemState) -> bool:
+    """Whether every position and velocity of ``state`` is finite."""
+    return bool(torch.isfinite(state.pos).all() and torch.isfinite(state.vel).all())
+
+
 class WholeRunTrainer:
     """A whole-run training run (module docstring); the interface of
     :class:`aits.training.Trainer` that :func:`aits.train.run` uses.
@@ -144,12 +157,18 @@ class WholeRunTrainer:
     def window_loss(self, live: _Live) -> tuple[Tensor, SystemState, Carry, dict[str, Tensor]]:
         """Run one window from ``live`` with gradients and return its loss (a scalar),
         the end state and carry (not yet detached) and per-step ``dt``, ``err``
-        ``(window, B)`` and the per-system cost ``(B,)`` (detached)."""
+        ``(steps, B)`` and the per-system cost ``(B,)`` (detached). ``steps`` is the
+        window's length, or fewer where a system's state became non-finite (the window
+        ends there: that system's next ``dt`` would be NaN)."""
         cfg = self.cfg
         self.model.train()
 
         def propose(s: SystemState) -> Tensor:
-            return self.model.predict_dt(s.detach(), None, grad=True)  # features: observations
+            dt = self.model.predict_dt(s.detach(), None, grad=True)  # features: observations
+            finite = torch.isfinite(dt)
+            if not bool(finite.all()):
+                raise _NonFiniteDt(~finite.detach())
+            return dt
 
         state, carry = live.state, live.carry
         floor, bound = self.gate.floor, cfg.window_error == "bound"
@@ -157,8 +176,24 @@ class WholeRunTrainer:
             E_start = state.total_energy().detach()
             inherited = relative_energy_error(live.E0, E_start, live.E_scale, floor)
         dts, errs, judged = [], [], []
+        stopped = torch.zeros(state.batch_shape, dtype=torch.bool, device=state.device)
         for _ in range(cfg.window):
-            state, dt, carry, _ = self.integrator.step(state, carry, propose, None, 1.0, 0.0)
+            if dts and not _finite_state(state):
+                # a system blew up to a non-finite state: its next dt would be NaN, which
+                # the step refuses; the window ends here and the group is drawn afresh
+                break
+            try:
+                state, dt, carry, _ = self.integrator.step(state, carry, propose, None, 1.0,
+                                                           0.0)
+            except _NonFiniteDt as e:  # a finite state whose time scale overflowed
+                if not dts:
+                    systems = e.bad.nonzero().flatten().tolist()
+                    raise RuntimeError(
+                        f"whole-run training: the model proposed a non-finite dt for systems "
+                        f"{systems} at the start of a window; a drawn system must have finite "
+                        "features and time scale") from None
+                stopped = e.bad
+                break
             E = state.total_energy()
             if bound:
                 judged.append(bounded_error(live.E0, E_start, E, live.E_scale, floor, inherited))
@@ -168,8 +203,8 @@ class WholeRunTrainer:
         dt, err = torch.stack(dts), torch.stack(errs)
         judged_err = torch.stack(judged) if judged else err
         span = dt.sum(0)
-        cost = torch.log(cfg.window * live.t_unit / span)
-        finite = torch.isfinite(judged_err).all(0) & torch.isfinite(span)
+        cost = torch.log(dt.shape[0] * live.t_unit / span)
+        finite = torch.isfinite(judged_err).all(0) & torch.isfinite(span) & ~stopped
         safe = torch.where(torch.isfinite(judged_err), judged_err,
                            torch.ones_like(judged_err)).clamp_min(1e-30)
         excess = (safe.log() - math.log(cfg.run_budget)).clamp_min(0)
@@ -188,6 +223,8 @@ class WholeRunTrainer:
         optimiser_step(self.cfg, self.model, self.optimizer, loss)
         live.windows += 1
         blown = (~out["finite"]) | (out["err"].nan_to_num(math.inf).amax(0) > FAIL_ABOVE)
+        if not bool(blown.any()) and live.windows < self.cfg.restart_windows:
+            blown = ~self._next_dt_finite(state)  # else the next window could not start
         out["restarted"] = bool(blown.any()) or live.windows >= self.cfg.restart_windows
         out["blown"] = int(blown.sum())
         out["loss"] = loss.detach()
@@ -198,6 +235,17 @@ class WholeRunTrainer:
             live.state = state.detach()
             live.carry = {k: v.detach() for k, v in carry.items()}
         return out
+
+    @torch.no_grad()
+    def _next_dt_finite(self, state: SystemState) -> Tensor:
+        """Whether the model's ``dt`` for ``state`` is finite, per system ``(B,)``: a
+        finite state whose time scale overflows (a body flung out to ~1e100) gives an
+        infinite one. Eval mode: no dropout, no random numbers drawn."""
+        self.model.eval()
+        try:
+            return torch.isfinite(self.model.predict_dt(state.detach(), None))
+        finally:
+            self.model.train()
 
     def run_epoch(self) -> tuple[dict[str, float], dict[str, Tensor]]:
         """``windows_per_epoch`` windows, the groups in turn; returns the epoch's metrics

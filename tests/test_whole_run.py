@@ -92,6 +92,70 @@ def test_window_gradients_are_finite_and_reach_every_layer(integrator):
     assert out["dt"].shape == (4, tr.live[0].state.batch_size) and (out["dt"] > 0).all()
 
 
+def test_a_window_ends_where_a_state_turns_non_finite(monkeypatch):
+    """A system whose state becomes NaN mid-window would get a NaN dt, which the step
+    refuses: the window stops there, the system counts as blown up and is redrawn,
+    and the gradients stay finite."""
+    tr = make(window=6, population="generalist")
+    step, calls = tr.integrator.step, []
+
+    def poisoned(state, carry, *args):
+        state, dt, carry, info = step(state, carry, *args)
+        calls.append(1)
+        if len(calls) == 2:  # system 0 blows up on the window's second step
+            bad = torch.zeros(state.batch_shape, dtype=torch.bool)
+            bad[0] = True
+            nan = torch.full_like(state.pos, math.nan)
+            state = state.replace(pos=torch.where(bad[:, None, None], nan, state.pos))
+        return state, dt, carry, info
+
+    monkeypatch.setattr(tr.integrator, "step", poisoned)
+    loss, _, _, out = tr.window_loss(tr.live[0])
+    assert len(calls) == 2 and out["dt"].shape[0] == 2
+    assert not out["finite"][0] and out["finite"][1:].all()
+    loss.backward()
+    assert math.isfinite(float(loss.detach()))
+    assert all(torch.isfinite(p.grad).all() for p in tr.model.parameters() if p.grad is not None)
+    calls.clear()
+    before = tr.live[0]
+    assert tr.run_window(0)["blown"] >= 1 and tr.live[0] is not before  # drawn afresh
+
+
+def test_a_non_finite_dt_of_a_finite_state_ends_the_window(monkeypatch):
+    """A finite state whose time scale overflows (a body flung out: the free-fall time
+    is inf) gets an infinite dt: mid-window the window stops there and the system counts
+    as blown up; at a window's end the group is drawn afresh rather than starting the
+    next window on it."""
+    tr = make(window=6, restart_windows=10, population="generalist")
+    predict, calls = tr.model.predict_dt, []
+    overflow = {"call": 3, "in_eval": False}  # which call gives system 1 an infinite dt
+
+    def overflowing(state, history=None, **kw):
+        dt = predict(state, history, **kw)
+        calls.append(tr.model.training)
+        if len(calls) == overflow["call"] or (overflow["in_eval"] and not tr.model.training):
+            dt = torch.where(torch.arange(dt.shape[0]) == 1, math.inf, dt)
+        return dt
+
+    monkeypatch.setattr(tr.model, "predict_dt", overflowing)
+    loss, _, _, out = tr.window_loss(tr.live[0])
+    assert out["dt"].shape[0] == 2 and not out["finite"][1]
+    assert out["finite"][0] and out["finite"][2:].all()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in tr.model.parameters() if p.grad is not None)
+    calls.clear()
+    overflow["call"] = 1  # the window's first step
+    with pytest.raises(RuntimeError, match=r"non-finite dt for systems \[1\] at the start"):
+        tr.window_loss(tr.live[0])
+    overflow["call"] = 0
+    before = tr.live[0]
+    assert tr.run_window(0)["blown"] == 0 and tr.live[0] is before
+    assert calls[-1] is False  # the end-of-window check ran the model in eval mode
+    overflow["in_eval"] = True  # now that check gives an infinite dt
+    out = tr.run_window(0)
+    assert out["blown"] == 1 and tr.live[0] is not before
+
+
 def test_cost_term_grows_dt_under_the_budget_and_the_error_shrinks_it_over():
     loose = make(run_budget=1.0, dt_init=0.05)  # far under budget: only the cost acts
     before = _mean_dt(loose)
