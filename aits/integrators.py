@@ -85,16 +85,24 @@ def _shape(dt: Tensor, scale: float, dt_min: float, remaining: Tensor | None) ->
 
 
 class KDK:
-    """Kick-drift-kick leapfrog with the proposed ``dt``."""
+    """Kick-drift-kick leapfrog with the proposed ``dt``.
+
+    Args:
+        statistics: cache the pair statistics on every end state
+            (:func:`aits.state.step`); ``False`` where the policy never reads them.
+    """
 
     name = "kdk"
+
+    def __init__(self, statistics: bool = True) -> None:
+        self.statistics = statistics
 
     def init(self, state: SystemState, propose: Propose, first_dt: Tensor | None) -> Carry:
         return {}
 
     def step(self, state, carry, propose, remaining, scale, dt_min):
         dt = _shape(propose(state), scale, dt_min, remaining)
-        return step(state, dt), dt, carry, 1
+        return step(state, dt, statistics=self.statistics), dt, carry, 1
 
     def __repr__(self) -> str:
         return "KDK()"
@@ -106,15 +114,17 @@ class SymmetricKDK:
     Args:
         iterations: 0 for the one-evaluation reversible recurrence; ``K >= 1`` for
             the iterated form with ``K`` trial steps a step.
+        statistics: as :class:`KDK`'s.
     """
 
     name = "symmetric"
 
-    def __init__(self, iterations: int = 0) -> None:
+    def __init__(self, iterations: int = 0, statistics: bool = True) -> None:
         if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
             raise ValueError(f"symmetric integrator: iterations must be an int >= 0, "
                              f"got {iterations!r}")
         self.iterations = iterations
+        self.statistics = statistics
 
     def init(self, state: SystemState, propose: Propose, first_dt: Tensor | None) -> Carry:
         # prev_dt = 0 marks "no previous step": the first step takes h (or first_dt)
@@ -138,10 +148,10 @@ class SymmetricKDK:
         else:
             dt = h
             for _ in range(self.iterations):
-                trial = step(state, _shape(dt, 1.0, 0.0, remaining))
+                trial = step(state, _shape(dt, 1.0, 0.0, remaining), statistics=self.statistics)
                 dt = 0.5 * (h + propose(trial))
         dt = _shape(dt, scale, dt_min, remaining)
-        new = step(state, dt)
+        new = step(state, dt, statistics=self.statistics)
         carry = {"prev_dt": dt, "first_dt": torch.zeros_like(dt)}
         return new, dt, carry, 1 + self.iterations
 
@@ -155,15 +165,17 @@ class TimeTransformedLeapfrog:
     Args:
         ds: the fictitious step (a number or a ``(B,)`` tensor); ``None`` takes
             ``h(s_0) * U(s_0)`` per system from the policy at the start.
+        statistics: as :class:`KDK`'s (for the KDK step that lands on ``t_end``).
     """
 
     name = "ttl"
 
-    def __init__(self, ds: float | Tensor | None = None) -> None:
+    def __init__(self, ds: float | Tensor | None = None, statistics: bool = True) -> None:
         if ds is not None and not isinstance(ds, Tensor):
             if not (float(ds) > 0 and math.isfinite(float(ds))):
                 raise ValueError(f"ttl integrator: ds must be finite and > 0, got {ds!r}")
         self.ds = ds
+        self.statistics = statistics
 
     @staticmethod
     def _binding(state: SystemState) -> tuple[Tensor, Tensor]:
@@ -201,7 +213,7 @@ class TimeTransformedLeapfrog:
         over = None if remaining is None else dt > remaining.to(dt)
         if over is not None and bool(over.any()):  # land on t_end with one KDK step of the time left
             landing = step(state, torch.where(over, remaining.to(dt), dt).clamp_min(
-                torch.finfo(dt.dtype).tiny))
+                torch.finfo(dt.dtype).tiny), statistics=self.statistics)
             new = SystemState.where(over, landing, new)
             dt = torch.where(over, remaining.to(dt), dt)
             evals = 1 + over.cpu().numpy().astype(np.int64)
@@ -215,8 +227,9 @@ INTEGRATORS = {"kdk": KDK, "symmetric": SymmetricKDK, "ttl": TimeTransformedLeap
 
 
 def make_integrator(name: str | Integrator, *, symmetric_iterations: int = 0,
-                    ds: float | None = None) -> Integrator:
-    """An integrator by name (an instance is returned as is).
+                    ds: float | None = None, statistics: bool = True) -> Integrator:
+    """An integrator by name (an instance is returned as is); ``statistics``: whether
+    its steps cache the pair statistics (:class:`KDK`).
 
     Raises:
         ValueError: an unknown name (the message lists the valid ones).
@@ -226,7 +239,7 @@ def make_integrator(name: str | Integrator, *, symmetric_iterations: int = 0,
     if name not in INTEGRATORS:
         raise ValueError(f"unknown integrator {name!r}; valid: {', '.join(INTEGRATORS)}")
     if name == "symmetric":
-        return SymmetricKDK(symmetric_iterations)
+        return SymmetricKDK(symmetric_iterations, statistics)
     if name == "ttl":
-        return TimeTransformedLeapfrog(ds)
-    return KDK()
+        return TimeTransformedLeapfrog(ds, statistics)
+    return KDK(statistics)

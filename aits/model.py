@@ -245,13 +245,22 @@ class TimeStepNet(nn.Module):
             dt = dt * t_dyn.to(dt.dtype)
         return dt
 
+    @property
+    def uses_pair_statistics(self) -> bool:
+        """Whether :meth:`inputs` reads the state's pair statistics: every kind but the
+        encounter ones under the ``"aarseth"`` output without history."""
+        return not self._encounter_inputs()
+
+    def _encounter_inputs(self) -> bool:
+        return (self.output == "aarseth" and self.spec.kind in ENCOUNTER_KINDS
+                and not self.spec.history_dim)
+
     def inputs(self, state: SystemState, history=None) -> tuple[Tensor, Tensor | None]:
         """The network's inputs for ``state``: features ``batch_shape + (in_features,)``
         and the time scale ``batch_shape``: the minimum pairwise free-fall time for
         ``output="dynamical"`` (one pass over the body pairs serves both), Aarseth's
         time scale for ``"aarseth"``, else ``None``."""
-        if (self.output == "aarseth" and self.spec.kind in ENCOUNTER_KINDS
-                and not self.spec.history_dim):
+        if self._encounter_inputs():
             # the encounter features hold Aarseth's time: one set of derivative passes
             from aits.encounter import encounter_features  # encounter imports policies
 

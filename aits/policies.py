@@ -60,7 +60,13 @@ CLASSICAL = ("freefall", "collisional", "aarseth")
 
 
 class Policy(Protocol):
-    """What the simulation loop needs from a time-step policy."""
+    """What the simulation loop needs from a time-step policy.
+
+    A policy may also say, as ``uses_pair_statistics = False``, that it never reads
+    the pair statistics (:func:`aits.features.state_pair_stats`): the loop then steps
+    without caching them (a step's force pass yields them for 12-35 % more). Without
+    the attribute they are cached; either way a policy that reads them gets them.
+    """
 
     #: a short name for tables (``fixed``, ``freefall``, ..., ``model``)
     name: str
@@ -86,6 +92,7 @@ class FixedPolicy:
     """A constant step ``dt`` (> 0) for every system."""
 
     history_len = 0
+    uses_pair_statistics = False
 
     def __init__(self, dt: float) -> None:
         self.dt = _positive("fixed policy dt", dt)
@@ -145,6 +152,7 @@ class CollisionalPolicy(_Criterion):
     """
 
     name = "collisional"
+    uses_pair_statistics = False
 
     def __init__(self, eta: float, chunk_elements: int = PAIR_CHUNK_ELEMENTS) -> None:
         super().__init__(eta)
@@ -185,6 +193,7 @@ class AarsethPolicy(_Criterion):
     """
 
     name = "aarseth"
+    uses_pair_statistics = False
 
     def derivatives(self, state: SystemState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Acceleration, jerk, snap and crackle of mutual gravity, each shaped like ``pos``."""
@@ -237,6 +246,12 @@ class ModelPolicy:
         config = load_checkpoint(path, training=False).get("config")
         policy.train_config = config if isinstance(config, dict) else None
         return policy
+
+    @property
+    def uses_pair_statistics(self) -> bool:
+        """Whether the network's inputs read the pair statistics (not the encounter kinds
+        under the ``"aarseth"`` output, whose one native op gives features and time scale)."""
+        return self.net.uses_pair_statistics
 
     @torch.no_grad()
     def __call__(self, state: SystemState, history: HistoryBuffer | None = None) -> Tensor:

@@ -41,6 +41,7 @@ totals, so a batch of 65,536 systems costs no per-step memory.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -260,6 +261,10 @@ def simulate(
     if guards.gated and not diagnostics:
         raise ValueError("the gated guard rail needs diagnostics (energies every step)")
     integ = make_integrator(integrator)
+    uses = getattr(policy, "uses_pair_statistics", True)
+    if getattr(integ, "statistics", uses) != uses:  # cache them only for a policy that reads them
+        integ = copy.copy(integ)
+        integ.statistics = uses
     single = not state.is_batched
     force_evals0 = 0 if state.acc is not None else 1
     batch = state.detach().as_batch().with_acceleration()

@@ -139,6 +139,7 @@ class WholeRunTrainer:
         self.initial = self.live[0].state
         self.spec = build_spec(cfg, self.initial)
         self.model = build_model(cfg, self.spec).to(device=self.device, dtype=self.dtype)
+        self.integrator.statistics = self.model.uses_pair_statistics  # steps cache them if read
         self.optimizer = build_optimizer(cfg, self.model)
         self.gate = EnergyGate(cfg.energy_threshold, cfg.E_lower, cfg.E_upper)
         self.epoch = 0

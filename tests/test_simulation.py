@@ -219,3 +219,58 @@ def test_fail_above_stops_a_system_that_diverges():
     assert simulate(s, FixedPolicy(0.02), t_end=3.0, fail_above=math.inf).status == "ok"
     with pytest.raises(ValueError, match="fail_above must be > 0"):
         simulate(s, FixedPolicy(0.02), t_end=3.0, fail_above=0.0)
+
+
+# ----------------------------------------------------------------- pair statistics cache
+
+
+class _Recording:
+    """A fixed step that records whether each state it sees has cached pair statistics."""
+
+    name, history_len = "recording", 0
+
+    def __init__(self, uses: bool | None):
+        self.seen: list[bool] = []
+        if uses is not None:
+            self.uses_pair_statistics = uses
+
+    def __call__(self, state, history=None):
+        self.seen.append(state.pair_stats is not None)
+        return torch.full(state.batch_shape, 0.01, dtype=state.dtype, device=state.device)
+
+
+@pytest.mark.parametrize("integrator", ("kdk", "symmetric"))  # ttl asks the policy once
+def test_steps_cache_pair_statistics_only_for_a_policy_that_reads_them(integrator):
+    """The step's force pass caches the pair statistics unless the policy says it never
+    reads them (uses_pair_statistics = False: fixed, Aarseth, collisional, encounter
+    models); the trajectory is the same bits either way (float64)."""
+    from aits.ics import plummer
+
+    state = plummer(20, seed=3)
+    runs = {}
+    for uses in (None, True, False):
+        policy = _Recording(uses)
+        runs[uses] = simulate(state, policy, integrator=integrator, steps=5, observers=[],
+                              native=False)
+        assert policy.seen[-1] is (uses is not False), (integrator, uses)
+    for uses in (True, False):
+        assert torch.equal(runs[uses].state.pos, runs[None].state.pos)
+        assert torch.equal(runs[uses].state.vel, runs[None].state.vel)
+
+
+def test_which_policies_read_the_pair_statistics():
+    from aits.policies import AarsethPolicy, CollisionalPolicy, FixedPolicy, FreeFallPolicy
+    from aits.pretrained_model import pretrained
+    from aits.state import SystemState, step
+
+    assert not FixedPolicy(0.1).uses_pair_statistics
+    assert not AarsethPolicy(0.01).uses_pair_statistics
+    assert not CollisionalPolicy(0.01).uses_pair_statistics
+    assert getattr(FreeFallPolicy(0.01), "uses_pair_statistics", True)
+    assert pretrained("default").uses_pair_statistics  # basic features: min/mean distance
+    assert not pretrained("generalist").uses_pair_statistics  # encounter features, one op
+    s = SystemState(torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64),
+                    torch.ones(12, dtype=torch.float64), softening=0.01)
+    with_stats, without = step(s, 0.01), step(s, 0.01, statistics=False)
+    assert with_stats.pair_stats is not None and without.pair_stats is None
+    assert torch.equal(with_stats.pos, without.pos) and torch.equal(with_stats.acc, without.acc)
