@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One-call GPU check of aits's CUDA back end: build with AITS_CUDA=ON, run
-# tests/test_cuda.py, print the kernel benchmark table (benchmarks/gpu_bench.py).
+# tests/test_cuda.py, print the kernel benchmark table (benchmarks/gpu_bench.py)
+# and the GPU ensembles (benchmarks/ensemble.py --device cuda). About 4 minutes
+# on an H200, 2.5 of them the build.
 #
 #   bash benchmarks/gpu_check.sh        # from anywhere; needs a CUDA torch, nvcc,
 #                                       # cmake, ninja, scikit-build-core, pytest
 # Environment: PYTHON (default python3), CUDAARCHS (default 90: one architecture
 # builds fastest), OUT (when set, the log is written to $OUT/gpu_check.log).
-# Exit status: 0 only when the build, the tests and the benchmark all succeed.
+# Exit status: 0 only when the build, the tests and both benchmarks succeed.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
@@ -46,6 +48,12 @@ step "tests/test_cuda.py"
 
 step "kernel benchmark"
 (cd "$WORK" && timeout 240 "$PY" "$REPO/benchmarks/gpu_bench.py") || { status=1; echo "BENCHMARK FAILED"; }
+
+step "ensembles on the GPU (benchmarks/ensemble.py --device cuda)"
+# a copy outside the tree, so that the installed aits is imported, not the sources
+cp "$REPO/benchmarks/ensemble.py" "$WORK/ensemble.py"
+(cd "$WORK" && timeout 150 "$PY" ensemble.py --device cuda --batch 4096 65536 --steps 200) \
+  || { status=1; echo "ENSEMBLE BENCHMARK FAILED"; }
 
 step "done: $([ $status = 0 ] && echo OK || echo FAILURES) (log: $LOGDIR/gpu_check.log)"
 exit $status
