@@ -83,8 +83,9 @@ def test_duration_stops_cleanly_with_a_final_checkpoint(tmp_path):
     run = _train(tmp_path, "d", "--epochs", "50", "--duration", "0.01",
                  "--checkpoint-interval", "10")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["stopped_by_duration"] and summary["epochs_completed"] == 1
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch_0001.pt"]
+    done = summary["epochs_completed"]  # 1, or 2 where an epoch takes under 10 ms
+    assert summary["stopped_by_duration"] and 1 <= done < 10
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [f"epoch_{done:04d}.pt"]
 
 
 def test_multi_orbit_run(tmp_path):
