@@ -42,13 +42,6 @@ __device__ __forceinline__ float infinity<float>() { return CUDART_INF_F; }
 template <>
 __device__ __forceinline__ double infinity<double>() { return CUDART_INF; }
 
-template <typename T>
-__device__ __forceinline__ T quiet_nan();
-template <>
-__device__ __forceinline__ float quiet_nan<float>() { return CUDART_NAN_F; }
-template <>
-__device__ __forceinline__ double quiet_nan<double>() { return CUDART_NAN; }
-
 // A body, (x_0, .., x_{D-1}, m), or a gradient vector, padded to 4 values so
 // that a thread reads it from shared memory in one 16-byte (float) or two
 // (double) loads, broadcast to the whole warp.
@@ -362,7 +355,7 @@ AITS_UNROLL
   o[0] = n > 1 ? static_cast<T>(std::sqrt(part[0][0])) : T(0);
   o[1] = n > 1 ? static_cast<T>(part[1][0] / (A(n) * A(n - 1))) : T(0);
   o[2] = static_cast<T>(std::sqrt(part[2][0]));
-  o[3] = freefall ? freefall_time<T>(A(G), part[3][0], part[0][0]) : quiet_nan<T>();
+  o[3] = freefall ? freefall_time<T>(A(G), part[3][0], part[0][0]) : static_cast<T>(CUDART_NAN);
 }
 
 // Aarseth's derivatives (gravity.h has the pair formulas): plain loops, one
