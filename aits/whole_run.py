@@ -97,16 +97,12 @@ def _draw(group: Group, gen: torch.Generator, dtype, device, integrator) -> _Liv
 
 
 class _NonFiniteDt(Exception):
-    """The model proposed a non-finite ``dt`` for the systems ``bad`` (a bool mask)."""
+    """No finite ``dt`` for the systems ``bad`` (a bool mask): their state is not
+    finite, or the model proposed a non-finite ``dt`` for it."""
 
     def __init__(self, bad: Tensor):
         super().__init__("non-finite dt")
         self.bad = bad
-
-
-def _finite_state(state: SystemState) -> bool:
-    """Whether every position and velocity of ``state`` is finite."""
-    return bool(torch.isfinite(state.pos).all() and torch.isfinite(state.vel).all())
 
 
 class WholeRunTrainer:
@@ -159,15 +155,20 @@ class WholeRunTrainer:
         """Run one window from ``live`` with gradients and return its loss (a scalar),
         the end state and carry (not yet detached) and per-step ``dt``, ``err``
         ``(steps, B)`` and the per-system cost ``(B,)`` (detached). ``steps`` is the
-        window's length, or fewer where a system's state became non-finite (the window
-        ends there: that system's next ``dt`` would be NaN)."""
+        window's length, or fewer where a system's state or its proposed ``dt`` became
+        non-finite (the window ends there)."""
         cfg = self.cfg
         self.model.train()
 
         def propose(s: SystemState) -> Tensor:
-            dt = self.model.predict_dt(s.detach(), None, grad=True)  # features: observations
+            s = s.detach()  # features: observations
+            finite = (torch.isfinite(s.pos).flatten(-2).all(-1)
+                      & torch.isfinite(s.vel).flatten(-2).all(-1))
+            if not bool(finite.all()):  # a blown-up system: its features would be NaN
+                raise _NonFiniteDt(~finite)
+            dt = self.model.predict_dt(s, None, grad=True)
             finite = torch.isfinite(dt)
-            if not bool(finite.all()):
+            if not bool(finite.all()):  # a finite state whose time scale overflowed
                 raise _NonFiniteDt(~finite.detach())
             return dt
 
@@ -179,14 +180,10 @@ class WholeRunTrainer:
         dts, errs, judged = [], [], []
         stopped = torch.zeros(state.batch_shape, dtype=torch.bool, device=state.device)
         for _ in range(cfg.window):
-            if dts and not _finite_state(state):
-                # a system blew up to a non-finite state: its next dt would be NaN, which
-                # the step refuses; the window ends here and the group is drawn afresh
-                break
             try:
                 state, dt, carry, _ = self.integrator.step(state, carry, propose, None, 1.0,
                                                            0.0)
-            except _NonFiniteDt as e:  # a finite state whose time scale overflowed
+            except _NonFiniteDt as e:  # the window ends here; the group is drawn afresh
                 if not dts:
                     systems = e.bad.nonzero().flatten().tolist()
                     raise RuntimeError(
