@@ -33,8 +33,9 @@ with tau_min" jump when that body changes; the sums do neither, so a network's
 ``dt`` stays as smooth along an orbit as Aarseth's criterion is.
 
 Cost: on the CPU one native op (:func:`aits.ops.encounter_features`: the two
-derivative passes over the pairs, then one pass for the free-fall and collision
-times and the potential), which agrees with the torch path to rounding; elsewhere
+derivative passes over the pairs, which in float64 above 64 bodies also take the
+free-fall and collision times and the potential; else one more pass for those),
+which agrees with the torch path to rounding; elsewhere
 the torch path: the derivative passes, one chunked pass for the collision time and
 one potential-energy evaluation, the free-fall time from the state's cached pair
 statistics when :func:`aits.state.step` filled them. Computed without gradient.

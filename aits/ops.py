@@ -92,10 +92,11 @@ def encounter_features(
     ``batch_shape + (5,)`` (the fields of :class:`aits.encounter.EncounterTimes` in
     order), in ``pos``'s dtype (computed in float64).
 
-    One derivative pass (:func:`aarseth_derivatives`) and one pass over the pairs
-    per system (``csrc/cpu/encounter_kernels.h``) instead of the torch path's fifty
-    small ops; its collision time uses the derivative pass's acceleration, so the two
-    paths agree to rounding. CPU only; not differentiable.
+    The derivative passes (:func:`aarseth_derivatives`) and the pair times
+    (``csrc/cpu/encounter_kernels.h``: taken by those two passes in float64 above 64
+    bodies, else one more pass over the pairs per system) instead of the torch path's
+    fifty small ops; its collision time uses the derivative pass's acceleration, so
+    the two paths agree to rounding. CPU only; not differentiable.
     """
     _refuse_grad("encounter_features", pos=pos, vel=vel, mass=mass)
     return _ops.encounter_features(pos, vel, mass, float(softening), float(G), float(clip),

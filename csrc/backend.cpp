@@ -45,9 +45,8 @@ void GravityBackend::kdk_run(const KdkRunArgs& run) const {
 }
 
 void GravityBackend::encounter_features(const at::Tensor& pos, const at::Tensor&,
-                                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                        const at::Tensor&, const at::Tensor&, double, double,
-                                        double, bool, at::Tensor&, at::Tensor&) const {
+                                        const at::Tensor&, double, double, double, bool,
+                                        at::Tensor&, at::Tensor&) const {
   TORCH_CHECK(false, "aits.ops.encounter_features has a CPU kernel only, not one for device '",
               pos.device().str(), "'. There, aits.encounter.encounter_features computes the "
               "features with torch.");

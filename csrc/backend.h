@@ -123,16 +123,13 @@ class GravityBackend {
   virtual void kdk_run(const KdkRunArgs& run) const;
 
   // The encounter features of aits.encounter (the op encounter_features, ops.h)
-  // from pos, vel, mass and Aarseth's derivatives acc, jerk, snap, crackle (as
-  // aarseth_derivatives gives them): feats (B, kEncounterFeatures) and times
-  // (B, kEncounterTimes), log ratios clipped to [-clip, clip]; smooth: columns
-  // 6-11 of the encounter-smooth kind (sums over the bodies). Only the CPU back
-  // end has it; the default raises a clear error (aits.encounter falls back to
-  // torch elsewhere).
+  // from pos, vel and mass: Aarseth's derivatives (as aarseth_derivatives), then
+  // feats (B, kEncounterFeatures) and times (B, kEncounterTimes), log ratios
+  // clipped to [-clip, clip]; smooth: columns 6-11 of the encounter-smooth kind
+  // (sums over the bodies). Only the CPU back end has it; the default raises a
+  // clear error (aits.encounter falls back to torch elsewhere).
   virtual void encounter_features(const at::Tensor& pos, const at::Tensor& vel,
-                                  const at::Tensor& mass, const at::Tensor& acc,
-                                  const at::Tensor& jerk, const at::Tensor& snap,
-                                  const at::Tensor& crackle, double softening, double G,
+                                  const at::Tensor& mass, double softening, double G,
                                   double clip, bool smooth, at::Tensor& feats,
                                   at::Tensor& times) const;
 };

@@ -111,9 +111,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> aarseth_derivatives(const Tensor& pos
   return {sys.unbatch(acc), sys.unbatch(jerk), sys.unbatch(snap), sys.unbatch(crackle)};
 }
 
-// The encounter features (aits/encounter.py) from one derivative pass and one
-// pass of the back end's encounter kernel over the pairs: feats (B, kEncounterFeatures)
-// and times (B, kEncounterTimes) in the dtype of pos.
+// The encounter features (aits/encounter.py) from Aarseth's derivatives and the
+// pair times, as the back end computes them: feats (B, kEncounterFeatures) and
+// times (B, kEncounterTimes) in the dtype of pos.
 std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& vel,
                                               const Tensor& mass, double softening, double G,
                                               double clip, bool smooth) {
@@ -127,14 +127,8 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
   Tensor feats = at::empty({sys.B, kEncounterFeatures}, sys.pos.options());
   Tensor times = at::empty({sys.B, kEncounterTimes}, sys.pos.options());
   if (sys.B > 0) {
-    const GravityBackend& backend = backend_for(sys.pos);
-    Tensor acc = at::empty_like(sys.pos), jerk = at::empty_like(sys.pos);
-    Tensor snap = at::empty_like(sys.pos), crackle = at::empty_like(sys.pos);
-    if (acc.numel() > 0) {
-      backend.aarseth_derivatives(sys.pos, v, sys.mass, softening, G, acc, jerk, snap, crackle);
-    }
-    backend.encounter_features(sys.pos, v, sys.mass, acc, jerk, snap, crackle, softening, G, clip,
-                               smooth, feats, times);
+    backend_for(sys.pos).encounter_features(sys.pos, v, sys.mass, softening, G, clip, smooth,
+                                            feats, times);
   }
   if (sys.batched) return {feats, times};
   return {feats.squeeze(0), times.squeeze(0)};

@@ -253,12 +253,27 @@ def test_large_systems_pair_blocks_are_the_torch_path_for_any_thread_count(smoot
                                    rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("smooth", SMOOTH)
+def test_large_float32_systems_are_the_torch_path(smooth):
+    """Float32 above 64 bodies keeps the encounter kernel's own pass over the pairs
+    (in float64 arithmetic): the torch path's values to float32 rounding."""
+    s = random_system(100, 3, batch=2, seed=4, softening=0.01).to(dtype=torch.float32)
+    f_native, t_native = encounter_features(s, smooth=smooth)
+    f_torch, t_torch = encounter_features(s, native=False, smooth=smooth)
+    assert f_native.dtype == torch.float32
+    torch.testing.assert_close(f_native, f_torch, rtol=0, atol=1e-4)
+    for name in ("aarseth_min", "freefall_min", "collision_min", "energy_time"):
+        torch.testing.assert_close(getattr(t_native, name), getattr(t_torch, name),
+                                   rtol=1e-4, atol=0)
+
+
 @pytest.mark.parametrize("softening", [0.01, 0.0])
 @pytest.mark.parametrize("smooth", SMOOTH)
 def test_large_systems_pair_pass_with_massless_comoving_and_close_bodies(softening, smooth):
-    """The vector pass over the pairs (N > 64; its minima without division) on the
-    cases that meet its edges: test particles (free-fall weights 0), a comoving pair
-    (|v_ij| = 0) and a pair 1e-9 apart, softened and not: the torch path's values."""
+    """The pair times above 64 bodies (float64: taken by the derivatives' two passes;
+    their minima without division) on the cases that meet their edges: test particles
+    (free-fall weights 0), a comoving pair (|v_ij| = 0) and a pair 1e-9 apart, softened
+    and not: the torch path's values."""
     s = random_system(100, 3, batch=2, seed=3, softening=softening)
     pos, vel, mass = s.pos.clone(), s.vel.clone(), s.mass.clone()
     vel[:, 10] = vel[:, 11]

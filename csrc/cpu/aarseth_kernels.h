@@ -25,6 +25,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -78,11 +80,12 @@ AITS_SIMD Vec<T> keep(const simd::Mask<T>& mask, const Vec<T>& v) {
 // and subtracts body j's from the task buffer rows acc0, acc1 (D rows of Np
 // each). kEdge: the first or last vector of the row, lanes outside i < j < N masked.
 // cols[k][c]: coordinate c of input k of this system (positions first).
-template <typename T, int D, int K, bool kEdge, typename Terms>
+// obs: the pass's observer, shown every vector of pairs (Obs::observe).
+template <typename T, int D, int K, bool kEdge, typename Terms, typename Obs>
 AITS_SIMD void pair_vector(const Terms& terms, const T* const (&cols)[K][D], const T* mb,
                            const T (&own)[K][D], T mi, T eps2, int64_t i, int64_t j, int64_t N,
                            T* __restrict acc0, T* __restrict acc1, int64_t Np,
-                           Vec<T> (&s0)[D], Vec<T> (&s1)[D]) {
+                           Vec<T> (&s0)[D], Vec<T> (&s1)[D], typename Obs::Acc* obs) {
   simd::Mask<T> mask{};
   if constexpr (kEdge) mask = simd::lanes_between<T>(i, j, N);
   Vec<T> rel[K][D], t0[D], t1[D];
@@ -91,8 +94,10 @@ AITS_SIMD void pair_vector(const Terms& terms, const T* const (&cols)[K][D], con
   }
   Vec<T> r2 = eps2 + rel[0][0] * rel[0][0];
   for (int c = 1; c < D; ++c) r2 += rel[0][c] * rel[0][c];
-  const Vec<T> inv3 = terms(rel, simd::rsqrt(r2), t0, t1);
-  const Vec<T> qi = simd::load(mb + j) * inv3;        // m_j / s^3, on body i
+  const Vec<T> inv = simd::rsqrt(r2), mj = simd::load(mb + j);
+  const Vec<T> inv3 = terms(rel, inv, t0, t1);
+  Obs::template observe<kEdge>(obs, rel, r2, inv, mask, mi, mj);
+  const Vec<T> qi = mj * inv3;                        // m_j / s^3, on body i
   const Vec<T> qj = keep<T, kEdge>(mask, mi * inv3);  // m_i / s^3, on body j
   for (int c = 0; c < D; ++c) {
     s0[c] += keep<T, kEdge>(mask, qi * t0[c]);
@@ -105,9 +110,10 @@ AITS_SIMD void pair_vector(const Terms& terms, const T* const (&cols)[K][D], con
 }
 
 // Row i of one system against its partners j > i (see pair_vector).
-template <typename T, int D, int K, typename Terms>
+template <typename T, int D, int K, typename Terms, typename Obs>
 void pair_row(const Terms& terms, const T* const (&cols)[K][D], const T* mb, T eps2, int64_t i,
-              int64_t N, int64_t Np, T* __restrict acc0, T* __restrict acc1) {
+              int64_t N, int64_t Np, T* __restrict acc0, T* __restrict acc1,
+              typename Obs::Acc* obs) {
   constexpr int64_t W = kW<T>;
   T own[K][D];
   for (int k = 0; k < K; ++k) {
@@ -118,14 +124,17 @@ void pair_row(const Terms& terms, const T* const (&cols)[K][D], const T* mb, T e
   const int64_t first = (i + 1) / W * W;  // the vector holding partner i + 1
   const int64_t full_end = N / W * W;
   if (first < N) {
-    pair_vector<T, D, K, true>(terms, cols, mb, own, mi, eps2, i, first, N, acc0, acc1, Np, s0, s1);
+    pair_vector<T, D, K, true, Terms, Obs>(terms, cols, mb, own, mi, eps2, i, first, N, acc0,
+                                             acc1, Np, s0, s1, obs);
   }
   int64_t j = first + W;
   for (; j < full_end; j += W) {
-    pair_vector<T, D, K, false>(terms, cols, mb, own, mi, eps2, i, j, N, acc0, acc1, Np, s0, s1);
+    pair_vector<T, D, K, false, Terms, Obs>(terms, cols, mb, own, mi, eps2, i, j, N, acc0, acc1,
+                                            Np, s0, s1, obs);
   }
   if (j < N) {
-    pair_vector<T, D, K, true>(terms, cols, mb, own, mi, eps2, i, j, N, acc0, acc1, Np, s0, s1);
+    pair_vector<T, D, K, true, Terms, Obs>(terms, cols, mb, own, mi, eps2, i, j, N, acc0, acc1,
+                                           Np, s0, s1, obs);
   }
   for (int c = 0; c < D; ++c) {
     acc0[c * Np + i] += simd::sum_lanes<T>(s0[c]);
@@ -133,17 +142,31 @@ void pair_row(const Terms& terms, const T* const (&cols)[K][D], const T* mb, T e
   }
 }
 
+// A pass's observer: shown every vector of pairs a pass visits, with their
+// relative vectors rel (K x D, positions first), s^2 = r^2 + eps^2, 1/s, the
+// lanes' mask (kEdge only: lanes outside i < j < N are off; all are on otherwise)
+// and the masses; it accumulates into the Acc of the visiting task. This one does
+// nothing (the plain pass); encounter_kernels::PairTimesObserver takes the pair
+// times of the encounter features from both passes of derivatives().
+struct NoObserver {
+  struct Acc {};
+  Acc* acc(int64_t) { return nullptr; }
+  template <bool kEdge, typename... Args>
+  static AITS_SIMD void observe(Args&&...) {}
+};
+
 // One symmetric pass over the pairs of every system. in: K padded (B, D, Np)
 // arrays of body vectors whose differences the pair terms take (positions
 // first); mass (B, Np) padded with 0. terms(rel, inv, t0, t1) -> 1 / s^3 fills
 // the two mass-free terms of W pairs. Writes G times the two sums to out0 and
 // out1 (B, N, D) and, when soa0 is not null, to soa0 and soa1 (padded
 // (B, D, Np), padding untouched) as well. buf: scratch, resized here (each
-// task zeroes its own part).
-template <typename T, int D, int K, typename Terms>
+// task zeroes its own part). obs: shown every pair; task t (of RowBlocks(N).tasks)
+// of system b accumulates into obs.acc(b * tasks + t).
+template <typename T, int D, int K, typename Terms, typename Obs = NoObserver>
 void symmetric_pass(const T* const (&in)[K], const T* mass, int64_t B, int64_t N, T eps2, T G,
                     const Terms& terms, std::vector<T>& buf, T* out0, T* out1, T* soa0,
-                    T* soa1) {
+                    T* soa1, Obs&& obs = Obs{}) {
   const RowBlocks blocks(N);
   const int64_t Np = padded<T>(N);
   const int64_t stride = 2 * D * Np;  // one task's buffer: rows (q, c) at (q D + c) Np
@@ -187,8 +210,11 @@ void symmetric_pass(const T* const (&in)[K], const T* mass, int64_t B, int64_t N
       for (int k = 0; k < K; ++k) {
         for (int c = 0; c < D; ++c) cols[k][c] = in[k] + (b * D + c) * Np;
       }
+      using O = std::remove_reference_t<Obs>;
+      typename O::Acc* seen = obs.acc(task);
       blocks.for_rows(task % blocks.tasks, N, [&](int64_t i) {
-        pair_row<T, D, K>(terms, cols, mass + b * Np, eps2, i, N, Np, acc, acc + D * Np);
+        pair_row<T, D, K, Terms, O>(terms, cols, mass + b * Np, eps2, i, N, Np, acc, acc + D * Np,
+                                    seen);
       });
       // acq_rel: the finisher sees every other task's buffer of this system
       if (done[b].fetch_add(1, std::memory_order_acq_rel) + 1 == blocks.tasks) {
@@ -207,10 +233,11 @@ std::vector<T> pad_rows(const T* src, int64_t rows, int64_t N, int64_t Np) {
 }
 
 // acc, jerk, snap, crackle: (B, N, D) outputs; x, v: (B, D, N) positions and
-// velocities; mass (B, N).
-template <typename T, int D>
+// velocities; mass (B, N). obs: both passes' observer (rel: x, v in pass 1; x, v,
+// acc, jerk in pass 2).
+template <typename T, int D, typename Obs = NoObserver>
 void derivatives(const T* x, const T* v, const T* mass, int64_t B, int64_t N, T eps2, T G,
-                 T* acc, T* jerk, T* snap, T* crackle) {
+                 T* acc, T* jerk, T* snap, T* crackle, Obs&& obs = Obs{}) {
   const int64_t Np = padded<T>(N);
   const std::vector<T> xp = pad_rows(x, B * D, N, Np), vp = pad_rows(v, B * D, N, Np);
   const std::vector<T> mp = pad_rows(mass, B, N, Np);
@@ -224,7 +251,7 @@ void derivatives(const T* x, const T* v, const T* mass, int64_t B, int64_t N, T 
           __attribute__((always_inline)) {
             return aarseth_acc_jerk_terms<D, T>(rel[0], rel[1], inv, tA, tJ);
           },
-      buf, acc, jerk, ap.data(), kp.data());
+      buf, acc, jerk, ap.data(), kp.data(), obs);
   const T* pass2[4] = {xp.data(), vp.data(), ap.data(), kp.data()};
   symmetric_pass<T, D, 4>(
       pass2, mp.data(), B, N, eps2, G,
@@ -232,7 +259,7 @@ void derivatives(const T* x, const T* v, const T* mass, int64_t B, int64_t N, T 
           __attribute__((always_inline)) {
             return aarseth_snap_crackle_terms<D, T>(rel[0], rel[1], rel[2], rel[3], inv, tS, tC);
           },
-      buf, snap, crackle, nullptr, nullptr);
+      buf, snap, crackle, nullptr, nullptr, std::forward<Obs>(obs));
 }
 
 }  // namespace aarseth_kernels

@@ -170,6 +170,74 @@ PairTimes pair_times_vec(const Columns<D>& c, int64_t N, const Inputs& in, int64
   return out;
 }
 
+// The pair times of pair_times_vec taken by the two passes of
+// aarseth_kernels::derivatives (float64) as they visit the pairs, so the encounter
+// features need no pass of their own: the same minima and potential per pair, kept
+// per task of each system and combined in task order (the tasks are set by N
+// alone: the same bits for any thread count). s^2 and 1/s are the pass's own (eps^2
+// added first), so the values agree with pair_times_vec's to a few ulp.
+class PairTimesObserver {
+ public:
+  using V = simd::Vec<double>;
+  struct Acc {
+    LaneMinQuotient ff, by_v, by_a;
+    V pot{};
+  };
+  PairTimesObserver(int64_t B, int64_t N)
+      : tasks_(aarseth_kernels::RowBlocks(N).tasks), accs_(static_cast<size_t>(B * tasks_)) {}
+  Acc* acc(int64_t task) { return &accs_[static_cast<size_t>(task)]; }
+
+  // Pass 1 (K = 2, rel: x, v) takes the free-fall minimum, the potential and the
+  // minimum of r^2 / |v|^2 over the pairs with r > 0; pass 2 (K = 4, rel: x, v, a,
+  // j) the minimum of r^2 / |a|^2 and, for coincident pairs (r = 0), r^2 / |v|^2
+  // where both |v| and |a| are > 0 (else 0/0: skipped, as pair_times_vec does).
+  // Split so that neither pass holds every accumulator in registers at once.
+  template <bool kEdge, int K, int D>
+  static AITS_SIMD void observe(Acc* acc, const V (&rel)[K][D], const V& s2, const V& inv_s,
+                                const simd::Mask<double>& mask, double mi, const V& mk) {
+    static_assert(K == 2 || K == 4, "the derivatives' pass 1 or pass 2");
+    const V zero{};
+    const simd::Mask<double> live =
+        kEdge ? mask : simd::lanes_below<double>(simd::Traits<double>::W);
+    V r2{}, v2{};
+    for (int d = 0; d < D; ++d) {
+      r2 += rel[0][d] * rel[0][d];
+      v2 += rel[1][d] * rel[1][d];
+    }
+    if constexpr (K == 2) {
+      acc->ff.offer(live, s2 > zero ? s2 * (s2 * inv_s) : zero, mi + mk);  // s = 0: 0, not 0 inf
+      acc->by_v.offer(live && r2 > zero, r2, v2);
+      acc->pot -= live ? mi * mk * inv_s : zero;
+    } else {
+      V a2{};
+      for (int d = 0; d < D; ++d) a2 += rel[2][d] * rel[2][d];
+      const simd::Mask<double> both = live && v2 > zero && a2 > zero;
+      acc->by_v.offer(both && r2 == zero, r2, v2);
+      acc->by_a.offer((live && r2 > zero) || both, r2, a2);
+    }
+  }
+
+  // System b's PairTimes (as pair_times_vec's): its tasks in order.
+  PairTimes system(int64_t b, double G) const {
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    PairTimes out{inf, inf, 0.0};
+    for (int64_t t = 0; t < tasks_; ++t) {
+      const Acc& a = accs_[static_cast<size_t>(b * tasks_ + t)];
+      out.pot += simd::sum_lanes<double>(a.pot);
+      for (int l = 0; l < simd::Traits<double>::W; ++l) {
+        out.tff2 = std::min(out.tff2, a.ff.lane(l) / G);
+        out.coll = std::min({out.coll, std::sqrt(a.by_v.lane(l)),
+                             std::sqrt(std::sqrt(a.by_a.lane(l)))});
+      }
+    }
+    return out;
+  }
+
+ private:
+  int64_t tasks_;
+  std::vector<Acc> accs_;
+};
+
 // PairTimes of every pair. One row block (N <= 64): pair_times. More: the vector
 // pass, row by row in the row blocks of aarseth_kernels (set by N alone), the rows
 // then combined in row order, so the bits are the same whether the blocks run on
@@ -203,11 +271,12 @@ PairTimes all_pair_times(const T* x, const T* v, const T* m, const T* a, int64_t
 }
 
 // One system: x, v, a, j, s, c (N, D), m (N); feats (kFeatures), times (kTimes);
-// rows_parallel: its pairs on every thread (all_pair_times).
+// given: its PairTimes if already known (PairTimesObserver), else all_pair_times
+// computes them, over every thread with rows_parallel.
 template <typename T, int D>
 void system_features(const T* x, const T* v, const T* m, const T* a, const T* j, const T* s,
                      const T* c, const Inputs& in, T* feats, T* times,
-                     bool rows_parallel = false) {
+                     bool rows_parallel = false, const PairTimes* given = nullptr) {
   constexpr double inf = std::numeric_limits<double>::infinity();
   const int64_t N = in.N;
   const double clip = in.clip, tiny = in.tiny;
@@ -269,7 +338,8 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
     kin += double(m[i]) * sq;
   }
   kin *= 0.5;
-  const PairTimes pairs = all_pair_times<T, D>(x, v, m, a, N, in, rows_parallel);
+  const PairTimes pairs =
+      given != nullptr ? *given : all_pair_times<T, D>(x, v, m, a, N, in, rows_parallel);
   const double tff2 = pairs.tff2, coll = pairs.coll, pot = in.G * pairs.pot;
   const double tff = std::sqrt(tff2);
   const double E = kin + pot;
@@ -308,17 +378,20 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
 }
 
 // Every system of the batch: x, v, a, j, s, c (B, N, D), m (B, N);
-// feats (B, kFeatures), times (B, kTimes).
+// feats (B, kFeatures), times (B, kTimes); pairs: the systems' PairTimes (B) if
+// already known (PairTimesObserver), else null.
 template <typename T, int D>
 void features(const T* x, const T* v, const T* m, const T* a, const T* j, const T* s, const T* c,
-              const Inputs& in, T* feats, T* times) {
+              const Inputs& in, T* feats, T* times, const PairTimes* pairs = nullptr) {
   const int64_t stride = in.N * D;
   const auto one = [&](int64_t b, bool rows_parallel) {
     const int64_t o = b * stride;
     system_features<T, D>(x + o, v + o, m + b * in.N, a + o, j + o, s + o, c + o, in,
-                          feats + b * kFeatures, times + b * kTimes, rows_parallel);
+                          feats + b * kFeatures, times + b * kTimes, rows_parallel,
+                          pairs == nullptr ? nullptr : pairs + b);
   };
-  if (aarseth_kernels::RowBlocks(in.N).nb > 1 && in.B < at::get_num_threads()) {
+  if (pairs == nullptr && aarseth_kernels::RowBlocks(in.N).nb > 1 &&
+      in.B < at::get_num_threads()) {
     // few large systems: threads over each one's row blocks
     for (int64_t b = 0; b < in.B; ++b) one(b, true);
     return;

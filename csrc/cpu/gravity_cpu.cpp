@@ -630,10 +630,33 @@ class CpuBackend final : public GravityBackend {
     });
   }
 
+  // Above one row block of pairs (64 bodies) in float64, the derivatives' second
+  // pass also takes the pair times (encounter_kernels::PairTimesObserver): one
+  // pass over the pairs less. Else the derivatives, then the encounter kernel's
+  // own pass over the pairs.
   void encounter_features(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
-                          const at::Tensor& acc, const at::Tensor& jerk, const at::Tensor& snap,
-                          const at::Tensor& crackle, double softening, double G, double clip,
-                          bool smooth, at::Tensor& feats, at::Tensor& times) const override {
+                          double softening, double G, double clip, bool smooth,
+                          at::Tensor& feats, at::Tensor& times) const override {
+    at::Tensor acc = at::empty_like(pos), jerk = at::empty_like(pos);
+    at::Tensor snap = at::empty_like(pos), crackle = at::empty_like(pos);
+    std::vector<encounter_kernels::PairTimes> pairs;
+    const bool fused = pos.scalar_type() == at::kDouble && !few_body(pos) &&
+                       aarseth_kernels::RowBlocks(pos.size(1)).nb > 1;
+    if (fused) {
+      const at::Tensor v = to_soa(vel);
+      with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
+        using T = Scalar<decltype(s)>;
+        if constexpr (std::is_same_v<T, double>) {
+          encounter_kernels::PairTimesObserver obs(s.B, s.N);
+          aarseth_kernels::derivatives<T, decltype(dim)::value>(
+              s.x, v.data_ptr<T>(), s.mass, s.B, s.N, s.eps2, s.G, acc.data_ptr<T>(),
+              jerk.data_ptr<T>(), snap.data_ptr<T>(), crackle.data_ptr<T>(), obs);
+          for (int64_t b = 0; b < s.B; ++b) pairs.push_back(obs.system(b, G));
+        }
+      });
+    } else if (acc.numel() > 0) {
+      aarseth_derivatives(pos, vel, mass, softening, G, acc, jerk, snap, crackle);
+    }
     const at::Tensor v = vel.contiguous();
     with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
@@ -641,7 +664,8 @@ class CpuBackend final : public GravityBackend {
                                          double(std::numeric_limits<T>::min()), smooth};
       encounter_kernels::features<T, decltype(dim)::value>(
           s.x, v.data_ptr<T>(), s.mass, acc.data_ptr<T>(), jerk.data_ptr<T>(), snap.data_ptr<T>(),
-          crackle.data_ptr<T>(), in, feats.data_ptr<T>(), times.data_ptr<T>());
+          crackle.data_ptr<T>(), in, feats.data_ptr<T>(), times.data_ptr<T>(),
+          fused ? pairs.data() : nullptr);
     });
   }
 
