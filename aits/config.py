@@ -262,7 +262,8 @@ class TrainConfig(SharedSettings):
     # --- features -------------------------------------------------------------------
     feature_type: str = setting("basic", "analytic features of the current state: basic (11), "
                                       "rich (23), encounter or encounter-smooth (14 scale-free "
-                                      "ratios each; see aits.features)",
+                                      "ratios each), encounter-orbit (15: encounter-smooth "
+                                      "and the orbits' shape; see aits.features)",
                                 choices=ANALYTIC_KINDS, section="features")
     history_type: str = setting("none", "history features: none, delta_mag, basic or rich",
                                  choices=HISTORY_TYPES, section="features")

@@ -21,6 +21,13 @@ rescaling, invariant under a permutation of the bodies, finite for zero-mass
 (padded) systems and for ``N`` = 1 or 2. A dt of the form
 ``tau_min * exp(f(features))`` is then scale-free by construction.
 
+With ``orbit=True`` (the ``encounter-orbit`` kind, always smooth) one column more,
+:data:`ORBIT_ENCOUNTER_NAMES`' last: ``log(2 L^2 |E| M / (G^2 P^3))`` (``L`` the
+angular momentum and ``E`` the energy in the centre-of-mass frame, ``M`` the total
+mass, ``P = sum_{i<j} m_i m_j``), which is ``log(1 - e^2)`` for a Kepler binary and,
+for N bodies, as scale-free, rotation- and permutation-invariant and conserved along a
+run; O(N) from the state and the energy time.
+
 With ``smooth=True`` it returns :data:`SMOOTH_ENCOUNTER_NAMES` instead (the
 ``encounter-smooth`` feature kind): columns 6-11 are logs of ratios of sums over
 the bodies (``S_x = sum_i |x_i|``, ``S_xy = sum_i |x_i||y_i|``):
@@ -52,13 +59,13 @@ import torch
 from torch import Tensor
 
 from aits import ops
-from aits.features import (ENCOUNTER_NAMES, SMOOTH_ENCOUNTER_NAMES, gravity_derivatives,
-                           state_pair_stats)
+from aits.features import (ENCOUNTER_NAMES, ORBIT_ENCOUNTER_NAMES, SMOOTH_ENCOUNTER_NAMES,
+                           gravity_derivatives, state_pair_stats)
 from aits.policies import CollisionalPolicy
 from aits.state import SystemState
 
-__all__ = ["CLIP", "ENCOUNTER_NAMES", "SMOOTH_ENCOUNTER_NAMES", "EncounterTimes",
-           "encounter_features", "encounter_times"]
+__all__ = ["CLIP", "ENCOUNTER_NAMES", "ORBIT_ENCOUNTER_NAMES", "SMOOTH_ENCOUNTER_NAMES",
+           "EncounterTimes", "encounter_features", "encounter_times", "kind_features"]
 
 #: log ratios are clipped to [-CLIP, CLIP] (a body feeling no force has tau = inf)
 CLIP = 30.0
@@ -184,18 +191,59 @@ def _native(state: SystemState, smooth: bool = False) -> tuple[Tensor, Encounter
     return feats.reshape(shape + (len(ENCOUNTER_NAMES),)), EncounterTimes(*cols)
 
 
+def _orbit_shape(state: SystemState, energy_time: Tensor) -> Tensor:
+    """``log(2 L^2 |E| M / (G^2 P^3))`` (module docstring), ``batch_shape``; ``|E|``
+    from the energy time ``T_E = G M^{5/2} / (2 |E|)^{3/2}``."""
+    c = state.centered()
+    x, v, m = c.pos.detach(), c.vel.detach(), c.mass.detach()
+    if state.dim == 3:
+        L2 = (m.unsqueeze(-1) * torch.linalg.cross(x, v)).sum(-2).square().sum(-1)
+    elif state.dim == 2:
+        L2 = (m * (x[..., 0] * v[..., 1] - x[..., 1] * v[..., 0])).sum(-1).square()
+    else:  # one dimension: no angular momentum
+        L2 = torch.zeros_like(m[..., 0])
+    M, G = m.sum(-1), state.G
+    E = (G * M.pow(2.5) / energy_time).pow(2.0 / 3.0) / 2  # 0 where T_E = inf
+    P = (M * M - m.square().sum(-1)) / 2
+    return _log_ratio(2 * L2 * E * M, G * G * P.pow(3))
+
+
+def kind_features(state: SystemState, kind: str, *,
+                  native: bool = True) -> tuple[Tensor, EncounterTimes]:
+    """:func:`encounter_features` of an encounter feature kind (``encounter``,
+    ``encounter-smooth`` or ``encounter-orbit``)."""
+    if kind not in ("encounter", "encounter-smooth", "encounter-orbit"):
+        raise ValueError(f"{kind!r} is not an encounter feature kind")
+    return encounter_features(state, native=native, smooth=kind != "encounter",
+                              orbit=kind == "encounter-orbit")
+
+
 @torch.no_grad()
-def encounter_features(state: SystemState, *, native: bool = True,
-                       smooth: bool = False) -> tuple[Tensor, EncounterTimes]:
+def encounter_features(state: SystemState, *, native: bool = True, smooth: bool = False,
+                       orbit: bool = False) -> tuple[Tensor, EncounterTimes]:
     """The dimensionless :data:`ENCOUNTER_NAMES` of ``state`` (``smooth``:
     :data:`SMOOTH_ENCOUNTER_NAMES`), ``batch_shape + (14,)``, and its
-    :class:`EncounterTimes` (one set of passes serves both).
+    :class:`EncounterTimes` (one set of passes serves both). ``orbit`` (with
+    ``smooth``): :data:`ORBIT_ENCOUNTER_NAMES`, ``batch_shape + (15,)``.
 
     ``native``: on the CPU, compute them with :func:`aits.ops.encounter_features`
     (``False``: the torch path, which every other device takes; the two agree to rounding).
     """
+    if orbit and not smooth:
+        raise ValueError("encounter_features: orbit=True is the encounter-orbit kind, "
+                         "which is smooth: pass smooth=True too")
     if native and state.device.type == "cpu":
-        return _native(state, smooth)
+        feats, times = _native(state, smooth)
+    else:
+        feats, times = _torch_path(state, smooth)
+    if orbit:
+        shape = _orbit_shape(state, times.energy_time)
+        feats = torch.cat([feats, torch.where(_massive(state), shape, 0.0).unsqueeze(-1)], -1)
+    return feats, times
+
+
+def _torch_path(state: SystemState, smooth: bool) -> tuple[Tensor, EncounterTimes]:
+    """:func:`encounter_features` (without ``orbit``) by torch ops (any device)."""
     body = _per_body(state)
     t, kin, pot = _times(state, body)
     k = body.tau.argmin(-1, keepdim=True)  # the body that sets Aarseth's step

@@ -22,6 +22,14 @@ logs diverge where one body's acceleration passes through zero, as the middle
 body's does six times a period on the figure-eight, and the body of the minimum
 changes at once).
 
+``encounter-orbit`` (15, :data:`ORBIT_ENCOUNTER_NAMES`): ``encounter-smooth`` and the
+shape of the orbits, ``log(1 - e^2)`` of a binary (generalised to N bodies from the
+angular momentum, energy and masses; conserved along a run). Aarseth's criterion
+is close to the best step shape on binaries at e >= 0.7, while larger steps near
+apocentre pay at e ~ 0.5 (README, session 14), so a network that cannot tell the two
+apart compromises; this kind lets it tell them apart (the generalist preset trained
+on it is no better on the development systems, README).
+
 History features (see :mod:`aits.history`): ``delta_mag`` gives, for each
 consecutive pair of states in the window, mean/max/rms of |dx|, |dv|, |da| over
 the bodies and the dt taken between them (10 numbers a pair); the history
@@ -66,6 +74,7 @@ __all__ = [
     "FeatureScales",
     "FeatureSpec",
     "HISTORY_KINDS",
+    "ORBIT_ENCOUNTER_NAMES",
     "PAIR_CHUNK_ELEMENTS",
     "PairStats",
     "RICH_NAMES",
@@ -117,6 +126,12 @@ SMOOTH_ENCOUNTER_NAMES: tuple[str, ...] = ENCOUNTER_NAMES[:6] + (
     "log_summed_snap_time_over_aarseth",     # log(sqrt(S_a / S_s) / tau_min)
     "log_summed_crackle_time_over_aarseth",  # log((S_a / S_c)^(1/3) / tau_min)
 ) + ENCOUNTER_NAMES[12:]
+#: the ``encounter-orbit`` kind: SMOOTH_ENCOUNTER_NAMES and the shape of the orbits,
+#: ``log(2 L^2 |E| M / (G^2 P^3))`` with ``L`` the angular momentum and ``E`` the energy
+#: in the centre-of-mass frame, ``M`` the total mass and ``P = sum_{i<j} m_i m_j``:
+#: ``log(1 - e^2)`` of a Kepler binary (0 circular, to -CLIP as e -> 1), conserved
+#: along a run, so the network can tell a near-circular from an eccentric system
+ORBIT_ENCOUNTER_NAMES: tuple[str, ...] = SMOOTH_ENCOUNTER_NAMES + ("log_orbit_shape",)
 DELTA_MAG_NAMES: tuple[str, ...] = (
     "mean_dx", "max_dx", "rms_dx", "mean_dv", "max_dv", "rms_dv",
     "mean_da", "max_da", "rms_da", "dt",
@@ -126,7 +141,7 @@ DELTA_MAG_NAMES: tuple[str, ...] = (
 _UNITS = {
     "n_bodies": "1", "dim": "1", "total_mass": "M", "mean_mass": "M", "min_mass": "M",
     "max_mass": "M", "std_mass": "M", "softening": "L", "dt": "T",
-    **{n: "1" for n in ENCOUNTER_NAMES + SMOOTH_ENCOUNTER_NAMES},
+    **{n: "1" for n in ENCOUNTER_NAMES + ORBIT_ENCOUNTER_NAMES},
 }
 for _n in RICH_NAMES + DELTA_MAG_NAMES:
     if _n not in _UNITS:
@@ -136,11 +151,12 @@ for _n in RICH_NAMES + DELTA_MAG_NAMES:
 _UNIT_INDEX = {"M": 0, "L": 1, "V": 2, "A": 3, "T": 4, "1": 5}
 
 #: the dimensionless kinds that :mod:`aits.encounter` computes
-ENCOUNTER_KINDS = ("encounter", "encounter-smooth")
+ENCOUNTER_KINDS = ("encounter", "encounter-smooth", "encounter-orbit")
 ANALYTIC_KINDS = ("basic", "rich") + ENCOUNTER_KINDS
 HISTORY_KINDS = ("delta_mag", "basic", "rich")
 _NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "encounter": ENCOUNTER_NAMES,
-          "encounter-smooth": SMOOTH_ENCOUNTER_NAMES, "delta_mag": DELTA_MAG_NAMES}
+          "encounter-smooth": SMOOTH_ENCOUNTER_NAMES, "encounter-orbit": ORBIT_ENCOUNTER_NAMES,
+          "delta_mag": DELTA_MAG_NAMES}
 
 #: Budget (elements) for one chunk of the pairwise loop, per batch.
 PAIR_CHUNK_ELEMENTS = 1 << 20
@@ -394,7 +410,8 @@ def analytic_features(
     pairs: PairStats | None = None,
 ) -> Tensor:
     """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for
-    ``rich``, ``(14,)`` for ``encounter`` and ``encounter-smooth``.
+    ``rich``, ``(14,)`` for ``encounter`` and ``encounter-smooth``, ``(15,)`` for
+    ``encounter-orbit``.
 
     Reuses ``state.acc`` when cached (else one force evaluation) and ``pairs``, the
     state's :func:`pairwise_stats`, when given (else :func:`state_pair_stats`). Finite for any
@@ -419,10 +436,10 @@ def _analytic_raw(
     total = m.sum(-1)
     w = center_of_mass_weights(m).unsqueeze(-1)
     if kind in ENCOUNTER_KINDS:
-        from aits.encounter import encounter_features  # encounter imports this module
+        from aits.encounter import kind_features  # encounter imports this module
 
         r = (x - (w * x).sum(-2, keepdim=True)).norm(dim=-1)
-        feats = encounter_features(state, smooth=kind == "encounter-smooth")[0]
+        feats = kind_features(state, kind)[0]
         return feats, total, r.square().mean(-1).sqrt()
     acc = torch.where((total > 0)[..., None, None], state.acceleration().detach(), 0.0)
     # |x - x_com|, |v - v_com|, |a| of every body at once: (..., 3, N)

@@ -262,9 +262,9 @@ class TimeStepNet(nn.Module):
         time scale for ``"aarseth"``, else ``None``."""
         if self._encounter_inputs():
             # the encounter features hold Aarseth's time: one set of derivative passes
-            from aits.encounter import encounter_features  # encounter imports policies
+            from aits.encounter import kind_features  # encounter imports policies
 
-            feats, times = encounter_features(state, smooth=self.spec.kind == "encounter-smooth")
+            feats, times = kind_features(state, self.spec.kind)
             return feats, times.aarseth_min
         pairs = state_pair_stats(state, freefall=self.output == "dynamical")
         feats = self.spec(state, history, pairs)

@@ -116,7 +116,8 @@ def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy | ModelPolicy, t
     else:
         kind = {"net": native_net(policy.net), "activation": policy.net.config()["activation"],
                 "net_scale": policy.net.dt_scale, "dt_scale": policy.dt_scale, "clip": CLIP,
-                "smooth": policy.net.spec.kind == "encounter-smooth"}
+                "smooth": policy.net.spec.kind != "encounter",
+                "orbit": policy.net.spec.kind == "encounter-orbit"}
     pos, vel, acc, time, counts, stats, totals = ops.kdk_run(
         batch.pos, batch.vel, batch.mass, batch.acc, batch.time, t_stop, limit,
         softening=batch.softening, G=batch.G, diagnostics=diagnostics,

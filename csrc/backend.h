@@ -35,7 +35,8 @@ enum class NetActivation { kTanh, kRelu };
 // contiguous, the first layer taking the kEncounterFeatures features and the
 // last giving one output; net_scale is the network's dt_scale, clip the
 // features' clip (aits.encounter.CLIP) and smooth their kind (encounter-smooth
-// when true, else encounter).
+// when true, else encounter); orbit (with smooth): the encounter-orbit kind, one
+// input more (kEncounterFeatures + 1).
 struct KdkRunArgs {
   at::Tensor pos, vel, mass, acc, time, t_stop;
   double softening, G;
@@ -48,7 +49,7 @@ struct KdkRunArgs {
   std::vector<at::Tensor> net;
   NetActivation activation;
   double net_scale, clip;
-  bool smooth;
+  bool smooth, orbit;
   at::Tensor pos1, vel1, acc1, time1, counts, stats, totals;
 };
 

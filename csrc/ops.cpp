@@ -238,15 +238,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
 }
 
 // The layers of kdk_run's network: weight (K, out, in) and bias (K, out) of each,
-// float64, finite, on the CPU, chained from kEncounterFeatures inputs to one
-// output. Returns them contiguous.
-std::vector<Tensor> check_net(const char* op, at::TensorList net) {
+// float64, finite, on the CPU, chained from `inputs` inputs to one output.
+// Returns them contiguous.
+std::vector<Tensor> check_net(const char* op, at::TensorList net, int64_t inputs) {
   TORCH_CHECK_VALUE(!net.empty() && net.size() % 2 == 0, "aits.", op, ": policy 'model' needs "
                     "net = [weight, bias] of every layer (an even, non-zero number of tensors), "
                     "got ", net.size(), " tensors.");
   std::vector<Tensor> out;
   const int64_t K = net[0].dim() == 3 ? net[0].size(0) : -1;
-  int64_t width = kEncounterFeatures;
+  int64_t width = inputs;
   for (size_t k = 0; k < net.size(); k += 2) {
     const Tensor &w = net[k], &b = net[k + 1];
     const size_t layer = k / 2;
@@ -280,7 +280,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
     double fail_above, bool stop_diverged, at::TensorList net, c10::string_view activation,
-    double net_scale, double clip, bool smooth) {
+    double net_scale, double clip, bool smooth, bool orbit) {
   const char* op = "kdk_run";
   TORCH_CHECK_VALUE(pos.dim() == 3, "aits.", op, ": pos must be a batch (B, N, D); for one "
                     "system pass pos.unsqueeze(0) (and the same for the other inputs).");
@@ -293,7 +293,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   const std::string act(activation.data(), activation.size());
   std::vector<Tensor> layers;
   if (name == "model") {
-    layers = check_net(op, net);
+    TORCH_CHECK_VALUE(smooth || !orbit, "aits.", op, ": orbit is the encounter-orbit kind, "
+                      "which is smooth: pass smooth=True too.");
+    layers = check_net(op, net, kEncounterFeatures + (orbit ? 1 : 0));
     TORCH_CHECK_VALUE(act == "tanh" || act == "relu", "aits.", op, ": unknown activation '", act,
                       "'; the native network has 'tanh' and 'relu'.");
     check_number(op, "net_scale", net_scale, Sign::kPositive);
@@ -336,6 +338,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   run.net_scale = net_scale;
   run.clip = clip;
   run.smooth = smooth;
+  run.orbit = orbit;
   run.max_steps = max_steps;
   run.diagnostics = diagnostics;
   run.threshold = threshold;
@@ -382,7 +385,7 @@ TORCH_LIBRARY(aits, m) {
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
       " float threshold, float floor, float fail_above, bool stop_diverged, Tensor[] net,"
-      " str activation, float net_scale, float clip, bool smooth=False)"
+      " str activation, float net_scale, float clip, bool smooth=False, bool orbit=False)"
       " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
   m.def("set_pair_kernel(str name) -> ()");

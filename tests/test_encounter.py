@@ -1,15 +1,14 @@
-"""Encounter features (both kinds): values on a circular orbit, agreement with the
-classical criteria, scale-freedom, permutation invariance, finiteness, and the
-smooth kind's continuity along the figure-eight."""
+"""Encounter features (the three kinds): values on a circular orbit, agreement with the
+classical criteria, scale-freedom, permutation invariance, finiteness, the smooth
+kind's continuity along the figure-eight and the orbit kind's log(1 - e^2)."""
 
 import math
 
 import pytest
 import torch
 
-from aits.encounter import (CLIP, ENCOUNTER_NAMES, SMOOTH_ENCOUNTER_NAMES, encounter_features,
-                            encounter_times)
-from aits.encounter import encounter_features as _encounter_features
+from aits.encounter import (CLIP, ENCOUNTER_NAMES, ORBIT_ENCOUNTER_NAMES, SMOOTH_ENCOUNTER_NAMES,
+                            encounter_features, encounter_times, kind_features)
 from aits.features import FeatureSpec, feature_names, gravity_derivatives
 from aits.ics import FIGURE_EIGHT_PERIOD, figure_eight, kepler_orbit, random_system
 from aits.policies import AarsethPolicy, CollisionalPolicy, FreeFallPolicy
@@ -18,7 +17,7 @@ from aits.state import SystemState, step
 f64 = torch.float64
 
 
-SMOOTH = [False, True]
+KINDS = ["encounter", "encounter-smooth", "encounter-orbit"]
 
 
 def _named(state: SystemState, smooth: bool = False) -> dict[str, float]:
@@ -52,6 +51,47 @@ def test_circular_binary_has_the_hand_computed_values():
         assert smooth[name] == f[name], name
 
 
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_orbit_shape_is_log_one_minus_e_squared_of_a_binary(dim, native):
+    """The encounter-orbit kind's last column on Kepler binaries of any eccentricity,
+    mass ratio, size and phase (moved and boosted, so the centre-of-mass frame is
+    needed): log(1 - e^2), the same at every point of the orbit."""
+    for e in (0.0, 0.3, 0.9, 0.999):
+        for m1, m2, a in ((0.5, 0.5, 1.0), (1.0, 1e-3, 2.5), (0.2, 0.7, 0.4)):
+            for at in ("apocentre", "pericentre"):
+                s = kepler_orbit(e, a, m1, m2, dim=dim, at=at)
+                shift = torch.arange(1.0, dim + 1, dtype=f64)
+                s = s.replace(pos=s.pos + 3 * shift, vel=s.vel - 0.2 * shift)
+                f = kind_features(s, "encounter-orbit", native=native)[0]
+                assert f.shape == (15,)
+                assert float(f[-1]) == pytest.approx(math.log(1 - e * e), rel=1e-9, abs=1e-9)
+                torch.testing.assert_close(f[:14], kind_features(s, "encounter-smooth")[0],
+                                           rtol=0, atol=1e-12)
+
+
+def test_orbit_shape_is_conserved_along_a_run_and_rotation_invariant():
+    """On a hierarchical triple and a small cluster the orbit column is conserved (it is
+    built from the energy and angular momentum) to the run's own error, and a rotated
+    system gives the same features."""
+    from aits.ics import hierarchical_triple
+
+    s = hierarchical_triple(e_in=0.6, a_out=8.0, masses=(0.7, 0.4, 0.3), inclination=0.8)
+    shape0 = float(kind_features(s, "encounter-orbit")[0][-1])
+    for _ in range(400):
+        s = step(s, 2e-3)
+    assert float(kind_features(s, "encounter-orbit")[0][-1]) == pytest.approx(shape0, abs=1e-6)
+    c = random_system(7, 3, seed=3, softening=0.01)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=f64, generator=torch.Generator().manual_seed(2)))
+    rotated = c.replace(pos=c.pos @ q.T, vel=c.vel @ q.T)
+    torch.testing.assert_close(kind_features(rotated, "encounter-orbit")[0],
+                               kind_features(c, "encounter-orbit")[0], rtol=0, atol=1e-11)
+    with pytest.raises(ValueError, match="encounter-orbit kind, which is smooth"):
+        encounter_features(c, orbit=True)
+    with pytest.raises(ValueError, match="not an encounter feature kind"):
+        kind_features(c, "basic")
+
+
 def test_times_agree_with_the_classical_criteria():
     s = random_system(7, 3, batch=3, seed=4, softening=0.05)
     s = step(s, 1e-3)  # with the cached pair statistics and acceleration
@@ -61,45 +101,47 @@ def test_times_agree_with_the_classical_criteria():
     torch.testing.assert_close(t.collision_min, CollisionalPolicy(1.0)(s), rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("smooth", SMOOTH)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dim", [2, 3])
-def test_rescaled_system_gives_the_same_features_and_rescaled_times(dim, smooth):
+def test_rescaled_system_gives_the_same_features_and_rescaled_times(dim, kind):
     s = random_system(6, dim, batch=2, seed=1, softening=0.02)
     s = s.replace(mass=s.mass * torch.tensor([[1.0], [0.2]], dtype=f64))  # unequal masses
     L, M, G = 3.7, 0.4, 2.5
     T = math.sqrt(L**3 / (G * M))  # G' (M m) T^2 / L^3 = G m with the original G = 1
     s2 = SystemState(s.pos * L, s.vel * L / T, s.mass * M, softening=s.softening * L, G=G)
-    f1, t1 = encounter_features(s, smooth=smooth)
-    f2, t2 = encounter_features(s2, smooth=smooth)
+    f1, t1 = kind_features(s, kind)
+    f2, t2 = kind_features(s2, kind)
     torch.testing.assert_close(f2, f1, rtol=1e-12, atol=1e-12)
     for name in ("aarseth_min", "aarseth_gmean", "freefall_min", "collision_min", "energy_time"):
         torch.testing.assert_close(getattr(t2, name), getattr(t1, name) * T, rtol=1e-12, atol=0)
     assert not torch.allclose(t2.aarseth_min, t1.aarseth_min)
     # through the spec, with or without normalisation
     for norm in ("none", "state"):
-        spec = FeatureSpec("encounter-smooth" if smooth else "encounter", normalize=norm)
+        spec = FeatureSpec(kind, normalize=norm)
         torch.testing.assert_close(spec(s2), spec(s), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("smooth", SMOOTH)
-def test_permutation_invariance(smooth):
+@pytest.mark.parametrize("kind", KINDS)
+def test_permutation_invariance(kind):
     s = random_system(9, 3, batch=2, seed=7, softening=0.01)
     s = s.replace(mass=torch.rand(2, 9, dtype=f64, generator=torch.Generator().manual_seed(0)) + 0.1)
     perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
     sp = SystemState(s.pos[:, perm], s.vel[:, perm], s.mass[:, perm], softening=s.softening)
-    torch.testing.assert_close(encounter_features(sp, smooth=smooth)[0],
-                               encounter_features(s, smooth=smooth)[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kind_features(sp, kind)[0],
+                               kind_features(s, kind)[0], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("smooth", SMOOTH)
-def test_padded_zero_one_and_two_body_states_are_finite(smooth):
+@pytest.mark.parametrize("kind", KINDS)
+def test_padded_zero_one_and_two_body_states_are_finite(kind):
+    width = len(feature_names(kind))
+
     def encounter_features(state):
-        return _encounter_features(state, smooth=smooth)
+        return kind_features(state, kind)
 
     zero = SystemState(torch.zeros(2, 5, 3, dtype=f64), torch.zeros(2, 5, 3, dtype=f64),
                        torch.zeros(2, 5, dtype=f64))
     f, t = encounter_features(zero)
-    assert torch.equal(f, torch.zeros(2, 14, dtype=f64))
+    assert torch.equal(f, torch.zeros(2, width, dtype=f64))
     assert torch.isinf(t.aarseth_min).all() and torch.isinf(t.freefall_min).all()
     one = SystemState(torch.zeros(1, 2, dtype=f64), torch.ones(1, 2, dtype=f64),
                       torch.ones(1, dtype=f64))
@@ -118,7 +160,7 @@ def test_padded_zero_one_and_two_body_states_are_finite(smooth):
                         torch.stack([rest.mass, torch.zeros(3, dtype=f64)]))
     fm = encounter_features(mixed)[0]
     torch.testing.assert_close(fm[0], encounter_features(rest)[0], rtol=1e-12, atol=0)
-    assert torch.equal(fm[1], torch.zeros(14, dtype=f64))
+    assert torch.equal(fm[1], torch.zeros(width, dtype=f64))
 
 
 def test_a_body_at_zero_acceleration_keeps_its_aarseth_time():
@@ -139,17 +181,20 @@ def test_a_body_at_zero_acceleration_keeps_its_aarseth_time():
         assert torch.isfinite(t.aarseth_gmean)
 
 
-@pytest.mark.parametrize("smooth", SMOOTH)
-def test_names_and_float32(smooth):
+@pytest.mark.parametrize("kind", KINDS)
+def test_names_and_float32(kind):
     assert feature_names("encounter") == ENCOUNTER_NAMES and len(set(ENCOUNTER_NAMES)) == 14
     assert feature_names("encounter-smooth") == SMOOTH_ENCOUNTER_NAMES
     assert len(set(SMOOTH_ENCOUNTER_NAMES)) == 14
     assert len(set(SMOOTH_ENCOUNTER_NAMES) & set(ENCOUNTER_NAMES)) == 8
+    assert feature_names("encounter-orbit") == ORBIT_ENCOUNTER_NAMES
+    assert ORBIT_ENCOUNTER_NAMES[:14] == SMOOTH_ENCOUNTER_NAMES
+    assert len(set(ORBIT_ENCOUNTER_NAMES)) == 15
     s = random_system(5, 3, seed=2, dtype=torch.float32)
-    f = encounter_features(s, smooth=smooth)[0]
+    f = kind_features(s, kind)[0]
     assert f.dtype == torch.float32 and torch.isfinite(f).all()
     torch.testing.assert_close(
-        f.double(), encounter_features(s.to(dtype=f64), smooth=smooth)[0], rtol=1e-4, atol=1e-4)
+        f.double(), kind_features(s.to(dtype=f64), kind)[0], rtol=1e-4, atol=1e-4)
 
 
 def _edge_states() -> list[SystemState]:
@@ -171,17 +216,17 @@ def _edge_states() -> list[SystemState]:
     return states
 
 
-@pytest.mark.parametrize("smooth", SMOOTH)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [f64, torch.float32])
-def test_native_features_are_the_torch_paths(dtype, smooth):
+def test_native_features_are_the_torch_paths(dtype, kind):
     """The native op (aits.ops.encounter_features) and the torch path agree to rounding:
     features (log ratios) to 1e-12 absolute in float64, times to 1e-12 relative, infinite
     where the torch path's are."""
     tol = 1e-12 if dtype == f64 else 1e-4
     for s in _edge_states():
         s = s.to(dtype=dtype)
-        f_native, t_native = encounter_features(s, smooth=smooth)
-        f_torch, t_torch = encounter_features(s, native=False, smooth=smooth)
+        f_native, t_native = kind_features(s, kind)
+        f_torch, t_torch = kind_features(s, kind, native=False)
         assert f_native.shape == f_torch.shape and f_native.dtype == dtype
         torch.testing.assert_close(f_native, f_torch, rtol=0, atol=tol)
         for name in ("aarseth_min", "aarseth_gmean", "freefall_min", "collision_min",
@@ -195,7 +240,7 @@ def test_native_op_opcheck_and_bad_input():
     from aits import ops
 
     s = random_system(4, 3, batch=3, seed=0, softening=0.01)
-    for smooth in SMOOTH:
+    for smooth in (False, True):
         torch.library.opcheck(torch.ops.aits.encounter_features.default,
                               (s.pos, s.vel, s.mass, 0.01, 1.0, CLIP, smooth))
     with pytest.raises(ValueError, match="clip must be > 0"):
@@ -228,8 +273,8 @@ def test_smooth_features_stay_continuous_along_the_figure_eight():
     assert (smooth[:, 8] >= 0).all()  # the summed Aarseth time is >= the minimum
 
 
-@pytest.mark.parametrize("smooth", SMOOTH)
-def test_large_systems_pair_blocks_are_the_torch_path_for_any_thread_count(smooth):
+@pytest.mark.parametrize("kind", KINDS)
+def test_large_systems_pair_blocks_are_the_torch_path_for_any_thread_count(kind):
     """Above 64 bodies the native pass over the pairs runs in row blocks, over the
     threads when the batch has fewer systems than threads: the same bits for 1 and 2
     threads, and the torch path's values (a batch of one and of three, N = 200)."""
@@ -239,13 +284,13 @@ def test_large_systems_pair_blocks_are_the_torch_path_for_any_thread_count(smoot
         out = {}
         for n in (1, 2):
             torch.set_num_threads(n)
-            out[n] = [encounter_features(x, smooth=smooth) for x in (s.index(0), s)]
+            out[n] = [kind_features(x, kind) for x in (s.index(0), s)]
     finally:
         torch.set_num_threads(threads)
     for (f1, t1), (f2, t2) in zip(out[1], out[2]):
         assert torch.equal(f1, f2)
         assert all(torch.equal(a, b) for a, b in zip(vars(t1).values(), vars(t2).values()))
-    f_torch, t_torch = encounter_features(s, native=False, smooth=smooth)
+    f_torch, t_torch = kind_features(s, kind, native=False)
     torch.testing.assert_close(out[1][1][0], f_torch, rtol=0, atol=1e-12)
     torch.testing.assert_close(out[1][0][0], f_torch[0], rtol=0, atol=1e-12)
     for name in ("freefall_min", "collision_min", "energy_time"):
@@ -253,13 +298,13 @@ def test_large_systems_pair_blocks_are_the_torch_path_for_any_thread_count(smoot
                                    rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("smooth", SMOOTH)
-def test_large_float32_systems_are_the_torch_path(smooth):
+@pytest.mark.parametrize("kind", KINDS)
+def test_large_float32_systems_are_the_torch_path(kind):
     """Float32 above 64 bodies keeps the encounter kernel's own pass over the pairs
     (in float64 arithmetic): the torch path's values to float32 rounding."""
     s = random_system(100, 3, batch=2, seed=4, softening=0.01).to(dtype=torch.float32)
-    f_native, t_native = encounter_features(s, smooth=smooth)
-    f_torch, t_torch = encounter_features(s, native=False, smooth=smooth)
+    f_native, t_native = kind_features(s, kind)
+    f_torch, t_torch = kind_features(s, kind, native=False)
     assert f_native.dtype == torch.float32
     torch.testing.assert_close(f_native, f_torch, rtol=0, atol=1e-4)
     for name in ("aarseth_min", "freefall_min", "collision_min", "energy_time"):
@@ -268,8 +313,8 @@ def test_large_float32_systems_are_the_torch_path(smooth):
 
 
 @pytest.mark.parametrize("softening", [0.01, 0.0])
-@pytest.mark.parametrize("smooth", SMOOTH)
-def test_large_systems_pair_pass_with_massless_comoving_and_close_bodies(softening, smooth):
+@pytest.mark.parametrize("kind", KINDS)
+def test_large_systems_pair_pass_with_massless_comoving_and_close_bodies(softening, kind):
     """The pair times above 64 bodies (float64: taken by the derivatives' two passes;
     their minima without division) on the cases that meet their edges: test particles
     (free-fall weights 0), a comoving pair (|v_ij| = 0) and a pair 1e-9 apart, softened
@@ -280,8 +325,8 @@ def test_large_systems_pair_pass_with_massless_comoving_and_close_bodies(softeni
     mass[:, 20:30] = 0
     pos[:, 40] = pos[:, 41] + 1e-9
     state = SystemState(pos, vel, mass, softening=softening)
-    f_native, t_native = encounter_features(state, smooth=smooth)
-    f_torch, t_torch = encounter_features(state, native=False, smooth=smooth)
+    f_native, t_native = kind_features(state, kind)
+    f_torch, t_torch = kind_features(state, kind, native=False)
     torch.testing.assert_close(f_native, f_torch, rtol=0, atol=1e-12)
     for name in ("freefall_min", "collision_min", "energy_time"):
         torch.testing.assert_close(getattr(t_native, name), getattr(t_torch, name),

@@ -339,12 +339,14 @@ def _generalist() -> ModelPolicy:
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("diagnostics", [False, True])
 @pytest.mark.parametrize("n, dim", [(2, 2), (3, 3), (5, 2)])
-@pytest.mark.parametrize("model", ["generalist", "one network", "relu ensemble", "smooth"])
+@pytest.mark.parametrize("model", ["generalist", "one network", "relu ensemble", "smooth",
+                                   "orbit"])
 def test_native_model_run_is_the_python_loop(dtype, diagnostics, n, dim, model):
     policy = {"generalist": _generalist,
               "one network": lambda: ModelPolicy(_net(1), dt_scale=0.7),
               "relu ensemble": lambda: ModelPolicy(_net(3, "relu", seed=4)),
-              "smooth": lambda: ModelPolicy(_net(2, seed=5, kind="encounter-smooth"))}[model]()
+              "smooth": lambda: ModelPolicy(_net(2, seed=5, kind="encounter-smooth")),
+              "orbit": lambda: ModelPolicy(_net(2, seed=6, kind="encounter-orbit"))}[model]()
     state = _systems(n, 13, dtype, seed=n + dim, dim=dim)
     a = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics, native=False)
     b = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics)
@@ -355,7 +357,7 @@ def test_native_model_run_is_the_python_loop(dtype, diagnostics, n, dim, model):
 
 @pytest.mark.parametrize("members, activation, spread, kind", [
     (1, "tanh", 1.0, "encounter"), (4, "tanh", 6.0, "encounter"), (2, "relu", 3.0, "encounter"),
-    (2, "tanh", 3.0, "encounter-smooth")])
+    (2, "tanh", 3.0, "encounter-smooth"), (2, "tanh", 3.0, "encounter-orbit")])
 def test_native_model_dt_is_the_networks(members, activation, spread, kind):
     """The first step is the policy's dt to ~1e-14: the features (of either kind), the
     layers, tanh (its pre-activations spread over +-20 with spread 6), softplus and the
@@ -369,10 +371,25 @@ def test_native_model_dt_is_the_networks(members, activation, spread, kind):
         inf = torch.full((11,), math.inf, dtype=F64)
         out = ops.kdk_run(state.pos, state.vel, state.mass, state.acc, state.time.double(), inf,
                           1, net=native_run.native_net(policy.net), activation=activation,
-                          dt_scale=1.3, softening=0.01, smooth=kind == "encounter-smooth")
+                          dt_scale=1.3, softening=0.01, smooth=kind != "encounter",
+                          orbit=kind == "encounter-orbit")
         got = out[5][:, ops.KDK_RUN_STATS.index("dt_last")]
         torch.testing.assert_close(got, want, rtol=1e-13, atol=0.0)
         assert float(want.max() / want.min()) > 1.5  # the states' steps differ
+
+
+def test_native_model_refuses_a_network_of_the_wrong_kind():
+    """An orbit run needs smooth and a network of 15 inputs; a 15-input network is no
+    plain run's (the message names the width it expected)."""
+    args = _run_args(3)
+    plain = native_run.native_net(_net(1))
+    orbit = native_run.native_net(_net(1, kind="encounter-orbit"))
+    with pytest.raises(ValueError, match="encounter-orbit kind, which is smooth"):
+        ops.kdk_run(*args, 10, net=orbit, orbit=True)
+    with pytest.raises(ValueError, match=r"shape \(K, out, 15\)"):
+        ops.kdk_run(*args, 10, net=plain, smooth=True, orbit=True)
+    with pytest.raises(ValueError, match=r"shape \(K, out, 14\)"):
+        ops.kdk_run(*args, 10, net=orbit, smooth=True)
 
 
 def test_native_model_is_deterministic_and_independent_of_the_batch():

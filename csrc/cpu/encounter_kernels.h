@@ -377,6 +377,48 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
   for (int k = 0; k < kTimes; ++k) times[k] = static_cast<T>(t[k]);
 }
 
+// The encounter-orbit kind's last column (aits.encounter._orbit_shape) of one
+// system, x, v (N, D), m (N): log(2 L^2 |E| M / (G^2 P^3)) with L the angular
+// momentum and E the energy in the centre-of-mass frame (|E| from the energy time
+// t_energy = G M^(5/2) / (2 |E|)^(3/2)), M the total mass, P = sum_{i<k} m_i m_k;
+// log(1 - e^2) of a Kepler binary. 0 for a system without mass.
+template <typename T, int D>
+double orbit_shape(const T* x, const T* v, const T* m, int64_t N, double t_energy, double G,
+                   double clip, double tiny) {
+  double M = 0.0, m2 = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    M += double(m[i]);
+    m2 += double(m[i]) * double(m[i]);
+  }
+  if (!(M > 0)) return 0.0;
+  double xc[D] = {}, vc[D] = {};
+  for (int64_t i = 0; i < N; ++i) {
+    for (int d = 0; d < D; ++d) {
+      xc[d] += double(m[i]) / M * double(x[i * D + d]);
+      vc[d] += double(m[i]) / M * double(v[i * D + d]);
+    }
+  }
+  double L[3] = {};  // in 2-D the z component alone; in 1-D none
+  for (int64_t i = 0; i < N; ++i) {
+    double r[D], u[D];
+    for (int d = 0; d < D; ++d) {
+      r[d] = double(x[i * D + d]) - xc[d];
+      u[d] = double(v[i * D + d]) - vc[d];
+    }
+    if constexpr (D == 3) {
+      L[0] += double(m[i]) * (r[1] * u[2] - r[2] * u[1]);
+      L[1] += double(m[i]) * (r[2] * u[0] - r[0] * u[2]);
+      L[2] += double(m[i]) * (r[0] * u[1] - r[1] * u[0]);
+    } else if constexpr (D == 2) {
+      L[2] += double(m[i]) * (r[0] * u[1] - r[1] * u[0]);
+    }
+  }
+  const double L2 = L[0] * L[0] + L[1] * L[1] + L[2] * L[2];
+  const double E = std::pow(G * std::pow(M, 2.5) / t_energy, 2.0 / 3.0) / 2;  // 0 at inf
+  const double P = (M * M - m2) / 2;
+  return log_ratio(2 * L2 * E * M, G * G * P * P * P, clip, tiny);
+}
+
 // Every system of the batch: x, v, a, j, s, c (B, N, D), m (B, N);
 // feats (B, kFeatures), times (B, kTimes); pairs: the systems' PairTimes (B) if
 // already known (PairTimesObserver), else null.

@@ -80,7 +80,11 @@ struct RunConfig {
   const lane_net::Net* net;  // the model policy's network (else unused)
   double clip;               // the model's encounter features' clip
   bool smooth;               // ... and their kind: encounter-smooth (else encounter)
+  bool orbit;                // ... encounter-orbit (with smooth): one input more
 };
+
+// The most inputs the model's network takes (the encounter-orbit kind's).
+constexpr int kNetInputs = kEncounterFeatures + 1;
 
 template <typename T>
 struct RunIO {
@@ -221,7 +225,7 @@ struct LaneGroup {
         fixed_dt(static_cast<T>(cfg_.value)), eta(static_cast<T>(cfg_.value)) {
     for (int l = 0; l < kLanes; ++l) sys[l] = -1;
     if constexpr (kPolicy == RunPolicy::kModel) {
-      net_scratch.resize(kEncounterFeatures + 2 * cfg.net->width);
+      net_scratch.resize(kNetInputs + 2 * cfg.net->width);
     }
     active = refill();
   }
@@ -361,9 +365,10 @@ struct LaneGroup {
     T xs[kMaxBodies<T> * D], vs[kMaxBodies<T> * D], as[kMaxBodies<T> * D],
         js[kMaxBodies<T> * D], ss[kMaxBodies<T> * D], cs[kMaxBodies<T> * D], ms[kMaxBodies<T>];
     T feats[kEncounterFeatures], times[kEncounterTimes];
+    const int inputs = kEncounterFeatures + (cfg.orbit ? 1 : 0);
     for (int l = 0; l < kLanes; ++l) {
       if (sys[l] < 0) {
-        for (int f = 0; f < kEncounterFeatures; ++f) x[f][l] = 0.0;
+        for (int f = 0; f < inputs; ++f) x[f][l] = 0.0;
         continue;
       }
       for (int64_t i = 0; i < N; ++i) {
@@ -379,9 +384,13 @@ struct LaneGroup {
       }
       encounter_kernels::system_features<T, D>(xs, vs, ms, as, js, ss, cs, in, feats, times);
       for (int f = 0; f < kEncounterFeatures; ++f) x[f][l] = double(feats[f]);
+      if (cfg.orbit) {  // rounded to T, as the op's features are
+        x[kEncounterFeatures][l] = double(static_cast<T>(encounter_kernels::orbit_shape<T, D>(
+            xs, vs, ms, N, double(times[4]), double(G), cfg.clip, in.tiny)));
+      }
       tau[l] = double(times[0]);
     }
-    const F64 net = lane_net::forward(*cfg.net, x, x + kEncounterFeatures);
+    const F64 net = lane_net::forward(*cfg.net, x, x + kNetInputs);
     const V<T> dt = lanes::cast<T>(net * tau);
     return cfg.value == 1.0 ? dt : dt * static_cast<T>(cfg.value);
   }
