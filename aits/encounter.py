@@ -24,9 +24,10 @@ rescaling, invariant under a permutation of the bodies, finite for zero-mass
 With ``orbit=True`` (the ``encounter-orbit`` kind, always smooth) one column more,
 :data:`ORBIT_ENCOUNTER_NAMES`' last: ``log(2 L^2 |E| M / (G^2 P^3))`` (``L`` the
 angular momentum and ``E`` the energy in the centre-of-mass frame, ``M`` the total
-mass, ``P = sum_{i<j} m_i m_j``), which is ``log(1 - e^2)`` for a Kepler binary and,
-for N bodies, as scale-free, rotation- and permutation-invariant and conserved along a
-run; O(N) from the state and the energy time.
+mass, ``P = sum_{i<j} m_i m_j``), which is ``log(1 - e^2)`` for a bound Kepler binary
+(``log(e^2 - 1)`` for an unbound one) and, for N bodies, as scale-free, rotation- and
+permutation-invariant and conserved along a run; O(N) from the state and the energy
+time.
 
 With ``smooth=True`` it returns :data:`SMOOTH_ENCOUNTER_NAMES` instead (the
 ``encounter-smooth`` feature kind): columns 6-11 are logs of ratios of sums over
@@ -59,8 +60,8 @@ import torch
 from torch import Tensor
 
 from aits import ops
-from aits.features import (ENCOUNTER_NAMES, ORBIT_ENCOUNTER_NAMES, SMOOTH_ENCOUNTER_NAMES,
-                           gravity_derivatives, state_pair_stats)
+from aits.features import (ENCOUNTER_KINDS, ENCOUNTER_NAMES, ORBIT_ENCOUNTER_NAMES,
+                           SMOOTH_ENCOUNTER_NAMES, gravity_derivatives, state_pair_stats)
 from aits.policies import CollisionalPolicy
 from aits.state import SystemState
 
@@ -212,8 +213,9 @@ def kind_features(state: SystemState, kind: str, *,
                   native: bool = True) -> tuple[Tensor, EncounterTimes]:
     """:func:`encounter_features` of an encounter feature kind (``encounter``,
     ``encounter-smooth`` or ``encounter-orbit``)."""
-    if kind not in ("encounter", "encounter-smooth", "encounter-orbit"):
-        raise ValueError(f"{kind!r} is not an encounter feature kind")
+    if kind not in ENCOUNTER_KINDS:
+        raise ValueError(f"{kind!r} is not an encounter feature kind; valid: "
+                         f"{', '.join(ENCOUNTER_KINDS)}")
     return encounter_features(state, native=native, smooth=kind != "encounter",
                               orbit=kind == "encounter-orbit")
 
