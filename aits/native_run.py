@@ -4,7 +4,8 @@ A run whose every step is decided without Python — a :class:`~aits.policies.Fi
 an :class:`~aits.policies.AarsethPolicy` or a :class:`~aits.policies.ModelPolicy` whose
 network the native loop can evaluate (:func:`native_net`: encounter features, the
 ``"aarseth"`` output, tanh or relu, no Fourier features, float64; the shipped
-``generalist`` is one), the ``kdk`` integrator, no guard rail,
+``generalist`` is one), the ``kdk`` integrator or ``symmetric`` (its one-evaluation
+reversible recurrence, started from the policy's proposal), no guard rail,
 no observer, no progress bar, no output times, a CPU few-body batch (N at most 8 in
 float64, 16 in float32) without an external field — goes through one call of
 :func:`aits.ops.kdk_run`, which runs the core's loop natively (the same steps, the
@@ -25,7 +26,7 @@ from torch import Tensor
 from aits import ops
 from aits.gate import EnergyGate
 from aits.guards import GuardRails
-from aits.integrators import KDK, Integrator
+from aits.integrators import KDK, Integrator, SymmetricKDK
 from aits.encounter import CLIP
 from aits.features import ENCOUNTER_KINDS
 from aits.model import TimeStepNet
@@ -66,11 +67,15 @@ def native_net(net: TimeStepNet) -> list[Tensor] | None:
 
 
 def applies(batch: SystemState, policy: Policy, integ: Integrator, guards: GuardRails,
-            observers: list, progress: bool, n_out: int) -> bool:
-    """Whether :func:`run` gives this run (a batch ``(B, N, D)``) the core's results."""
+            observers: list, progress: bool, n_out: int, first_dt: object = None) -> bool:
+    """Whether :func:`run` gives this run (a batch ``(B, N, D)``) the core's results: under
+    ``kdk``, or ``symmetric`` with its one-evaluation recurrence started from the
+    policy's proposal (no ``first_dt``)."""
     native_policy = type(policy) in (FixedPolicy, AarsethPolicy) or (
         type(policy) is ModelPolicy and native_net(policy.net) is not None)
-    return (type(integ) is KDK and native_policy
+    native_integ = type(integ) is KDK or (type(integ) is SymmetricKDK and integ.iterations == 0
+                                          and first_dt is None)
+    return (native_integ and native_policy
             and not guards.active and not observers and not progress and n_out == 0
             and batch.device.type == "cpu" and batch.field is None and batch.batch_size > 0
             and batch.n_bodies <= _MAX_BODIES[batch.dtype])
@@ -105,9 +110,11 @@ class NativeRun:
 
 def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy | ModelPolicy, t_stop: Tensor,
         steps: int | None, max_steps: int, diagnostics: bool, gate: EnergyGate,
-        fail_above: float, stop_diverged: bool, force_evals0: int) -> NativeRun:
+        fail_above: float, stop_diverged: bool, force_evals0: int,
+        symmetric: bool = False) -> NativeRun:
     """Run ``batch`` (with its acceleration cached) to ``t_stop`` ``(B,)`` float64 (``inf``
-    for a ``steps`` run) as :func:`aits.simulate` would, logging its warnings and errors."""
+    for a ``steps`` run) as :func:`aits.simulate` would (``symmetric``: under the
+    ``symmetric`` integrator), logging its warnings and errors."""
     limit = steps if steps is not None else max_steps
     if isinstance(policy, FixedPolicy):
         kind = {"dt": policy.dt}
@@ -120,7 +127,7 @@ def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy | ModelPolicy, t
                 "orbit": policy.net.spec.kind == "encounter-orbit"}
     pos, vel, acc, time, counts, stats, totals = ops.kdk_run(
         batch.pos, batch.vel, batch.mass, batch.acc, batch.time, t_stop, limit,
-        softening=batch.softening, G=batch.G, diagnostics=diagnostics,
+        softening=batch.softening, G=batch.G, diagnostics=diagnostics, symmetric=symmetric,
         threshold=gate.threshold, floor=gate.floor, fail_above=fail_above,
         stop_diverged=stop_diverged, **kind)
     n, s = counts.numpy(), stats.numpy()

@@ -184,6 +184,7 @@ def kdk_run(
     clip: float = 30.0,
     smooth: bool = False,
     orbit: bool = False,
+    symmetric: bool = False,
     softening: float = 0.0,
     G: float = 1.0,
     diagnostics: bool = False,
@@ -216,6 +217,9 @@ def kdk_run(
             ``dt_scale``, times the softplus of its output, or the geometric mean of the
             members') times Aarseth's time, as :class:`~aits.policies.ModelPolicy`.
         activation: the hidden layers' activation, ``"tanh"`` or ``"relu"``.
+        symmetric: each proposal through the reversible recurrence of the ``symmetric``
+            integrator (:class:`aits.integrators.SymmetricKDK` with ``iterations = 0``,
+            its first step the proposal itself), one force evaluation a step as there.
         clip: the encounter features' clip (:data:`aits.encounter.CLIP`).
         diagnostics: measure the energy every step (per-step and whole-run errors,
             gate passes against ``threshold`` with ``floor`` as in :mod:`aits.gate`,
@@ -250,7 +254,7 @@ def kdk_run(
         float(DEFAULT_THRESHOLD if threshold is None else threshold),
         float(DEFAULT_FLOOR if floor is None else floor), float(fail_above), bool(stop_diverged),
         list(net) if net is not None else [], str(activation), float(net_scale), float(clip),
-        bool(smooth), bool(orbit),
+        bool(smooth), bool(orbit), bool(symmetric),
     )
 
 
@@ -348,7 +352,7 @@ def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, stat
 @torch.library.register_fake("aits::kdk_run")
 def _kdk_run_fake(pos, vel, mass, acc, time, t_stop, max_steps, policy, value, softening, G,
                   diagnostics, threshold, floor, fail_above, stop_diverged, net, activation,
-                  net_scale, clip, smooth=False, orbit=False):
+                  net_scale, clip, smooth=False, orbit=False, symmetric=False):
     _check_meta_mix(pos, vel=vel, mass=mass, acc=acc, time=time, t_stop=t_stop)
     B = pos.shape[0]
     return (torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos),

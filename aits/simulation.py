@@ -55,7 +55,7 @@ from aits import native_run
 from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.history import HistoryBuffer
-from aits.integrators import Integrator, make_integrator
+from aits.integrators import Integrator, SymmetricKDK, make_integrator
 from aits.observers import EnergyRecord, Observer, Progress, Trajectory
 from aits.ops import KDK_RUN_TOTALS
 from aits.policies import Policy
@@ -239,7 +239,8 @@ def simulate(
             steps land on them exactly. Times past a system's end are not reached.
         native: run natively where that gives this loop's results (to rounding): a
             fixed dt, Aarseth's criterion or a model whose network the native loop
-            computes (:func:`aits.native_run.native_net`) under ``kdk``, no guard
+            computes (:func:`aits.native_run.native_net`) under ``kdk`` or
+            ``symmetric`` (its one-evaluation recurrence, no ``first_dt``), no guard
             rail, observer, progress bar or output times, a CPU few-body batch
             without a field (:mod:`aits.native_run`). ``False`` always runs the
             Python loop.
@@ -283,7 +284,7 @@ def simulate(
     history = HistoryBuffer(policy.history_len) if policy.history_len else None
 
     use_native = native and native_run.applies(batch, policy, integ, guards, observers, progress,
-                                               len(offsets))
+                                               len(offsets), first_dt)
     fast = None  # the native run's result (it returns the conserved totals too)
     if not use_native:
         P0, L0 = batch.momentum(), batch.angular_momentum()
@@ -393,7 +394,8 @@ def simulate(
     native_landing = None
     if use_native:
         fast = native_run.run(batch, policy, t_stop, steps, max_steps, diagnostics, gate,
-                              fail_above, stop_diverged, force_evals0)
+                              fail_above, stop_diverged, force_evals0,
+                              symmetric=isinstance(integ, SymmetricKDK))
         batch = fast.state
         t_np[:] = batch.time.numpy()
         n_steps[:], evals[:], passes[:] = fast.steps, fast.force_evaluations, fast.gate_passes

@@ -50,6 +50,7 @@ struct KdkRunArgs {
   NetActivation activation;
   double net_scale, clip;
   bool smooth, orbit;
+  bool symmetric;  // the symmetric integrator's recurrence on each proposal
   at::Tensor pos1, vel1, acc1, time1, counts, stats, totals;
 };
 

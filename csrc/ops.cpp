@@ -280,7 +280,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
     double fail_above, bool stop_diverged, at::TensorList net, c10::string_view activation,
-    double net_scale, double clip, bool smooth, bool orbit) {
+    double net_scale, double clip, bool smooth, bool orbit, bool symmetric) {
   const char* op = "kdk_run";
   TORCH_CHECK_VALUE(pos.dim() == 3, "aits.", op, ": pos must be a batch (B, N, D); for one "
                     "system pass pos.unsqueeze(0) (and the same for the other inputs).");
@@ -339,6 +339,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   run.clip = clip;
   run.smooth = smooth;
   run.orbit = orbit;
+  run.symmetric = symmetric;
   run.max_steps = max_steps;
   run.diagnostics = diagnostics;
   run.threshold = threshold;
@@ -385,7 +386,8 @@ TORCH_LIBRARY(aits, m) {
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
       " float threshold, float floor, float fail_above, bool stop_diverged, Tensor[] net,"
-      " str activation, float net_scale, float clip, bool smooth=False, bool orbit=False)"
+      " str activation, float net_scale, float clip, bool smooth=False, bool orbit=False,"
+      " bool symmetric=False)"
       " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
   m.def("set_pair_kernel(str name) -> ()");

@@ -19,6 +19,7 @@ import aits
 from aits import native_run, ops
 from aits.guards import GuardRails
 from aits.ics import kepler_batch
+from aits.integrators import make_integrator
 from aits.features import FeatureSpec
 from aits.model import TimeStepNet
 from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy
@@ -92,10 +93,12 @@ def _assert_same_runs(a, b, dtype):
 @pytest.mark.parametrize("diagnostics", [False, True])
 @pytest.mark.parametrize("run", [{"t_end": 1.37}, {"steps": 60}], ids=["t_end", "steps"])
 @pytest.mark.parametrize("n", [2, 3, 5])
-def test_native_run_is_the_python_loop(dtype, policy, diagnostics, run, n):
+@pytest.mark.parametrize("integrator", ["kdk", "symmetric"])
+def test_native_run_is_the_python_loop(dtype, policy, diagnostics, run, n, integrator):
     state = _systems(n, 21, dtype, seed=n)
-    a = simulate(state, policy, observers=[], diagnostics=diagnostics, native=False, **run)
-    b = simulate(state, policy, observers=[], diagnostics=diagnostics, **run)
+    kw = dict(observers=[], diagnostics=diagnostics, integrator=integrator, **run)
+    a = simulate(state, policy, native=False, **kw)
+    b = simulate(state, policy, **kw)
     _assert_same_runs(a, b, dtype)
     if "t_end" in run:  # every system landed on its end time
         assert all(r.stop_reason == "t_end" for r in b.systems)
@@ -152,7 +155,11 @@ def test_fast_path_only_where_it_gives_the_loop_results(monkeypatch):
     # each of these needs the Python loop
     simulate(state, FixedPolicy(0.01), steps=5)  # default observers
     simulate(state, FixedPolicy(0.01), steps=5, observers=[], guards=GuardRails(dt_max=0.005))
-    simulate(state, FixedPolicy(0.01), steps=5, observers=[], integrator="symmetric")
+    simulate(state, FixedPolicy(0.01), steps=5, observers=[], integrator="symmetric",
+             first_dt=0.005)  # the recurrence started from a given step
+    simulate(state, FixedPolicy(0.01), steps=5, observers=[],
+             integrator=make_integrator("symmetric", symmetric_iterations=1))
+    simulate(state, FixedPolicy(0.01), steps=5, observers=[], integrator="ttl")
     simulate(state, FixedPolicy(0.01), t_end=0.05, observers=[], output_times=[0.02])
     simulate(state, FixedPolicy(0.01), steps=5, observers=[], native=False)
     big = SystemState(*(make_system(9, 2, 2, F64, seed=1)[k] for k in ("pos", "vel", "mass")))
@@ -160,6 +167,8 @@ def test_fast_path_only_where_it_gives_the_loop_results(monkeypatch):
     assert len(calls) == 1
     one = simulate(state.index(0), AarsethPolicy(0.02), steps=5, observers=[])  # unbatched
     assert len(calls) == 2 and one.steps == 5
+    simulate(state, AarsethPolicy(0.02), steps=5, observers=[], integrator="symmetric")
+    assert len(calls) == 3
 
 
 def _run_args(batch: int, dtype=F64):
@@ -341,15 +350,17 @@ def _generalist() -> ModelPolicy:
 @pytest.mark.parametrize("n, dim", [(2, 2), (3, 3), (5, 2)])
 @pytest.mark.parametrize("model", ["generalist", "one network", "relu ensemble", "smooth",
                                    "orbit"])
-def test_native_model_run_is_the_python_loop(dtype, diagnostics, n, dim, model):
+@pytest.mark.parametrize("integrator", ["kdk", "symmetric"])
+def test_native_model_run_is_the_python_loop(dtype, diagnostics, n, dim, model, integrator):
     policy = {"generalist": _generalist,
               "one network": lambda: ModelPolicy(_net(1), dt_scale=0.7),
               "relu ensemble": lambda: ModelPolicy(_net(3, "relu", seed=4)),
               "smooth": lambda: ModelPolicy(_net(2, seed=5, kind="encounter-smooth")),
               "orbit": lambda: ModelPolicy(_net(2, seed=6, kind="encounter-orbit"))}[model]()
     state = _systems(n, 13, dtype, seed=n + dim, dim=dim)
-    a = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics, native=False)
-    b = simulate(state, policy, t_end=2.1, observers=[], diagnostics=diagnostics)
+    kw = dict(t_end=2.1, observers=[], diagnostics=diagnostics, integrator=integrator)
+    a = simulate(state, policy, native=False, **kw)
+    b = simulate(state, policy, **kw)
     _assert_same_runs(a, b, dtype)
     assert all(r.stop_reason == "t_end" for r in b.systems)
     assert min(r.steps for r in b.systems) >= 5

@@ -81,6 +81,8 @@ struct RunConfig {
   double clip;               // the model's encounter features' clip
   bool smooth;               // ... and their kind: encounter-smooth (else encounter)
   bool orbit;                // ... encounter-orbit (with smooth): one input more
+  bool symmetric;            // the symmetric integrator's reversible recurrence on the
+                             // policy's proposal (aits.integrators.SymmetricKDK)
 };
 
 // The most inputs the model's network takes (the encounter-orbit kind's).
@@ -209,6 +211,7 @@ struct LaneGroup {
   F64 t{}, t_stop{}, tol{}, dt_min{}, dt_max{}, dt_sum{}, dt_last{}, land_dt{}, E0{}, s0{},
       Ep{}, sp{}, err_max{}, err_final{}, step_max{}, div_time{}, div_err{}, dt_tried{};
   I64 steps{}, landed{}, passes{}, div_step{}, stop{}, active{};
+  V<T> prev{};  // the last step taken (0: none yet), for cfg.symmetric
   // the pass in flight: its step, and the state it would end in
   V<T> dt{};
   F64 dt64{}, E1{}, s1{};
@@ -245,6 +248,7 @@ struct LaneGroup {
       m[i][l] = io.mass[b * N + i];
     }
     t[l] = io.time[b];
+    prev[l] = T(0);
     t_stop[l] = io.t_stop[b];
     tol[l] = std::isfinite(t_stop[l]) ? 1e-12 * std::max(std::abs(t_stop[l]), 1.0) : 0.0;
     dt_min[l] = inf;
@@ -395,7 +399,20 @@ struct LaneGroup {
     return cfg.value == 1.0 ? dt : dt * static_cast<T>(cfg.value);
   }
 
-  // The policy's step, clipped to the time left.
+  // The reversible recurrence of adaptive Verlet on the proposal h, in T as
+  // aits.integrators.SymmetricKDK._recurrence: 1 / dt = 2 / h - 1 / prev, h where
+  // that is not > 0 and where dt leaves [h / 2, 2 h]; the first step h.
+  V<T> reversible(const V<T>& h) const {
+    const auto started = prev > T(0);
+    const V<T> inv = T(2) / h - T(1) / (started ? prev : h);
+    const V<T> rec = T(1) / lanes::max(inv, lanes::splat<T>(std::numeric_limits<T>::min()));
+    V<T> out = inv > T(0) ? rec : h;
+    out = (out < h / T(2)) | (out > T(2) * h) ? h : out;
+    return started ? out : h;
+  }
+
+  // The policy's step (under cfg.symmetric through the recurrence), clipped to the
+  // time left.
   void propose() {
     const int64_t N = bodies();
     V<T> h;
@@ -407,6 +424,7 @@ struct LaneGroup {
       h = lanes::splat<T>(fixed_dt);
     }
     bad = active & ~lanes::wide<T>((h > 0) & (h < std::numeric_limits<T>::infinity()));
+    if (cfg.symmetric) h = reversible(h);
     const V<T> rem = lanes::cast<T>(t_stop - t);
     dt = lanes::min(h, rem);
     land = lanes::wide<T>(dt >= rem);
@@ -467,6 +485,7 @@ struct LaneGroup {
     land_dt = landing ? dt64 : land_dt;
     landed = landing ? I64{} + 1 : landed;
     dt_last = taken ? dt64 : dt_last;
+    prev = keep ? dt : prev;
     dt_tried = active & ~bad ? dt64 : dt_tried;
     I64 diverged{};
     if constexpr (kDiagnostics) {
