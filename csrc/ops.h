@@ -53,9 +53,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
     const Tensor& acc1, const std::optional<Tensor>& acc, double softening, double G);
 
 // The encounter features of aits.encounter from Aarseth's derivatives and the pair
-// times (on the CPU in float64 above 64 bodies, the pair times ride in the
-// derivatives' second pass; else one pass of their own): feats (B, kEncounterFeatures) and times (B, kEncounterTimes);
-// smooth: the encounter-smooth kind (columns 6-11 from sums over the bodies).
+// times (on the CPU in float64 above 64 bodies the pair times ride in the
+// derivatives' two passes; else one pass of their own): feats (B, kEncounterFeatures)
+// and times (B, kEncounterTimes); smooth: the encounter-smooth kind (columns 6-11
+// from sums over the bodies).
 std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& vel,
                                               const Tensor& mass, double softening, double G,
                                               double clip, bool smooth);

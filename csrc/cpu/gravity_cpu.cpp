@@ -631,8 +631,8 @@ class CpuBackend final : public GravityBackend {
     });
   }
 
-  // Above one row block of pairs (64 bodies) in float64, the derivatives' second
-  // pass also takes the pair times (encounter_kernels::PairTimesObserver): one
+  // Above one row block of pairs (64 bodies) in float64, the derivatives' two
+  // passes also take the pair times (encounter_kernels::PairTimesObserver): one
   // pass over the pairs less. Else the derivatives, then the encounter kernel's
   // own pass over the pairs.
   void encounter_features(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
