@@ -641,8 +641,8 @@ class CpuBackend final : public GravityBackend {
     at::Tensor acc = at::empty_like(pos), jerk = at::empty_like(pos);
     at::Tensor snap = at::empty_like(pos), crackle = at::empty_like(pos);
     std::vector<encounter_kernels::PairTimes> pairs;
-    const bool fused = pos.scalar_type() == at::kDouble && !few_body(pos) &&
-                       aarseth_kernels::RowBlocks(pos.size(1)).nb > 1;
+    const bool fused =  // more than 64 bodies: never the few-body kernels
+        pos.scalar_type() == at::kDouble && aarseth_kernels::RowBlocks(pos.size(1)).nb > 1;
     if (fused) {
       const at::Tensor v = to_soa(vel);
       with_system(pos, mass, softening, G, [&](const auto& s, auto dim) {
