@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aits.features import ANALYTIC_KINDS, HISTORY_KINDS
+from aits.features import ANALYTIC_KINDS, HISTORY_KINDS, WINDOW_KINDS
 from aits.integrators import INTEGRATORS
 from aits.model import OUTPUTS
 from aits.policies import CLASSICAL, POLICIES
@@ -263,12 +263,16 @@ class TrainConfig(SharedSettings):
     feature_type: str = setting("basic", "analytic features of the current state: basic (11), "
                                       "rich (23), encounter or encounter-smooth (14 scale-free "
                                       "ratios each), encounter-orbit (15: encounter-smooth "
-                                      "and the orbits' shape; see aits.features)",
+                                      "and the orbits' shape), encounter-history (11: "
+                                      "encounter-smooth without the pair times, derivatives "
+                                      "from the last history_len states; see aits.features)",
                                 choices=ANALYTIC_KINDS, section="features")
     history_type: str = setting("none", "history features: none, delta_mag, basic or rich",
                                  choices=HISTORY_TYPES, section="features")
     history_len: int = setting(0, "K past states in the history window (also the "
-                                     "warm-up length)", ge=0, section="features")
+                                     "warm-up length; with feature_type encounter-history "
+                                     "the states its derivatives come from, >= 3)", ge=0,
+                               section="features")
     normalization: str = setting("state", "feature normalisation: none, fixed (L0 V0 A0 T0 M0, "
                                        "derived from the initial state where 0) or state "
                                        "(each state's own dynamical units)",
@@ -361,6 +365,14 @@ class TrainConfig(SharedSettings):
         if self.history_type != "none" and self.history_len == 0:
             raise ConfigError("setting 'history_len' must be >= 1 with "
                               f"history_type={self.history_type!r}, got 0")
+        if self.feature_type in WINDOW_KINDS:
+            if self.history_type != "none":
+                raise ConfigError(f"feature_type {self.feature_type!r} takes no history "
+                                  "features: set history_type = 'none'")
+            if self.history_len < 3:
+                raise ConfigError(f"feature_type {self.feature_type!r} needs history_len >= 3 "
+                                  "(the past states its derivatives come from; 4 or 5 is "
+                                  f"usual), got {self.history_len}")
         _range_pair("e_range", self.e_range, 0.0, 1.0, hi_open=True)
         _range_pair("a_range", self.a_range, 0.0, math.inf, hi_open=True)
         if self.a_range[0] <= 0:

@@ -66,14 +66,15 @@ from aits.policies import CollisionalPolicy
 from aits.state import SystemState
 
 __all__ = ["CLIP", "ENCOUNTER_NAMES", "ORBIT_ENCOUNTER_NAMES", "SMOOTH_ENCOUNTER_NAMES",
-           "EncounterTimes", "encounter_features", "encounter_times", "kind_features"]
+           "EncounterTimes", "PerBody", "aarseth_gmean", "encounter_features", "encounter_times",
+           "kind_features", "log_ratio", "massive", "per_body", "smooth_columns"]
 
 #: log ratios are clipped to [-CLIP, CLIP] (a body feeling no force has tau = inf)
 CLIP = 30.0
 
 
 
-def _log_ratio(num: Tensor, den: Tensor) -> Tensor:
+def log_ratio(num: Tensor, den: Tensor) -> Tensor:
     """``log(num / den)`` clipped to ``[-CLIP, CLIP]``; 0 where both are 0 (or NaN
     from 0 * inf), ``+CLIP`` where only ``den`` is 0, ``-CLIP`` where only ``num`` is."""
     tiny = torch.finfo(num.dtype).tiny
@@ -104,7 +105,7 @@ class EncounterTimes:
 
 
 @dataclass(frozen=True)
-class _PerBody:
+class PerBody:
     """Per-body magnitudes ``batch_shape + (N,)``: |a|, |j|, |s|, |c| and tau."""
 
     a: Tensor
@@ -117,30 +118,41 @@ class _PerBody:
 _COLLISION = CollisionalPolicy(1.0)
 
 
-def _massive(state: SystemState) -> Tensor:
+def massive(state: SystemState) -> Tensor:
     """``batch_shape`` bool: the system has a total mass > 0 (padded slots do not)."""
     return state.mass.detach().sum(-1) > 0
 
 
-def _per_body(state: SystemState) -> _PerBody:
-    a, j, s, c = (t.norm(dim=-1) for t in gravity_derivatives(state))
-    ok = _massive(state).unsqueeze(-1)
+def per_body(state: SystemState,
+             derivatives: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> PerBody:
+    """:class:`PerBody` of ``state`` from ``derivatives`` (acceleration, jerk, snap and
+    crackle, each shaped like ``pos``; default: :func:`gravity_derivatives`)."""
+    if derivatives is None:
+        derivatives = gravity_derivatives(state)
+    a, j, s, c = (t.norm(dim=-1) for t in derivatives)
+    ok = massive(state).unsqueeze(-1)
     a, j, s, c = (torch.where(ok, t, 0.0) for t in (a, j, s, c))  # zero-mass: NaN -> 0
     tau = ((a * s + j * j) / (j * c + s * s)).sqrt()  # as aits.features.aarseth_time
     tau = torch.where(torch.isnan(tau), math.inf, tau)  # 0/0, no force: no step limit
-    return _PerBody(a, j, s, c, tau)
+    return PerBody(a, j, s, c, tau)
+
+
+def aarseth_gmean(tau: Tensor) -> Tensor:
+    """Geometric mean ``batch_shape`` of the per-body ``tau (batch_shape + (N,))``
+    that are finite and > 0 (``inf`` where none is)."""
+    felt = torch.isfinite(tau) & (tau > 0)
+    n_felt = felt.sum(-1)
+    log_tau = torch.where(felt, tau, 1.0).log()
+    gmean = torch.exp(log_tau.sum(-1) / n_felt.clamp_min(1))
+    return torch.where(n_felt > 0, gmean, math.inf)
 
 
 @torch.no_grad()
-def _times(state: SystemState, body: _PerBody) -> tuple[EncounterTimes, Tensor, Tensor]:
+def _times(state: SystemState, body: PerBody) -> tuple[EncounterTimes, Tensor, Tensor]:
     """The times, and the kinetic energy in the centre-of-mass frame and the potential
     energy (``batch_shape`` each) that the energy time came from."""
-    felt = torch.isfinite(body.tau) & (body.tau > 0)
-    n_felt = felt.sum(-1)
-    log_tau = torch.where(felt, body.tau, 1.0).log()
-    gmean = torch.exp(log_tau.sum(-1) / n_felt.clamp_min(1))
-    gmean = torch.where(n_felt > 0, gmean, math.inf)
-    ok = _massive(state)
+    gmean = aarseth_gmean(body.tau)
+    ok = massive(state)
     tff = state_pair_stats(state, freefall=True).min_freefall
     kin = state.centered().kinetic_energy().detach()
     pot = state.potential_energy().detach()
@@ -156,7 +168,7 @@ def _times(state: SystemState, body: _PerBody) -> tuple[EncounterTimes, Tensor, 
     return times, kin, pot
 
 
-def _smooth_columns(body: _PerBody, tau: Tensor) -> list[Tensor]:
+def smooth_columns(body: PerBody, tau: Tensor) -> list[Tensor]:
     """Columns 6-11 of :data:`SMOOTH_ENCOUNTER_NAMES` (each ``batch_shape``), from
     sums over the bodies, as ``csrc/cpu/encounter_kernels.h`` computes them."""
     a, j, s, c = body.a, body.j, body.s, body.c
@@ -164,12 +176,12 @@ def _smooth_columns(body: _PerBody, tau: Tensor) -> list[Tensor]:
     sas, sjj, sjc, sss = ((x * y).sum(-1) for x, y in ((a, s), (j, j), (j, c), (s, s)))
     tau_sum = ((sas + sjj) / (sjc + sss)).sqrt()
     return [
-        _log_ratio(sjj, sas),
-        _log_ratio(sss, sjc),
-        _log_ratio(tau_sum, tau),
-        _log_ratio(sa, sj * tau),
-        0.5 * _log_ratio(sa, ss * tau * tau),
-        _log_ratio(sa, sc * tau * tau * tau) / 3.0,
+        log_ratio(sjj, sas),
+        log_ratio(sss, sjc),
+        log_ratio(tau_sum, tau),
+        log_ratio(sa, sj * tau),
+        0.5 * log_ratio(sa, ss * tau * tau),
+        log_ratio(sa, sc * tau * tau * tau) / 3.0,
     ]
 
 
@@ -178,7 +190,7 @@ def encounter_times(state: SystemState) -> EncounterTimes:
     """:class:`EncounterTimes` of ``state`` (each ``batch_shape``); they scale by ``T``."""
     if state.device.type == "cpu":
         return _native(state)[1]
-    return _times(state, _per_body(state))[0]
+    return _times(state, per_body(state))[0]
 
 
 def _native(state: SystemState, smooth: bool = False) -> tuple[Tensor, EncounterTimes]:
@@ -206,7 +218,7 @@ def _orbit_shape(state: SystemState, energy_time: Tensor) -> Tensor:
     M, G = m.sum(-1), state.G
     E = (G * M.pow(2.5) / energy_time).pow(2.0 / 3.0) / 2  # 0 where T_E = inf
     P = (M * M - m.square().sum(-1)) / 2
-    return _log_ratio(2 * L2 * E * M, G * G * P.pow(3))
+    return log_ratio(2 * L2 * E * M, G * G * P.pow(3))
 
 
 def kind_features(state: SystemState, kind: str, *,
@@ -240,36 +252,36 @@ def encounter_features(state: SystemState, *, native: bool = True, smooth: bool 
         feats, times = _torch_path(state, smooth)
     if orbit:
         shape = _orbit_shape(state, times.energy_time)
-        feats = torch.cat([feats, torch.where(_massive(state), shape, 0.0).unsqueeze(-1)], -1)
+        feats = torch.cat([feats, torch.where(massive(state), shape, 0.0).unsqueeze(-1)], -1)
     return feats, times
 
 
 def _torch_path(state: SystemState, smooth: bool) -> tuple[Tensor, EncounterTimes]:
     """:func:`encounter_features` (without ``orbit``) by torch ops (any device)."""
-    body = _per_body(state)
+    body = per_body(state)
     t, kin, pot = _times(state, body)
     k = body.tau.argmin(-1, keepdim=True)  # the body that sets Aarseth's step
 
     def at_min(x: Tensor) -> Tensor:
         return x.gather(-1, k).squeeze(-1)
 
-    q1 = _log_ratio(body.j * body.j, body.a * body.s)
-    q2 = _log_ratio(body.s * body.s, body.j * body.c)
+    q1 = log_ratio(body.j * body.j, body.a * body.s)
+    q2 = log_ratio(body.s * body.s, body.j * body.c)
     m = state.mass.detach()
     cols = [
         torch.full_like(t.aarseth_min, math.log(max(state.n_bodies, 1))),
-        _log_ratio(t.aarseth_min, t.energy_time),
-        _log_ratio(t.aarseth_gmean, t.aarseth_min),
-        _log_ratio(t.freefall_min, t.aarseth_min),
-        _log_ratio(t.collision_min, t.aarseth_min),
-        _log_ratio(t.freefall_min, t.energy_time),
+        log_ratio(t.aarseth_min, t.energy_time),
+        log_ratio(t.aarseth_gmean, t.aarseth_min),
+        log_ratio(t.freefall_min, t.aarseth_min),
+        log_ratio(t.collision_min, t.aarseth_min),
+        log_ratio(t.freefall_min, t.energy_time),
         at_min(q1), at_min(q2), q1.mean(-1), q2.mean(-1),
-        _log_ratio(at_min(body.a), at_min(body.j) * t.aarseth_min),
-        0.5 * _log_ratio(at_min(body.a), at_min(body.s) * t.aarseth_min.square()),
-        _log_ratio(2 * kin, pot.abs()),
-        _log_ratio(m.amin(-1), m.amax(-1)),
+        log_ratio(at_min(body.a), at_min(body.j) * t.aarseth_min),
+        0.5 * log_ratio(at_min(body.a), at_min(body.s) * t.aarseth_min.square()),
+        log_ratio(2 * kin, pot.abs()),
+        log_ratio(m.amin(-1), m.amax(-1)),
     ]
     if smooth:
-        cols[6:12] = _smooth_columns(body, t.aarseth_min)
+        cols[6:12] = smooth_columns(body, t.aarseth_min)
     feats = torch.stack(cols, -1)
-    return torch.where(_massive(state).unsqueeze(-1), feats, 0.0), t
+    return torch.where(massive(state).unsqueeze(-1), feats, 0.0), t

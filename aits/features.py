@@ -30,6 +30,12 @@ apocentre pay at e ~ 0.5 (README, session 14), so a network that cannot tell the
 apart compromises; this kind lets it tell them apart (the generalist preset trained
 on it is no better on the development systems, README).
 
+``encounter-history`` (11, :data:`HISTORY_ENCOUNTER_NAMES`): ``encounter-smooth``
+without the pairwise free-fall and collision times, Aarseth's ingredients from the
+accelerations of the current and the last ``history_len`` states (finite
+differences, :mod:`aits.encounter_history`): O(N) a step instead of two passes over
+the pairs. It needs the history window (``history_len`` >= 3, ``history`` none).
+
 History features (see :mod:`aits.history`): ``delta_mag`` gives, for each
 consecutive pair of states in the window, mean/max/rms of |dx|, |dv|, |da| over
 the bodies and the dt taken between them (10 numbers a pair); the history
@@ -73,12 +79,14 @@ __all__ = [
     "ENCOUNTER_NAMES",
     "FeatureScales",
     "FeatureSpec",
+    "HISTORY_ENCOUNTER_NAMES",
     "HISTORY_KINDS",
     "ORBIT_ENCOUNTER_NAMES",
     "PAIR_CHUNK_ELEMENTS",
     "PairStats",
     "RICH_NAMES",
     "SMOOTH_ENCOUNTER_NAMES",
+    "WINDOW_KINDS",
     "analytic_features",
     "feature_names",
     "history_features",
@@ -132,6 +140,11 @@ SMOOTH_ENCOUNTER_NAMES: tuple[str, ...] = ENCOUNTER_NAMES[:6] + (
 #: ``log(1 - e^2)`` of a Kepler binary (0 circular, to -CLIP as e -> 1), conserved
 #: along a run, so the network can tell a near-circular from an eccentric system
 ORBIT_ENCOUNTER_NAMES: tuple[str, ...] = SMOOTH_ENCOUNTER_NAMES + ("log_orbit_shape",)
+#: the ``encounter-history`` kind (:mod:`aits.encounter_history`): SMOOTH_ENCOUNTER_NAMES
+#: without the pairwise free-fall and collision times, Aarseth's ingredients from the
+#: accelerations of the last states, the energy time and virial ratio from the virial
+HISTORY_ENCOUNTER_NAMES: tuple[str, ...] = (SMOOTH_ENCOUNTER_NAMES[:3]
+                                            + SMOOTH_ENCOUNTER_NAMES[6:])
 DELTA_MAG_NAMES: tuple[str, ...] = (
     "mean_dx", "max_dx", "rms_dx", "mean_dv", "max_dv", "rms_dv",
     "mean_da", "max_da", "rms_da", "dt",
@@ -141,7 +154,7 @@ DELTA_MAG_NAMES: tuple[str, ...] = (
 _UNITS = {
     "n_bodies": "1", "dim": "1", "total_mass": "M", "mean_mass": "M", "min_mass": "M",
     "max_mass": "M", "std_mass": "M", "softening": "L", "dt": "T",
-    **{n: "1" for n in ENCOUNTER_NAMES + ORBIT_ENCOUNTER_NAMES},
+    **{n: "1" for n in ENCOUNTER_NAMES + ORBIT_ENCOUNTER_NAMES + HISTORY_ENCOUNTER_NAMES},
 }
 for _n in RICH_NAMES + DELTA_MAG_NAMES:
     if _n not in _UNITS:
@@ -152,11 +165,13 @@ _UNIT_INDEX = {"M": 0, "L": 1, "V": 2, "A": 3, "T": 4, "1": 5}
 
 #: the dimensionless kinds that :mod:`aits.encounter` computes
 ENCOUNTER_KINDS = ("encounter", "encounter-smooth", "encounter-orbit")
-ANALYTIC_KINDS = ("basic", "rich") + ENCOUNTER_KINDS
+#: analytic kinds computed from the current state and the past ``history_len`` states
+WINDOW_KINDS = ("encounter-history",)
+ANALYTIC_KINDS = ("basic", "rich") + ENCOUNTER_KINDS + WINDOW_KINDS
 HISTORY_KINDS = ("delta_mag", "basic", "rich")
 _NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "encounter": ENCOUNTER_NAMES,
           "encounter-smooth": SMOOTH_ENCOUNTER_NAMES, "encounter-orbit": ORBIT_ENCOUNTER_NAMES,
-          "delta_mag": DELTA_MAG_NAMES}
+          "encounter-history": HISTORY_ENCOUNTER_NAMES, "delta_mag": DELTA_MAG_NAMES}
 
 #: Budget (elements) for one chunk of the pairwise loop, per batch.
 PAIR_CHUNK_ELEMENTS = 1 << 20
@@ -408,10 +423,12 @@ def analytic_features(
     kind: str = "basic",
     scales: FeatureScales | None = None,
     pairs: PairStats | None = None,
+    window: Sequence[SystemState | None] | None = None,
 ) -> Tensor:
-    """Analytic features: shape ``batch_shape + (11,)`` for ``basic``, ``(23,)`` for
-    ``rich``, ``(14,)`` for ``encounter`` and ``encounter-smooth``, ``(15,)`` for
-    ``encounter-orbit``.
+    """Analytic features: shape ``batch_shape + (11,)`` for ``basic`` and
+    ``encounter-history``, ``(23,)`` for ``rich``, ``(14,)`` for ``encounter`` and
+    ``encounter-smooth``, ``(15,)`` for ``encounter-orbit``. ``window``: the past
+    states (oldest first, ``None`` for padding) that ``encounter-history`` needs.
 
     Reuses ``state.acc`` when cached (else one force evaluation) and ``pairs``, the
     state's :func:`pairwise_stats`, when given (else :func:`state_pair_stats`). Finite for any
@@ -420,14 +437,15 @@ def analytic_features(
     """
     if kind not in ANALYTIC_KINDS:
         raise ValueError(f"unknown analytic feature kind {kind!r}; valid: {', '.join(ANALYTIC_KINDS)}")
-    feats, _, _ = _analytic_raw(state, kind, pairs)
+    feats, _, _ = _analytic_raw(state, kind, pairs, window)
     if scales is not None:
         feats = feats / scales.divisor(_NAMES[kind], feats)
     return feats
 
 
 def _analytic_raw(
-    state: SystemState, kind: str, pairs: PairStats | None
+    state: SystemState, kind: str, pairs: PairStats | None,
+    window: Sequence[SystemState | None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Unnormalised analytic features ``batch_shape + (F,)``, and the total mass and
     rms distance from the centre of mass (``batch_shape`` each: the units of the
@@ -435,11 +453,19 @@ def _analytic_raw(
     x, v, m = state.pos.detach(), state.vel.detach(), state.mass.detach()
     total = m.sum(-1)
     w = center_of_mass_weights(m).unsqueeze(-1)
-    if kind in ENCOUNTER_KINDS:
-        from aits.encounter import kind_features  # encounter imports this module
-
+    if kind in ENCOUNTER_KINDS + WINDOW_KINDS:
         r = (x - (w * x).sum(-2, keepdim=True)).norm(dim=-1)
-        feats = kind_features(state, kind)[0]
+        if kind in WINDOW_KINDS:
+            if window is None:
+                raise ValueError(f"feature kind {kind!r} needs the window of past states "
+                                 "(a HistoryBuffer's window())")
+            from aits.encounter_history import history_encounter_features
+
+            feats = history_encounter_features(state, window)[0]
+        else:
+            from aits.encounter import kind_features  # encounter imports this module
+
+            feats = kind_features(state, kind)[0]
         return feats, total, r.square().mean(-1).sqrt()
     acc = torch.where((total > 0)[..., None, None], state.acceleration().detach(), 0.0)
     # |x - x_com|, |v - v_com|, |a| of every body at once: (..., 3, N)
@@ -526,10 +552,12 @@ class FeatureSpec:
     """Which features the network sees; ``spec(state, history)`` computes them.
 
     Attributes:
-        kind: analytic features of the current state, ``basic`` (11), ``rich`` (23)
-            or ``encounter`` (14).
+        kind: analytic features of the current state, a name of
+            :data:`ANALYTIC_KINDS` (module docstring).
         history: ``None``, ``delta_mag`` (10 per pair), ``basic`` or ``rich`` (per state).
-        history_len: ``K``, the window length (0 = no history features).
+        history_len: ``K``, the window length (0 = no history features); for the
+            ``encounter-history`` kind (``history`` ``None``) the past states its
+            derivatives come from, >= 3.
         normalize: ``none``; ``fixed`` (divide by ``scales``); ``state`` (divide by
             :meth:`FeatureScales.from_state` of each current state, per system: the
             features become invariant under a change of units).
@@ -551,6 +579,14 @@ class FeatureSpec:
             )
         if not isinstance(self.history_len, int) or self.history_len < 0:
             raise ValueError(f"FeatureSpec.history_len must be an int >= 0, got {self.history_len!r}")
+        if self.kind in WINDOW_KINDS:
+            if self.history is not None:
+                raise ValueError(f"FeatureSpec: kind {self.kind!r} takes no history features "
+                                 f"(history must be None, got {self.history!r})")
+            if self.history_len < 3:
+                raise ValueError(f"FeatureSpec: kind {self.kind!r} needs history_len >= 3 "
+                                 "past states (its crackle is a third derivative), got "
+                                 f"{self.history_len}")
         if self.normalize not in _NORMALIZE:
             raise ValueError(f"FeatureSpec.normalize must be one of {_NORMALIZE}, got {self.normalize!r}")
         if self.normalize == "fixed" and self.scales is None:
@@ -559,6 +595,13 @@ class FeatureSpec:
     @property
     def analytic_dim(self) -> int:
         return len(_NAMES[self.kind])
+
+    @property
+    def window_len(self) -> int:
+        """Past states the features read (the :class:`~aits.history.HistoryBuffer`
+        length a simulation keeps): ``history_len`` with history features or a
+        window kind, else 0."""
+        return self.history_len if self.history is not None or self.kind in WINDOW_KINDS else 0
 
     @property
     def history_dim(self) -> int:
@@ -584,7 +627,8 @@ class FeatureSpec:
         :attr:`history_dim` > 0. ``pairs``: the state's :func:`pairwise_stats`, when
         the caller already has them.
         """
-        feats, M0, L0 = _analytic_raw(state, self.kind, pairs)
+        window = self.window(history)
+        feats, M0, L0 = _analytic_raw(state, self.kind, pairs, window)
         scales = self.scales if self.normalize == "fixed" else None
         if self.normalize == "state":  # the units come with the features: no second pass
             scales = FeatureScales.from_mass_and_length(M0, L0, state.G)
@@ -592,17 +636,30 @@ class FeatureSpec:
             feats = feats / scales.divisor(_NAMES[self.kind], feats)
         if self.history_dim == 0:
             return feats
+        return torch.cat([feats, history_features(self.history, window, state, scales)], -1)
+
+    def window(self, history: HistoryBuffer | Sequence[SystemState | None] | None
+               ) -> list[SystemState | None] | None:
+        """The ``window_len`` past states of ``history`` (a buffer or its window),
+        oldest first; ``None`` when the features read none.
+
+        Raises:
+            ValueError: the features need a window and ``history`` is missing or of
+                another length.
+        """
+        if not self.window_len:
+            return None
         if history is None:
-            raise ValueError(
-                f"FeatureSpec: history features ({self.history}, K={self.history_len}) need a "
-                "HistoryBuffer or window"
-            )
+            what = (f"history features ({self.history}, K={self.history_len})"
+                    if self.history is not None else f"kind {self.kind!r}")
+            raise ValueError(f"FeatureSpec: {what} needs a HistoryBuffer or window of "
+                             f"{self.history_len} past states")
         window = history.window() if hasattr(history, "window") else list(history)
         if len(window) != self.history_len:
             raise ValueError(
                 f"FeatureSpec: window has {len(window)} states, history_len is {self.history_len}"
             )
-        return torch.cat([feats, history_features(self.history, window, state, scales)], -1)
+        return window
 
     def to_dict(self) -> dict:
         """JSON-friendly description (for configs and checkpoints)."""

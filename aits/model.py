@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from aits.features import ENCOUNTER_KINDS, FeatureSpec, aarseth_time, state_pair_stats
+from aits.features import (ENCOUNTER_KINDS, WINDOW_KINDS, FeatureSpec, aarseth_time,
+                           state_pair_stats)
 from aits.state import SystemState
 
 __all__ = ["OUTPUTS", "FourierFeatures", "StackedLinear", "TimeStepNet"]
@@ -248,12 +249,16 @@ class TimeStepNet(nn.Module):
     @property
     def uses_pair_statistics(self) -> bool:
         """Whether :meth:`inputs` reads the state's pair statistics: every kind but the
-        encounter ones under the ``"aarseth"`` output without history."""
-        return not self._encounter_inputs()
+        encounter ones (``encounter-history`` included) under the ``"aarseth"`` output
+        without history features."""
+        return not (self._encounter_inputs() or self._window_inputs())
 
     def _encounter_inputs(self) -> bool:
         return (self.output == "aarseth" and self.spec.kind in ENCOUNTER_KINDS
                 and not self.spec.history_dim)
+
+    def _window_inputs(self) -> bool:
+        return self.output == "aarseth" and self.spec.kind in WINDOW_KINDS
 
     def inputs(self, state: SystemState, history=None) -> tuple[Tensor, Tensor | None]:
         """The network's inputs for ``state``: features ``batch_shape + (in_features,)``
@@ -266,6 +271,11 @@ class TimeStepNet(nn.Module):
 
             feats, times = kind_features(state, self.spec.kind)
             return feats, times.aarseth_min
+        if self._window_inputs():
+            # Aarseth's time from the same finite-difference derivatives as the features
+            from aits.encounter_history import history_encounter_features
+
+            return history_encounter_features(state, self.spec.window(history))
         pairs = state_pair_stats(state, freefall=self.output == "dynamical")
         feats = self.spec(state, history, pairs)
         if self.output == "aarseth":

@@ -103,6 +103,28 @@ def encounter_features(
                                    bool(smooth))
 
 
+def history_encounter_features(
+    pos: Tensor, vel: Tensor, mass: Tensor, accs: Sequence[Tensor], times: Sequence[Tensor],
+    G: float, clip: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The encounter-history features of
+    :func:`aits.encounter_history.history_encounter_features`, natively and in O(N):
+    ``(feats, tau, ready)``, ``batch_shape + (11,)`` (the columns of
+    :data:`aits.features.HISTORY_ENCOUNTER_NAMES`, log ratios clipped to
+    ``[-clip, clip]``), Aarseth's time ``batch_shape`` in ``pos``'s dtype (computed in
+    float64) and ``ready``, ``batch_shape`` bool.
+
+    ``accs``: ``K + 1 >= 4`` accelerations shaped like ``pos``, the current state's
+    first, then back in time; ``times``: their times, ``batch_shape`` float64 each.
+    A system whose times do not strictly decrease has ``ready`` False and undefined
+    features (the caller takes the exact derivatives there). CPU only; not
+    differentiable.
+    """
+    _refuse_grad("history_encounter_features", pos=pos, vel=vel, mass=mass)
+    return _ops.history_encounter_features(pos, vel, mass, list(accs), list(times), float(G),
+                                           float(clip))
+
+
 def leapfrog_step(
     pos: Tensor,
     vel: Tensor,
@@ -340,6 +362,14 @@ def _aarseth_derivatives_fake(pos, vel, mass, softening=0.0, G=1.0):
 def _encounter_features_fake(pos, vel, mass, softening, G, clip, smooth=False):
     _check_meta_mix(pos, vel=vel, mass=mass)
     return pos.new_empty(pos.shape[:-2] + (14,)), pos.new_empty(pos.shape[:-2] + (5,))
+
+
+@torch.library.register_fake("aits::history_encounter_features")
+def _history_encounter_features_fake(pos, vel, mass, accs, times, G, clip):
+    _check_meta_mix(pos, vel=vel, mass=mass, **{f"accs[{k}]": a for k, a in enumerate(accs)})
+    batch = pos.shape[:-2]
+    return (pos.new_empty(batch + (11,)), pos.new_empty(batch),
+            pos.new_empty(batch, dtype=torch.bool))
 
 
 @torch.library.register_fake("aits::leapfrog_step")

@@ -222,8 +222,7 @@ class ModelPolicy:
         self.dt_scale = _positive("model policy dt_scale", dt_scale)
         #: the training configuration (from a checkpoint; physics and gate defaults)
         self.train_config: dict | None = None
-        spec = net.spec
-        self.history_len = spec.history_len if spec.history is not None else 0
+        self.history_len = net.spec.window_len
 
     @classmethod
     def from_checkpoint(

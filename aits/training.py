@@ -48,7 +48,7 @@ from torch import Tensor
 from aits.checkpoint import CheckpointError, restore_model, validate_checkpoint
 from aits.config import TrainConfig, resolve_device, resolve_dtype
 from aits.distributed import Group, shard_range
-from aits.features import FeatureScales, FeatureSpec
+from aits.features import WINDOW_KINDS, FeatureScales, FeatureSpec
 from aits.gate import EnergyGate, energy_scale, relative_energy_error
 from aits.history import HistoryBuffer
 from aits.ics import kepler_batch, load_state
@@ -108,8 +108,9 @@ def build_spec(cfg: TrainConfig, initial: SystemState) -> FeatureSpec:
         derived = FeatureScales.from_state(initial).to_dict()
         scales = FeatureScales(**{k: getattr(cfg, k) or v for k, v in derived.items()})
     history = None if cfg.history_type == "none" else cfg.history_type
+    window = history is not None or cfg.feature_type in WINDOW_KINDS
     return FeatureSpec(kind=cfg.feature_type, history=history,
-                       history_len=cfg.history_len if history else 0,
+                       history_len=cfg.history_len if window else 0,
                        normalize=cfg.normalization, scales=scales)
 
 
@@ -280,7 +281,7 @@ class Trainer:
 
     @property
     def uses_history(self) -> bool:
-        return self.spec.history_dim > 0
+        return self.spec.window_len > 0
 
     def _window(self) -> Window | None:
         return self.history.window() if self.uses_history else None

@@ -48,8 +48,9 @@ from torch import Tensor
 from aits.checkpoint import CheckpointError, restore_model, validate_checkpoint
 from aits.config import ConfigError, TrainConfig, resolve_device, resolve_dtype
 from aits.distributed import Group as ProcessGroup
-from aits.features import FeatureScales
+from aits.features import WINDOW_KINDS, FeatureScales
 from aits.gate import EnergyGate, energy_scale, relative_energy_error
+from aits.history import HistoryBuffer
 from aits.integrators import Carry, make_integrator
 from aits.population import Group, generalist
 from aits.results import FAIL_ABOVE
@@ -86,14 +87,16 @@ class _Live:
     E0: Tensor  # (B,) energy when drawn
     E_scale: Tensor  # (B,) T + |U| when drawn
     t_unit: Tensor  # (B,)
+    history: HistoryBuffer | None  # the past states a window kind's features read
     windows: int = 0  # windows since the draw
 
 
-def _draw(group: Group, gen: torch.Generator, dtype, device, integrator) -> _Live:
+def _draw(group: Group, gen: torch.Generator, dtype, device, integrator,
+          window_len: int) -> _Live:
     state = group.draw(gen, dtype, device).as_batch().with_acceleration()
     carry = integrator.init(state, None, None)
     return _Live(state, carry, state.total_energy().detach(), energy_scale(state).detach(),
-                 time_unit(state).detach())
+                 time_unit(state).detach(), HistoryBuffer(window_len) if window_len else None)
 
 
 class _NonFiniteDt(Exception):
@@ -131,6 +134,7 @@ class WholeRunTrainer:
         self.integrator = make_integrator(cfg.rollout_integrator)
         self.generators = [torch.Generator().manual_seed(cfg.seed * 1000 + i)
                            for i in range(len(self.population))]
+        self.window_len = cfg.history_len if cfg.feature_type in WINDOW_KINDS else 0
         self.live = [self._draw(i) for i in range(len(self.population))]
         self.initial = self.live[0].state
         self.spec = build_spec(cfg, self.initial)
@@ -143,7 +147,7 @@ class WholeRunTrainer:
 
     def _draw(self, i: int) -> _Live:
         return _draw(self.population[i], self.generators[i], self.dtype, self.device,
-                     self.integrator)
+                     self.integrator, self.window_len)
 
     @property
     def net(self) -> torch.nn.Module:
@@ -166,7 +170,7 @@ class WholeRunTrainer:
                       & torch.isfinite(s.vel).flatten(-2).all(-1))
             if not bool(finite.all()):  # a blown-up system: its features would be NaN
                 raise _NonFiniteDt(~finite)
-            dt = self.model.predict_dt(s, None, grad=True)
+            dt = self.model.predict_dt(s, live.history, grad=True)
             finite = torch.isfinite(dt)
             if not bool(finite.all()):  # a finite state whose time scale overflowed
                 raise _NonFiniteDt(~finite.detach())
@@ -180,6 +184,7 @@ class WholeRunTrainer:
         dts, errs, judged = [], [], []
         stopped = torch.zeros(state.batch_shape, dtype=torch.bool, device=state.device)
         for _ in range(cfg.window):
+            before = state
             try:
                 state, dt, carry, _ = self.integrator.step(state, carry, propose, None, 1.0,
                                                            0.0)
@@ -192,6 +197,8 @@ class WholeRunTrainer:
                         "features and time scale") from None
                 stopped = e.bad
                 break
+            if live.history is not None:
+                live.history.push(before)
             E = state.total_energy()
             if bound:
                 judged.append(bounded_error(live.E0, E_start, E, live.E_scale, floor, inherited))
@@ -222,7 +229,7 @@ class WholeRunTrainer:
         live.windows += 1
         blown = (~out["finite"]) | (out["err"].nan_to_num(math.inf).amax(0) > FAIL_ABOVE)
         if not bool(blown.any()) and live.windows < self.cfg.restart_windows:
-            blown = ~self._next_dt_finite(state)  # else the next window could not start
+            blown = ~self._next_dt_finite(state, live.history)  # else no next window
         out["restarted"] = bool(blown.any()) or live.windows >= self.cfg.restart_windows
         out["blown"] = int(blown.sum())
         out["loss"] = loss.detach()
@@ -235,13 +242,13 @@ class WholeRunTrainer:
         return out
 
     @torch.no_grad()
-    def _next_dt_finite(self, state: SystemState) -> Tensor:
+    def _next_dt_finite(self, state: SystemState, history: HistoryBuffer | None) -> Tensor:
         """Whether the model's ``dt`` for ``state`` is finite, per system ``(B,)``: a
         finite state whose time scale overflows (a body flung out to ~1e100) gives an
         infinite one. Eval mode: no dropout, no random numbers drawn."""
         self.model.eval()
         try:
-            return torch.isfinite(self.model.predict_dt(state.detach(), None))
+            return torch.isfinite(self.model.predict_dt(state.detach(), history))
         finally:
             self.model.train()
 
@@ -289,7 +296,9 @@ class WholeRunTrainer:
         """Everything needed to resume: the model, optimiser, generators and every
         group's live batch, carry and reference energies (plain tensors and dicts)."""
         groups = [{"state": g.state.to_dict(), "carry": dict(g.carry), "E0": g.E0,
-                   "E_scale": g.E_scale, "t_unit": g.t_unit, "windows": g.windows}
+                   "E_scale": g.E_scale, "t_unit": g.t_unit, "windows": g.windows,
+                   "history": [] if g.history is None else
+                   [s.to_dict() for s in g.history.states()]}
                   for g in self.live]
         rng = {"torch": torch.get_rng_state(), "sampler": self.generators[0].get_state(),
                "device": self.device.type, "groups": [g.get_state() for g in self.generators]}
@@ -322,9 +331,15 @@ class WholeRunTrainer:
             live = []
             for g in groups:
                 state = SystemState.from_dict(g["state"], self.device)
+                history = HistoryBuffer(self.window_len) if self.window_len else None
+                for past in g.get("history", []):
+                    if history is None:
+                        raise ValueError("it holds past states, and this configuration's "
+                                         "features read none")
+                    history.push(SystemState.from_dict(past, self.device))
                 live.append(_Live(state, {k: v.to(self.device) for k, v in g["carry"].items()},
                                   g["E0"].to(self.device), g["E_scale"].to(self.device),
-                                  g["t_unit"].to(self.device), int(g["windows"])))
+                                  g["t_unit"].to(self.device), history, int(g["windows"])))
             states = d["rng"]["groups"]
             for gen, s in zip(self.generators, states, strict=True):
                 gen.set_state(s)

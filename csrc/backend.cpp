@@ -52,6 +52,15 @@ void GravityBackend::encounter_features(const at::Tensor& pos, const at::Tensor&
               "features with torch.");
 }
 
+void GravityBackend::history_encounter_features(const at::Tensor& pos, const at::Tensor&,
+                                                const at::Tensor&, const std::vector<at::Tensor>&,
+                                                const std::vector<at::Tensor>&, double, double,
+                                                at::Tensor&, at::Tensor&) const {
+  TORCH_CHECK(false, "aits.ops.history_encounter_features has a CPU kernel only, not one for "
+              "device '", pos.device().str(), "'. There, aits.encounter_history computes the "
+              "features with torch.");
+}
+
 void register_backend(c10::DeviceType device, const GravityBackend* backend) {
   registry()[static_cast<size_t>(device)] = backend;
 }

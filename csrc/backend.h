@@ -17,6 +17,9 @@ namespace aits {
 // and the fields of aits.encounter.EncounterTimes.
 constexpr int kEncounterFeatures = 14;
 constexpr int kEncounterTimes = 5;
+// The columns of the history_encounter_features op's features:
+// aits.features.HISTORY_ENCOUNTER_NAMES.
+constexpr int kHistoryEncounterFeatures = 11;
 
 // How kdk_run chooses each step: a fixed dt (value), Aarseth's criterion
 // (eta = value), or a trained time-step network (aits.model.TimeStepNet with
@@ -134,6 +137,18 @@ class GravityBackend {
                                   const at::Tensor& mass, double softening, double G,
                                   double clip, bool smooth, at::Tensor& feats,
                                   at::Tensor& times) const;
+
+  // The encounter-history features of aits.encounter_history (the op
+  // history_encounter_features, ops.h) from pos, vel and mass (the current state),
+  // accs, K + 1 accelerations (B, N, D) (the current state's first, then back in
+  // time), and times, their (B,) float64 times (strictly decreasing: checked):
+  // feats (B, kHistoryEncounterFeatures) and tau (B,), Aarseth's minimum time.
+  // Only the CPU back end has it; the default raises a clear error.
+  virtual void history_encounter_features(const at::Tensor& pos, const at::Tensor& vel,
+                                          const at::Tensor& mass,
+                                          const std::vector<at::Tensor>& accs,
+                                          const std::vector<at::Tensor>& times, double G,
+                                          double clip, at::Tensor& feats, at::Tensor& tau) const;
 };
 
 // Called once per device type from a static initializer of each back end.

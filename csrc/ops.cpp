@@ -134,6 +134,44 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
   return {feats.squeeze(0), times.squeeze(0)};
 }
 
+// The encounter-history features (aits/encounter_history.py) from the current state
+// and K + 1 >= 4 accelerations with their times (the current state's first, then back
+// in time): feats (B, kHistoryEncounterFeatures) and tau (B,) in the dtype of pos, and
+// ready (B,) bool, false for a system whose times do not strictly decrease (its
+// features and tau are then not defined; the caller takes the exact derivatives).
+std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
+    const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
+    at::TensorList times, double G, double clip) {
+  const char* op = "history_encounter_features";
+  check_number(op, "clip", clip, Sign::kPositive);
+  ValueChecks values(op);
+  const System sys = check_system(op, pos, mass, 0.0, G, values);
+  const Tensor v = check_like_pos(op, "vel", vel, sys);
+  values.finite("vel", v);
+  TORCH_CHECK_VALUE(accs.size() >= 4, "aits.", op, ": accs must hold at least 4 accelerations "
+                    "(the current state's and 3 past ones: a crackle is a third derivative), got ",
+                    accs.size(), ".");
+  TORCH_CHECK_VALUE(times.size() == accs.size(), "aits.", op, ": times must hold one time per "
+                    "acceleration (", accs.size(), "), got ", times.size(), ".");
+  std::vector<Tensor> a, t;
+  for (size_t k = 0; k < accs.size(); ++k) {
+    a.push_back(check_like_pos(op, "accs[k]", accs[k], sys));
+    values.finite("accs[k]", a.back());
+    t.push_back(check_per_system_f64(op, "times[k]", times[k], sys));
+  }
+  values.run();
+  Tensor ready = t[0].new_ones({sys.B}, at::kBool);
+  for (size_t k = 0; k + 1 < t.size(); ++k) ready &= t[k] > t[k + 1];
+  Tensor feats = at::empty({sys.B, kHistoryEncounterFeatures}, sys.pos.options());
+  Tensor tau = at::empty({sys.B}, sys.pos.options());
+  if (sys.B > 0) {
+    backend_for(sys.pos).history_encounter_features(sys.pos, v, sys.mass, a, t, G, clip, feats,
+                                                    tau);
+  }
+  if (sys.batched) return {feats, tau, ready};
+  return {feats.squeeze(0), tau.squeeze(0), ready.squeeze(0)};
+}
+
 // Kick-drift-kick: v_half = v + a0 dt/2; x1 = x + v_half dt; v1 = v_half + a1 dt/2.
 // With `statistics`, the force evaluation at x1 also yields pair_statistics(x1)
 // (free-fall time included), in one pass where the back end fuses them; else
@@ -383,6 +421,9 @@ TORCH_LIBRARY(aits, m) {
       "encounter_features(Tensor pos, Tensor vel, Tensor mass, float softening, float G,"
       " float clip, bool smooth=False) -> (Tensor, Tensor)");
   m.def(
+      "history_encounter_features(Tensor pos, Tensor vel, Tensor mass, Tensor[] accs,"
+      " Tensor[] times, float G, float clip) -> (Tensor, Tensor, Tensor)");
+  m.def(
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
       " float threshold, float floor, float fail_above, bool stop_diverged, Tensor[] net,"
@@ -406,6 +447,7 @@ void register_op_impls(torch::Library& m) {
   m.impl("leapfrog_step_backward", &leapfrog_step_backward);
   m.impl("kdk_run", &kdk_run);
   m.impl("encounter_features", &encounter_features);
+  m.impl("history_encounter_features", &history_encounter_features);
 }
 
 TORCH_LIBRARY_IMPL(aits, CPU, m) { register_op_impls(m); }

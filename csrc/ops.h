@@ -61,6 +61,15 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
                                               const Tensor& mass, double softening, double G,
                                               double clip, bool smooth);
 
+// The encounter-history features of aits.encounter_history, O(N): from the current
+// state (pos, vel, mass) and K + 1 >= 4 accelerations (like pos) with their times
+// ((B,) float64; the current state's first, then strictly back in time), feats
+// (B, 11), Aarseth's time tau (B,) and ready (B,) bool, false where a system's
+// times do not strictly decrease (its outputs are then undefined).
+std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
+    const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
+    at::TensorList times, double G, double clip);
+
 // The native loop of aits.simulate for fixed dt ("fixed", value = dt), Aarseth's
 // criterion ("aarseth", value = eta) and a trained time-step network ("model",
 // value = the factor on its dt; net = [weight (K, out, in), bias (K, out)] of

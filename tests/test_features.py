@@ -219,7 +219,7 @@ def test_spec_errors():
     with pytest.raises(ValueError, match="FeatureSpec.normalize must be one of"):
         FeatureSpec(normalize="auto")
     spec = FeatureSpec("basic", "delta_mag", 2)
-    with pytest.raises(ValueError, match="need a HistoryBuffer or window"):
+    with pytest.raises(ValueError, match="needs a HistoryBuffer or window"):
         spec(s)
     with pytest.raises(ValueError, match="window has 1 states, history_len is 2"):
         spec(s, [None])

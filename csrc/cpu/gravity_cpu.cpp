@@ -16,6 +16,7 @@
 #include "cpu/encounter_kernels.h"
 #include "cpu/fewbody_kernels.h"
 #include "cpu/fewbody_run.h"
+#include "cpu/history_kernels.h"
 #include "cpu/lane_net.h"
 #include "cpu/pair_kernel.h"
 #include "cpu/rsqrt_kernels.h"
@@ -667,6 +668,26 @@ class CpuBackend final : public GravityBackend {
           s.x, v.data_ptr<T>(), s.mass, acc.data_ptr<T>(), jerk.data_ptr<T>(), snap.data_ptr<T>(),
           crackle.data_ptr<T>(), in, feats.data_ptr<T>(), times.data_ptr<T>(),
           fused ? pairs.data() : nullptr);
+    });
+  }
+
+  void history_encounter_features(const at::Tensor& pos, const at::Tensor& vel,
+                                  const at::Tensor& mass, const std::vector<at::Tensor>& accs,
+                                  const std::vector<at::Tensor>& times, double G, double clip,
+                                  at::Tensor& feats, at::Tensor& tau) const override {
+    const at::Tensor v = vel.contiguous();
+    with_system_aos(pos, mass, 0.0, G, [&](const auto& s, auto dim) {
+      using T = Scalar<decltype(s)>;
+      std::vector<const T*> a;
+      std::vector<const double*> t;
+      for (size_t k = 0; k < accs.size(); ++k) {
+        a.push_back(accs[k].data_ptr<T>());
+        t.push_back(times[k].data_ptr<double>());
+      }
+      const history_kernels::Inputs in{s.B, s.N, static_cast<int64_t>(accs.size()) - 1, G, clip,
+                                       double(std::numeric_limits<T>::min())};
+      history_kernels::features<T, decltype(dim)::value>(s.x, v.data_ptr<T>(), s.mass, a, t, in,
+                                                         feats.data_ptr<T>(), tau.data_ptr<T>());
     });
   }
 

@@ -1,0 +1,181 @@
+// The encounter-history features of aits.encounter_history on the CPU, one system
+// at a time: O(N) from the accelerations of the current state and of the last K
+// states (no pass over the pairs), what the Python path computes with some hundred
+// small torch ops per call. The jerk, snap and crackle of each body are the first
+// three derivatives at the current time of the polynomial through the K + 1
+// accelerations (Newton's divided differences, nodes from the newest back, in one
+// table for every coordinate of the system, vectorised over them); then
+// Aarseth's per-body times, their sums over the bodies, the virial W = sum_i m_i
+// (x_i - x_com) . a_i in place of the potential energy, and the eleven log ratios
+// (HISTORY_ENCOUNTER_NAMES). Arithmetic in float64 whatever the input dtype (the
+// torch path differences in the state's dtype: the two agree to rounding in
+// float64, the kernel multiplying by the reciprocals of the time differences); the
+// outputs are cast back. aits/encounter_history.py is the reference
+// and gives every definition.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "backend.h"
+#include "cpu/encounter_kernels.h"
+
+namespace aits {
+namespace history_kernels {
+
+constexpr int kFeatures = kHistoryEncounterFeatures;
+
+struct Inputs {
+  int64_t B, N, K;          // K past states: K + 1 nodes
+  double G, clip, tiny;     // tiny: the smallest normal number of the input dtype
+};
+
+// One system: x, v (N, D), m (N); acc[k] (N, D) the acceleration at node k (0 the
+// current state, then back in time) and t[k] its time (strictly decreasing: the
+// caller checked); feats (kFeatures) and tau, Aarseth's minimum time.
+template <typename T, int D>
+void system_features(const T* x, const T* v, const T* m, const T* const* acc, const double* t,
+                     const Inputs& in, T* feats, T* tau_out) {
+  using encounter_kernels::log_ratio;
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  const int64_t N = in.N, K = in.K;
+  const double clip = in.clip, tiny = in.tiny;
+  double M = 0.0, m_min = inf, m_max = -inf;
+  for (int64_t i = 0; i < N; ++i) {
+    M += double(m[i]);
+    m_min = std::min(m_min, double(m[i]));
+    m_max = std::max(m_max, double(m[i]));
+  }
+  if (!(M > 0)) {  // no mass (a padded slot): features 0, no time limit
+    for (int k = 0; k < kFeatures; ++k) feats[k] = T(0);
+    *tau_out = T(inf);
+    return;
+  }
+  // the Newton basis omega_k(tau) = prod_{q<k} (tau - r_q), r_q = t_q - t_0: its
+  // Taylor coefficients of tau^1..tau^3 for every k (the same for every body), and
+  // the reciprocals of the divided differences' denominators r_q - r_{q+level}
+  std::vector<double> r(K + 1), w1(K + 1), w2(K + 1), w3(K + 1), inv(K * (K + 1));
+  for (int64_t k = 0; k <= K; ++k) r[k] = t[k] - t[0];
+  {
+    double o0 = 1.0, o1 = 0.0, o2 = 0.0, o3 = 0.0;
+    for (int64_t k = 1; k <= K; ++k) {
+      const double q = r[k - 1];
+      o3 = o2 - q * o3;
+      o2 = o1 - q * o2;
+      o1 = o0 - q * o1;
+      o0 = -q * o0;
+      w1[k] = o1, w2[k] = o2, w3[k] = o3;
+      for (int64_t i = 0; i + k <= K; ++i) inv[k * K + i] = 1.0 / (r[i] - r[i + k]);
+    }
+  }
+  // the divided-difference table of every coordinate at once, nodes as rows of
+  // N D, level by level in place (vectorised over the coordinates)
+  const int64_t n = N * D;
+  std::vector<double> table((K + 1) * n), jerk(n, 0.0), snap(n, 0.0), crackle(n, 0.0);
+  for (int64_t k = 0; k <= K; ++k) {
+    for (int64_t e = 0; e < n; ++e) table[k * n + e] = double(acc[k][e]);
+  }
+  for (int64_t level = 1; level <= K; ++level) {
+    for (int64_t q = 0; q + level <= K; ++q) {
+      double* __restrict lo = &table[q * n];
+      const double* __restrict hi = &table[(q + 1) * n];
+      const double f = inv[level * K + q];
+      for (int64_t e = 0; e < n; ++e) lo[e] = (lo[e] - hi[e]) * f;
+    }
+    const double* __restrict d = &table[0];
+    const double c1 = w1[level], c2 = 2.0 * w2[level], c3 = 6.0 * w3[level];
+    for (int64_t e = 0; e < n; ++e) {
+      jerk[e] += d[e] * c1;
+      snap[e] += d[e] * c2;
+      crackle[e] += d[e] * c3;
+    }
+  }
+  // per body: |a|, |j|, |s|, |c| and Aarseth's time; sums over the bodies
+  double tau_min = inf, log_tau_sum = 0.0;
+  double sa = 0.0, sj = 0.0, ss = 0.0, sc = 0.0, sas = 0.0, sjj = 0.0, sjc = 0.0, sss = 0.0;
+  int64_t felt = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    double a2 = 0.0, j2 = 0.0, s2 = 0.0, c2 = 0.0;
+    for (int d = 0; d < D; ++d) {
+      const double a = double(acc[0][i * D + d]);
+      const double j = jerk[i * D + d], s = snap[i * D + d], c = crackle[i * D + d];
+      a2 += a * a, j2 += j * j, s2 += s * s, c2 += c * c;
+    }
+    const double an = std::sqrt(a2), jn = std::sqrt(j2), sn = std::sqrt(s2), cn = std::sqrt(c2);
+    double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
+    if (std::isnan(tau)) tau = inf;  // 0/0, no force: no step limit
+    tau_min = std::min(tau_min, tau);
+    if (tau > 0 && tau < inf) {
+      ++felt;
+      log_tau_sum += std::log(tau);
+    }
+    sa += an, sj += jn, ss += sn, sc += cn;
+    sas += an * sn, sjj += jn * jn, sjc += jn * cn, sss += sn * sn;
+  }
+  const double gmean = felt > 0 ? std::exp(log_tau_sum / double(felt)) : inf;
+  // the kinetic energy and the virial in the centre-of-mass frame
+  double xcom[D] = {}, vcom[D] = {};
+  for (int64_t i = 0; i < N; ++i) {
+    for (int d = 0; d < D; ++d) {
+      xcom[d] += double(m[i]) / M * double(x[i * D + d]);
+      vcom[d] += double(m[i]) / M * double(v[i * D + d]);
+    }
+  }
+  double kin = 0.0, virial = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    double sq = 0.0, xa = 0.0;
+    for (int d = 0; d < D; ++d) {
+      const double u = double(v[i * D + d]) - vcom[d];
+      sq += u * u;
+      xa += (double(x[i * D + d]) - xcom[d]) * double(acc[0][i * D + d]);
+    }
+    kin += double(m[i]) * sq;
+    virial += double(m[i]) * xa;
+  }
+  kin *= 0.5;
+  const double E = kin + virial;
+  const double t_energy = E != 0 ? in.G * std::pow(M, 2.5) / std::pow(2 * std::abs(E), 1.5) : inf;
+  const double tau_sum = std::sqrt((sas + sjj) / (sjc + sss));
+  const double out[kFeatures] = {
+      std::log(double(std::max<int64_t>(N, 1))),
+      log_ratio(tau_min, t_energy, clip, tiny),
+      log_ratio(gmean, tau_min, clip, tiny),
+      log_ratio(sjj, sas, clip, tiny),
+      log_ratio(sss, sjc, clip, tiny),
+      log_ratio(tau_sum, tau_min, clip, tiny),
+      log_ratio(sa, sj * tau_min, clip, tiny),
+      0.5 * log_ratio(sa, ss * tau_min * tau_min, clip, tiny),
+      log_ratio(sa, sc * tau_min * tau_min * tau_min, clip, tiny) / 3.0,
+      log_ratio(2 * kin, std::abs(virial), clip, tiny),
+      log_ratio(m_min, m_max, clip, tiny),
+  };
+  for (int k = 0; k < kFeatures; ++k) feats[k] = static_cast<T>(out[k]);
+  *tau_out = static_cast<T>(tau_min);
+}
+
+// Every system of the batch: x, v (B, N, D), m (B, N), acc[k] (B, N, D) and
+// t[k] (B,) float64 for the K + 1 nodes; feats (B, kFeatures), tau (B).
+template <typename T, int D>
+void features(const T* x, const T* v, const T* m, const std::vector<const T*>& acc,
+              const std::vector<const double*>& t, const Inputs& in, T* feats, T* tau) {
+  const int64_t stride = in.N * D;
+  at::parallel_for(0, in.B, 16, [&](int64_t begin, int64_t end) {
+    std::vector<const T*> a(acc.size());
+    std::vector<double> times(t.size());
+    for (int64_t b = begin; b < end; ++b) {
+      for (size_t k = 0; k < acc.size(); ++k) {
+        a[k] = acc[k] + b * stride;
+        times[k] = t[k][b];
+      }
+      system_features<T, D>(x + b * stride, v + b * stride, m + b * in.N, a.data(), times.data(),
+                            in, feats + b * kFeatures, tau + b);
+    }
+  });
+}
+
+}  // namespace history_kernels
+}  // namespace aits

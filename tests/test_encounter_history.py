@@ -1,0 +1,258 @@
+"""The encounter-history feature kind (aits.encounter_history): derivatives from the
+accelerations of the last states, its features, the native op, and the models,
+policies and whole-run training that read it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aits import ops
+from aits.config import ConfigError, from_mapping
+from aits.encounter import CLIP, encounter_features
+from aits.encounter_history import history_derivatives, history_encounter_features
+from aits.features import HISTORY_ENCOUNTER_NAMES, FeatureSpec, gravity_derivatives
+from aits.guards import GuardRails
+from aits.history import HistoryBuffer
+from aits.ics import figure_eight, hierarchical_triple, kepler_orbit, plummer, random_system
+from aits.integrators import KDK
+from aits.model import TimeStepNet
+from aits.native_run import applies
+from aits.policies import ModelPolicy
+from aits.simulation import simulate
+from aits.state import SystemState, step
+
+
+def _run(state: SystemState, steps: int, dt: float, K: int) -> tuple[SystemState, HistoryBuffer]:
+    """``steps`` KDK steps of ``dt`` from ``state``, the last ``K`` start states kept."""
+    s = state.as_batch().with_acceleration() if not state.is_batched else state.with_acceleration()
+    h = HistoryBuffer(K)
+    for _ in range(steps):
+        h.push(s)
+        s = step(s, torch.full(s.batch_shape, dt, dtype=s.dtype))
+    return s, h
+
+
+@pytest.mark.parametrize("K", [4, 5])
+def test_derivatives_converge_to_the_exact_ones(K):
+    """Along a KDK run of a Kepler orbit the finite-difference jerk, snap and crackle
+    agree with the exact ones of the current state to the integrator's own O(dt^2)
+    (the accelerations are sampled on the leapfrog trajectory): halving the step
+    quarters the jerk's error."""
+    errors = []
+    for dt in (4e-3, 2e-3):
+        s, h = _run(kepler_orbit(0.5, 1.0), K + 2, dt, K)
+        got, want = history_derivatives(h.window(), s), gravity_derivatives(s)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=0)
+        errors.append([float((g - w).norm() / w.norm()) for g, w in zip(got[1:], want[1:])])
+    assert max(errors[1]) < 2e-5
+    assert 3.5 < errors[0][0] / errors[1][0] < 4.5
+
+
+def test_derivatives_are_exact_for_a_polynomial_at_any_spacing():
+    """A cubic acceleration a(t) is reproduced exactly by K = 4 nodes at uneven times."""
+    times = [0.0, 0.13, 0.21, 0.5, 0.57]
+    coef = torch.tensor([[0.3, -1.0], [2.0, 0.5], [-0.7, 1.5], [0.25, -0.4]], dtype=torch.float64)
+
+    def state(t: float) -> SystemState:
+        a = sum(coef[k] * t ** k for k in range(4)).expand(2, 2).clone()
+        return SystemState(pos=torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64),
+                           vel=torch.zeros(2, 2, dtype=torch.float64),
+                           mass=torch.ones(2, dtype=torch.float64),
+                           time=torch.tensor(t, dtype=torch.float64), acc=a)
+
+    nodes = [state(t) for t in times]
+    _, j, s, c = history_derivatives(nodes[:-1], nodes[-1])
+    t = times[-1]
+    torch.testing.assert_close(j[0], coef[1] + 2 * coef[2] * t + 3 * coef[3] * t * t,
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(s[0], 2 * coef[2] + 6 * coef[3] * t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(c[0], 6 * coef[3], rtol=1e-10, atol=1e-12)
+
+
+def test_warm_up_and_unordered_times_take_the_exact_derivatives():
+    s, h = _run(random_system(5, 3, batch=2, seed=1), 2, 1e-3, 4)
+    assert h.n_padded == 2
+    for got, want in zip(history_derivatives(h.window(), s), gravity_derivatives(s)):
+        assert torch.equal(got, want)
+    s, h = _run(random_system(5, 3, batch=2, seed=1), 6, 1e-3, 4)
+    window = h.window()
+    stale = window[-1].replace(time=window[-1].time.clone())
+    stale.time[1] = s.time[1]  # system 1: two nodes at one time
+    window[-1] = stale.with_acceleration()
+    got = history_derivatives(window, s)
+    exact = gravity_derivatives(s)
+    for g, w in zip(got[1:], exact[1:]):
+        assert torch.equal(g[1], w[1]) and not torch.equal(g[0], w[0])
+    with pytest.raises(ValueError, match="at least 3 past states"):
+        history_derivatives(window[:2], s)
+
+
+def test_feature_names_and_the_virial_energy():
+    assert len(HISTORY_ENCOUNTER_NAMES) == 11
+    assert "log_freefall_over_aarseth" not in HISTORY_ENCOUNTER_NAMES
+    s, h = _run(hierarchical_triple(e_in=0.4, a_out=8.0), 6, 1e-3, 4)
+    feats, tau = history_encounter_features(s, h.window())
+    ref, times = encounter_features(s, smooth=True)
+    # unsoftened: the virial is the potential energy, so the energy time and the virial
+    # ratio agree with the exact kind's; the derivatives (and so tau) nearly
+    torch.testing.assert_close(tau, times.aarseth_min, rtol=1e-4, atol=0)
+    torch.testing.assert_close(feats[..., -2:], ref[..., -2:], rtol=0, atol=1e-10)
+    torch.testing.assert_close(feats[..., :3], ref[..., :3], rtol=0, atol=1e-3)
+    torch.testing.assert_close(feats[..., 3:9], ref[..., 6:12], rtol=0, atol=1e-3)
+
+
+def test_features_are_scale_free_and_permutation_invariant():
+    base = plummer(6, seed=3)
+    s, h = _run(base, 6, 2e-3, 4)
+    feats, tau = history_encounter_features(s, h.window())
+    L, M = 3.0, 7.0
+    T = math.sqrt(L ** 3 / M)
+    scaled = SystemState(pos=base.pos * L, vel=base.vel * L / T, mass=base.mass * M)
+    s2, h2 = _run(scaled, 6, 2e-3 * T, 4)
+    feats2, tau2 = history_encounter_features(s2, h2.window())
+    torch.testing.assert_close(feats2, feats, rtol=0, atol=1e-8)
+    torch.testing.assert_close(tau2, tau * T, rtol=1e-8, atol=0)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+
+    def permuted(w: SystemState) -> SystemState:
+        return SystemState(pos=w.pos[:, perm], vel=w.vel[:, perm], mass=w.mass[:, perm],
+                           time=w.time, acc=w.acc[:, perm])
+
+    feats3, tau3 = history_encounter_features(permuted(s), [permuted(w) for w in h.window()])
+    torch.testing.assert_close(feats3, feats, rtol=0, atol=1e-12)
+    torch.testing.assert_close(tau3, tau, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("K", [3, 5])
+def test_native_op_equals_the_torch_path(dim, K):
+    batch = random_system(7, dim, batch=4, seed=dim + K, softening=0.02)
+    s, h = _run(batch, K + 1, 1e-3, K)
+    native = history_encounter_features(s, h.window())
+    torch_path = history_encounter_features(s, h.window(), native=False)
+    torch.testing.assert_close(native[0], torch_path[0], rtol=0, atol=1e-9)
+    torch.testing.assert_close(native[1], torch_path[1], rtol=1e-9, atol=0)
+    one = history_encounter_features(s.index(torch.tensor([2])), [w.index(torch.tensor([2]))
+                                                                   for w in h.window()])
+    torch.testing.assert_close(one[0], native[0][2:3], rtol=0, atol=1e-12)
+
+
+def test_native_op_float32_padded_and_large_systems():
+    s, h = _run(plummer(100, seed=2, softening=0.01), 5, 1e-3, 4)
+    native = history_encounter_features(s, h.window())
+    torch_path = history_encounter_features(s, h.window(), native=False)
+    torch.testing.assert_close(native[0], torch_path[0], rtol=0, atol=1e-7)
+    s32 = s.to(dtype=torch.float32)
+    f32 = history_encounter_features(s32, [w.to(dtype=torch.float32) for w in h.window()])
+    assert f32[0].dtype == torch.float32 and torch.isfinite(f32[0]).all()
+    zero = s.replace(mass=torch.zeros_like(s.mass)).with_acceleration()
+    window = [w.replace(mass=torch.zeros_like(w.mass)).with_acceleration() for w in h.window()]
+    feats, tau = history_encounter_features(zero, window)
+    assert torch.equal(feats, torch.zeros_like(feats)) and torch.isinf(tau).all()
+
+
+def test_native_op_opcheck_and_bad_input():
+    s, h = _run(random_system(4, 3, batch=3, seed=0), 5, 1e-3, 4)
+    nodes = [s] + list(reversed(h.window()))
+    accs, times = [n.acc for n in nodes], [n.time for n in nodes]
+    torch.library.opcheck(torch.ops.aits.history_encounter_features.default,
+                          (s.pos, s.vel, s.mass, accs, times, 1.0, CLIP))
+    feats, tau, ready = ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times, 1.0,
+                                                       CLIP)
+    assert ready.all()
+    backwards = ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times[::-1], 1.0, CLIP)
+    assert not backwards[2].any()
+    with pytest.raises(ValueError, match="at least 4 accelerations"):
+        ops.history_encounter_features(s.pos, s.vel, s.mass, accs[:3], times[:3], 1.0, CLIP)
+    with pytest.raises(ValueError, match="one time per acceleration"):
+        ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times[:4], 1.0, CLIP)
+    with pytest.raises(ValueError, match="must have the same shape as pos"):
+        ops.history_encounter_features(s.pos, s.vel, s.mass, [a[:, :2] for a in accs], times,
+                                       1.0, CLIP)
+    with pytest.raises(TypeError, match="float64"):
+        ops.history_encounter_features(s.pos, s.vel, s.mass, accs, [t.float() for t in times],
+                                       1.0, CLIP)
+    with pytest.raises(ValueError, match="contains NaN"):
+        ops.history_encounter_features(s.pos, s.vel, s.mass, [accs[0] * math.nan] + accs[1:],
+                                       times, 1.0, CLIP)
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times, 1.0, 0.0)
+
+
+def test_spec_and_config_validation():
+    spec = FeatureSpec(kind="encounter-history", history_len=4)
+    assert spec.dim == 11 and spec.window_len == 4 and spec.history_dim == 0
+    with pytest.raises(ValueError, match="history_len >= 3"):
+        FeatureSpec(kind="encounter-history", history_len=2)
+    with pytest.raises(ValueError, match="takes no history features"):
+        FeatureSpec(kind="encounter-history", history="basic", history_len=4)
+    with pytest.raises(ValueError, match="needs a HistoryBuffer"):
+        spec(figure_eight())
+    with pytest.raises(ConfigError, match="history_len >= 3"):
+        from_mapping({"feature_type": "encounter-history"})
+    with pytest.raises(ConfigError, match="takes no history features"):
+        from_mapping({"feature_type": "encounter-history", "history_len": 4,
+                      "history_type": "basic"})
+
+
+def test_model_policy_runs_with_its_window():
+    net = TimeStepNet(FeatureSpec(kind="encounter-history", history_len=4), hidden=[8],
+                      output="aarseth", dt_init=0.1).double()
+    policy = ModelPolicy(net)
+    assert policy.history_len == 4 and not policy.uses_pair_statistics
+    state = kepler_orbit(0.6, 1.0)
+    assert not applies(state.as_batch(), policy, KDK(), GuardRails(), [], False, 0)
+    with pytest.raises(ValueError, match="past states"):
+        policy(state)
+    r = simulate(state, policy, t_end=2 * math.pi, observers=[])
+    assert r.stop_reason == "t_end" and float(r.energy_error_max) < 1e-2
+    # the first four steps take the exact derivatives: Aarseth's time, as the network
+    # starts as Aarseth's criterion (eta = dt_init^2)
+    s, h = _run(state, 6, 1e-2, 4)
+    dt = policy(s, h.window())
+    _, tau = history_encounter_features(s, h.window())
+    torch.testing.assert_close(dt, 0.1 * tau, rtol=1e-6, atol=0)
+
+
+def test_whole_run_training_carries_the_window_and_resumes_bit_exact(tmp_path):
+    from aits.checkpoint import load_checkpoint
+    from aits.train import main
+    from aits.whole_run import WholeRunTrainer
+
+    cfg = dict(objective="whole-run", hidden=[8], window=4, windows_per_epoch=3,
+               restart_windows=3, epochs=1, rollout_steps=0, quiet=True, plot=False, lr=1e-2,
+               feature_type="encounter-history", history_len=4, output="aarseth", dt_init=0.08)
+    tr = WholeRunTrainer(from_mapping(cfg))
+    tr.run_window(0)
+    assert len(tr.live[0].history) == 4  # one window of four steps
+    common = ["--objective", "whole-run", "--hidden", "8", "--window", "4",
+              "--windows-per-epoch", "3", "--restart-windows", "4", "--rollout-steps", "10",
+              "--feature-type", "encounter-history", "--history-len", "4", "--output", "aarseth",
+              "--dt-init", "0.08", "--quiet", "--run-dir", str(tmp_path),
+              "--checkpoint-interval", "1"]
+    assert main([*common, "--run-name", "full", "--epochs", "2"]) == 0
+    assert main([*common, "--run-name", "half", "--epochs", "1"]) == 0
+    half = load_checkpoint(tmp_path / "half" / "checkpoints" / "epoch_0001.pt")
+    assert len(half["whole_run"][0]["history"]) == 4
+    assert main(["--resume", str(tmp_path / "half" / "checkpoints" / "epoch_0001.pt"),
+                 "--epochs", "2", "--quiet"]) == 0
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_0002.pt")
+    b = load_checkpoint(tmp_path / "half" / "checkpoints" / "epoch_0002.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["whole_run"][0]["state"]["pos"], b["whole_run"][0]["state"]["pos"])
+
+
+def test_gated_phases_train_on_the_window_kind():
+    from aits.training import Trainer
+
+    tr = Trainer(from_mapping(dict(hidden=[8], steps_per_epoch=6, rollout_steps=0, quiet=True,
+                                   feature_type="encounter-history", history_len=4,
+                                   output="aarseth", dt_init=0.05)))
+    assert tr.uses_history
+    for _ in range(2):
+        tr.run_epoch()
+    assert tr.history.is_full
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
