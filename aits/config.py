@@ -369,10 +369,10 @@ class TrainConfig(SharedSettings):
             if self.history_type != "none":
                 raise ConfigError(f"feature_type {self.feature_type!r} takes no history "
                                   "features: set history_type = 'none'")
-            if self.history_len < 3:
+            if not 3 <= self.history_len <= 15:
                 raise ConfigError(f"feature_type {self.feature_type!r} needs history_len >= 3 "
-                                  "(the past states its derivatives come from; 4 or 5 is "
-                                  f"usual), got {self.history_len}")
+                                  "and <= 15 (the past states its derivatives come from; 4 "
+                                  f"is usual), got {self.history_len}")
         _range_pair("e_range", self.e_range, 0.0, 1.0, hi_open=True)
         _range_pair("a_range", self.a_range, 0.0, math.inf, hi_open=True)
         if self.a_range[0] <= 0:

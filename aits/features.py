@@ -583,10 +583,10 @@ class FeatureSpec:
             if self.history is not None:
                 raise ValueError(f"FeatureSpec: kind {self.kind!r} takes no history features "
                                  f"(history must be None, got {self.history!r})")
-            if self.history_len < 3:
+            if not 3 <= self.history_len <= 15:
                 raise ValueError(f"FeatureSpec: kind {self.kind!r} needs history_len >= 3 "
-                                 "past states (its crackle is a third derivative), got "
-                                 f"{self.history_len}")
+                                 "past states (its crackle is a third derivative) and at most "
+                                 f"15, got {self.history_len}")
         if self.normalize not in _NORMALIZE:
             raise ValueError(f"FeatureSpec.normalize must be one of {_NORMALIZE}, got {self.normalize!r}")
         if self.normalize == "fixed" and self.scales is None:

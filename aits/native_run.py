@@ -2,8 +2,8 @@
 
 A run whose every step is decided without Python — a :class:`~aits.policies.FixedPolicy`,
 an :class:`~aits.policies.AarsethPolicy` or a :class:`~aits.policies.ModelPolicy` whose
-network the native loop can evaluate (:func:`native_net`: encounter features, the
-``"aarseth"`` output, tanh or relu, no Fourier features, float64; the shipped
+network the native loop can evaluate (:func:`native_net`: encounter features (the
+``encounter-history`` kind included), the ``"aarseth"`` output, tanh or relu, no Fourier features, float64; the shipped
 ``generalist`` is one), the ``kdk`` integrator or ``symmetric`` (its one-evaluation
 reversible recurrence, started from the policy's proposal), no guard rail,
 no observer, no progress bar, no output times, a CPU few-body batch (N at most 8 in
@@ -28,7 +28,7 @@ from aits.gate import EnergyGate
 from aits.guards import GuardRails
 from aits.integrators import KDK, Integrator, SymmetricKDK
 from aits.encounter import CLIP
-from aits.features import ENCOUNTER_KINDS
+from aits.features import ENCOUNTER_KINDS, WINDOW_KINDS
 from aits.model import TimeStepNet
 from aits.policies import AarsethPolicy, FixedPolicy, ModelPolicy, Policy
 from aits.state import SystemState
@@ -46,12 +46,13 @@ def native_net(net: TimeStepNet) -> list[Tensor] | None:
     """The layers of ``net`` as :func:`aits.ops.kdk_run` takes them, ``[weight (K, out,
     in), bias (K, out)]`` of each hidden layer and of the head (float64, ``K`` its
     members), or ``None`` where the native loop does not compute what ``net`` does: it
-    computes the encounter features (no history) and Aarseth's time natively, and the
-    network as plain linear layers with tanh or relu between them, in float64."""
+    computes the encounter features (no history features; the encounter-history kind
+    from each system's own window) and Aarseth's time natively, and the network as
+    plain linear layers with tanh or relu between them, in float64."""
     spec, config = net.spec, net.config()
-    if not (net.output == "aarseth" and spec.kind in ENCOUNTER_KINDS and not spec.history_dim
-            and config["fourier_features"] == 0 and config["activation"] in ("tanh", "relu")
-            and not net.training):
+    if not (net.output == "aarseth" and spec.kind in ENCOUNTER_KINDS + WINDOW_KINDS
+            and not spec.history_dim and config["fourier_features"] == 0
+            and config["activation"] in ("tanh", "relu") and not net.training):
         return None
     layers = [m for m in net.body if not isinstance(m, (torch.nn.Dropout, torch.nn.Tanh,
                                                         torch.nn.ReLU))] + [net.head]
@@ -121,10 +122,11 @@ def run(batch: SystemState, policy: FixedPolicy | AarsethPolicy | ModelPolicy, t
     elif isinstance(policy, AarsethPolicy):
         kind = {"eta": policy.eta}
     else:
+        spec = policy.net.spec
         kind = {"net": native_net(policy.net), "activation": policy.net.config()["activation"],
                 "net_scale": policy.net.dt_scale, "dt_scale": policy.dt_scale, "clip": CLIP,
-                "smooth": policy.net.spec.kind != "encounter",
-                "orbit": policy.net.spec.kind == "encounter-orbit"}
+                "smooth": spec.kind in ("encounter-smooth", "encounter-orbit"),
+                "orbit": spec.kind == "encounter-orbit", "history": spec.window_len}
     pos, vel, acc, time, counts, stats, totals = ops.kdk_run(
         batch.pos, batch.vel, batch.mass, batch.acc, batch.time, t_stop, limit,
         softening=batch.softening, G=batch.G, diagnostics=diagnostics, symmetric=symmetric,

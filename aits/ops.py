@@ -207,6 +207,7 @@ def kdk_run(
     smooth: bool = False,
     orbit: bool = False,
     symmetric: bool = False,
+    history: int = 0,
     softening: float = 0.0,
     G: float = 1.0,
     diagnostics: bool = False,
@@ -232,8 +233,8 @@ def kdk_run(
             the head): ``weight (K, out, in)`` and ``bias (K, out)`` float64 for an
             ensemble of ``K`` members (``K = 1`` for one network), the first layer taking
             the 14 encounter features (``smooth``: the encounter-smooth kind; with
-            ``orbit`` too, the 15 of the encounter-orbit kind), the last giving one
-            output.
+            ``orbit`` too, the 15 of the encounter-orbit kind; with ``history`` the 11
+            of the encounter-history kind), the last giving one output.
             :func:`aits.native_run.native_net` extracts them. Each step is then
             ``dt_scale * net_dt * tau_A``: the network's ``dt`` (``net_scale``, its
             ``dt_scale``, times the softplus of its output, or the geometric mean of the
@@ -243,6 +244,9 @@ def kdk_run(
             integrator (:class:`aits.integrators.SymmetricKDK` with ``iterations = 0``,
             its first step the proposal itself), one force evaluation a step as there.
         clip: the encounter features' clip (:data:`aits.encounter.CLIP`).
+        history: ``K`` in 3-15 for a network on the encounter-history kind: each system
+            keeps the accelerations and times of its last ``K`` states, the exact
+            derivatives taken until it has them (as :mod:`aits.encounter_history`).
         diagnostics: measure the energy every step (per-step and whole-run errors,
             gate passes against ``threshold`` with ``floor`` as in :mod:`aits.gate`,
             whose defaults apply to ``None``; divergence above ``fail_above``).
@@ -259,8 +263,9 @@ def kdk_run(
     Raises:
         ValueError: not exactly one of ``dt``, ``eta`` and ``net``, a value that is not
             finite and > 0, ``max_steps < 1``, a network whose layers do not chain from 14
-            inputs (15 with ``orbit``) to one output, ``orbit`` without ``smooth``, bad
-            shapes or values (the message names them).
+            inputs (15 with ``orbit``, 11 with ``history``) to one output, ``orbit``
+            without ``smooth``, ``history`` out of range or with ``smooth``, bad shapes or
+            values (the message names them).
     """
     if sum(x is not None for x in (dt, eta, net)) != 1:
         raise ValueError("aits.ops.kdk_run: give exactly one of dt (a fixed step), eta "
@@ -276,7 +281,7 @@ def kdk_run(
         float(DEFAULT_THRESHOLD if threshold is None else threshold),
         float(DEFAULT_FLOOR if floor is None else floor), float(fail_above), bool(stop_diverged),
         list(net) if net is not None else [], str(activation), float(net_scale), float(clip),
-        bool(smooth), bool(orbit), bool(symmetric),
+        bool(smooth), bool(orbit), bool(symmetric), int(history),
     )
 
 
@@ -382,7 +387,7 @@ def _leapfrog_step_fake(pos, vel, mass, dt, softening=0.0, G=1.0, acc=None, stat
 @torch.library.register_fake("aits::kdk_run")
 def _kdk_run_fake(pos, vel, mass, acc, time, t_stop, max_steps, policy, value, softening, G,
                   diagnostics, threshold, floor, fail_above, stop_diverged, net, activation,
-                  net_scale, clip, smooth=False, orbit=False, symmetric=False):
+                  net_scale, clip, smooth=False, orbit=False, symmetric=False, history=0):
     _check_meta_mix(pos, vel=vel, mass=mass, acc=acc, time=time, t_stop=t_stop)
     B = pos.shape[0]
     return (torch.empty_like(pos), torch.empty_like(pos), torch.empty_like(pos),

@@ -20,6 +20,8 @@ constexpr int kEncounterTimes = 5;
 // The columns of the history_encounter_features op's features:
 // aits.features.HISTORY_ENCOUNTER_NAMES.
 constexpr int kHistoryEncounterFeatures = 11;
+// The most accelerations (the window's K past states and the current one) it takes.
+constexpr int kHistoryMaxNodes = 16;
 
 // How kdk_run chooses each step: a fixed dt (value), Aarseth's criterion
 // (eta = value), or a trained time-step network (aits.model.TimeStepNet with
@@ -39,7 +41,8 @@ enum class NetActivation { kTanh, kRelu };
 // last giving one output; net_scale is the network's dt_scale, clip the
 // features' clip (aits.encounter.CLIP) and smooth their kind (encounter-smooth
 // when true, else encounter); orbit (with smooth): the encounter-orbit kind, one
-// input more (kEncounterFeatures + 1).
+// input more (kEncounterFeatures + 1); history > 0: the encounter-history kind with
+// that many past states (kHistoryEncounterFeatures inputs).
 struct KdkRunArgs {
   at::Tensor pos, vel, mass, acc, time, t_stop;
   double softening, G;
@@ -53,6 +56,7 @@ struct KdkRunArgs {
   NetActivation activation;
   double net_scale, clip;
   bool smooth, orbit;
+  int64_t history;  // the encounter-history kind's past states (0: an encounter kind)
   bool symmetric;  // the symmetric integrator's recurrence on each proposal
   at::Tensor pos1, vel1, acc1, time1, counts, stats, totals;
 };

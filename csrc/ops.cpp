@@ -151,6 +151,8 @@ std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
   TORCH_CHECK_VALUE(accs.size() >= 4, "aits.", op, ": accs must hold at least 4 accelerations "
                     "(the current state's and 3 past ones: a crackle is a third derivative), got ",
                     accs.size(), ".");
+  TORCH_CHECK_VALUE(accs.size() <= kHistoryMaxNodes, "aits.", op, ": accs holds ", accs.size(),
+                    " accelerations, at most ", kHistoryMaxNodes, " are supported.");
   TORCH_CHECK_VALUE(times.size() == accs.size(), "aits.", op, ": times must hold one time per "
                     "acceleration (", accs.size(), "), got ", times.size(), ".");
   std::vector<Tensor> a, t;
@@ -318,7 +320,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
     double fail_above, bool stop_diverged, at::TensorList net, c10::string_view activation,
-    double net_scale, double clip, bool smooth, bool orbit, bool symmetric) {
+    double net_scale, double clip, bool smooth, bool orbit, bool symmetric, int64_t history) {
   const char* op = "kdk_run";
   TORCH_CHECK_VALUE(pos.dim() == 3, "aits.", op, ": pos must be a batch (B, N, D); for one "
                     "system pass pos.unsqueeze(0) (and the same for the other inputs).");
@@ -333,14 +335,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   if (name == "model") {
     TORCH_CHECK_VALUE(smooth || !orbit, "aits.", op, ": orbit is the encounter-orbit kind, "
                       "which is smooth: pass smooth=True too.");
-    layers = check_net(op, net, kEncounterFeatures + (orbit ? 1 : 0));
+    TORCH_CHECK_VALUE(history == 0 || (history >= 3 && history < kHistoryMaxNodes), "aits.", op,
+                      ": history is the encounter-history kind's number of past states, 3 to ",
+                      kHistoryMaxNodes - 1, " (0: an encounter kind), got ", history, ".");
+    TORCH_CHECK_VALUE(history == 0 || (!smooth && !orbit), "aits.", op, ": history (the "
+                      "encounter-history kind) excludes smooth and orbit.");
+    layers = check_net(op, net, history > 0 ? kHistoryEncounterFeatures
+                                            : kEncounterFeatures + (orbit ? 1 : 0));
     TORCH_CHECK_VALUE(act == "tanh" || act == "relu", "aits.", op, ": unknown activation '", act,
                       "'; the native network has 'tanh' and 'relu'.");
     check_number(op, "net_scale", net_scale, Sign::kPositive);
     check_number(op, "clip", clip, Sign::kPositive);
   } else {
-    TORCH_CHECK_VALUE(net.empty(), "aits.", op, ": net is for policy 'model', not '", name,
-                      "'.");
+    TORCH_CHECK_VALUE(net.empty() && history == 0, "aits.", op, ": net and history are for "
+                      "policy 'model', not '", name, "'.");
   }
   TORCH_CHECK_VALUE(max_steps >= 1, "aits.", op, ": max_steps must be >= 1, got ", max_steps, ".");
   check_number(op, "threshold", threshold, Sign::kPositive);
@@ -377,6 +385,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
   run.clip = clip;
   run.smooth = smooth;
   run.orbit = orbit;
+  run.history = history;
   run.symmetric = symmetric;
   run.max_steps = max_steps;
   run.diagnostics = diagnostics;
@@ -428,7 +437,7 @@ TORCH_LIBRARY(aits, m) {
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
       " float threshold, float floor, float fail_above, bool stop_diverged, Tensor[] net,"
       " str activation, float net_scale, float clip, bool smooth=False, bool orbit=False,"
-      " bool symmetric=False)"
+      " bool symmetric=False, int history=0)"
       " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CPU pair-kernel selection (implemented in cpu/pair_kernel.cpp).
   m.def("set_pair_kernel(str name) -> ()");

@@ -75,7 +75,8 @@ std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
 // value = the factor on its dt; net = [weight (K, out, in), bias (K, out)] of
 // each layer, float64, with activation, net_scale its dt_scale, clip the
 // encounter features' clip, smooth and orbit their kind: encounter, encounter-smooth
-// or, both set, encounter-orbit) under kick-drift-kick (symmetric: each proposal
+// or, both set, encounter-orbit; history > 0 the encounter-history kind with that many
+// past states) under kick-drift-kick (symmetric: each proposal
 // through the symmetric integrator's reversible recurrence), CPU few-body sizes
 // (cpu/fewbody_run.h): every system of the batch run until t_stop (B,) float64
 // (inf: no end) or max_steps steps. acc: the gravitational acceleration at pos.
@@ -86,7 +87,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
     const Tensor& time, const Tensor& t_stop, int64_t max_steps, c10::string_view policy,
     double value, double softening, double G, bool diagnostics, double threshold, double floor,
     double fail_above, bool stop_diverged, at::TensorList net, c10::string_view activation,
-    double net_scale, double clip, bool smooth, bool orbit, bool symmetric);
+    double net_scale, double clip, bool smooth, bool orbit, bool symmetric, int64_t history);
 
 // Registers every function above under its schema name, for one dispatch key
 // (TORCH_LIBRARY_IMPL(aits, CPU / CUDA, m) { register_op_impls(m); }).

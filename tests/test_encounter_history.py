@@ -17,9 +17,9 @@ from aits.features import HISTORY_ENCOUNTER_NAMES, FeatureSpec, gravity_derivati
 from aits.guards import GuardRails
 from aits.history import HistoryBuffer
 from aits.ics import figure_eight, hierarchical_triple, kepler_orbit, plummer, random_system
-from aits.integrators import KDK
+from aits.integrators import KDK, SymmetricKDK
 from aits.model import TimeStepNet
-from aits.native_run import applies
+from aits.native_run import applies, native_net
 from aits.policies import ModelPolicy
 from aits.simulation import simulate
 from aits.state import SystemState, step
@@ -204,7 +204,6 @@ def test_model_policy_runs_with_its_window():
     policy = ModelPolicy(net)
     assert policy.history_len == 4 and not policy.uses_pair_statistics
     state = kepler_orbit(0.6, 1.0)
-    assert not applies(state.as_batch(), policy, KDK(), GuardRails(), [], False, 0)
     with pytest.raises(ValueError, match="past states"):
         policy(state)
     r = simulate(state, policy, t_end=2 * math.pi, observers=[])
@@ -256,3 +255,44 @@ def test_gated_phases_train_on_the_window_kind():
         tr.run_epoch()
     assert tr.history.is_full
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+@pytest.mark.parametrize("integrator", ["kdk", "symmetric"])
+def test_native_loop_runs_a_window_model_as_the_python_loop(integrator):
+    """The native loop keeps each system's window (warm-up on the exact derivatives
+    included) and gives the Python loop's run: the same force evaluations, the same
+    errors and end states to rounding."""
+    torch.manual_seed(0)
+    net = TimeStepNet(FeatureSpec(kind="encounter-history", history_len=4), hidden=[16, 16],
+                      output="aarseth", dt_init=0.1).double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    policy = ModelPolicy(net)
+    systems = [kepler_orbit(0.8, 1.0, dim=3), hierarchical_triple(e_in=0.5, a_out=8.0),
+               plummer(5, seed=4, softening=0.01)]
+    for s, t_end in zip(systems, (3 * math.pi, 12.0, 2.0)):
+        integ = KDK() if integrator == "kdk" else SymmetricKDK()
+        assert applies(s.as_batch().with_acceleration(), policy, integ, GuardRails(), [], False, 0)
+        a = simulate(s, policy, integrator=integrator, t_end=t_end, observers=[])
+        b = simulate(s, policy, integrator=integrator, t_end=t_end, observers=[], native=False)
+        assert a.force_evaluations == b.force_evaluations and a.steps > 50
+        assert a.energy_error_max == pytest.approx(b.energy_error_max, rel=1e-6)
+        torch.testing.assert_close(a.state.pos, b.state.pos, rtol=0, atol=1e-6)
+
+
+def test_native_loop_refuses_a_bad_history():
+    s = kepler_orbit(0.5, 1.0).as_batch().with_acceleration()
+    net = TimeStepNet(FeatureSpec(kind="encounter-history", history_len=4), hidden=[4],
+                      output="aarseth", dt_init=0.1).double().eval()
+    layers = native_net(net)
+    t_stop = torch.full((1,), 1.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="history is the encounter-history kind"):
+        ops.kdk_run(s.pos, s.vel, s.mass, s.acc, s.time, t_stop, 10, net=layers, history=2)
+    with pytest.raises(ValueError, match="excludes smooth and orbit"):
+        ops.kdk_run(s.pos, s.vel, s.mass, s.acc, s.time, t_stop, 10, net=layers, history=4,
+                    smooth=True)
+    with pytest.raises(ValueError, match=r"must have shape \(K, out, 14\)"):
+        ops.kdk_run(s.pos, s.vel, s.mass, s.acc, s.time, t_stop, 10, net=layers, history=0)
+    with pytest.raises(ValueError, match="net and history are for policy 'model'"):
+        ops.kdk_run(s.pos, s.vel, s.mass, s.acc, s.time, t_stop, 10, dt=0.01, history=4)

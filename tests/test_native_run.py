@@ -504,6 +504,6 @@ def test_kdk_run_refuses_bad_networks():
     refuses(good, ValueError, "unknown activation 'gelu'", activation="gelu")
     refuses(good, ValueError, "net_scale must be > 0", net_scale=0.0)
     refuses(good, ValueError, "dt_scale must be > 0", value=-1.0)
-    refuses(good, ValueError, "net is for policy 'model', not 'fixed'", policy="fixed")
+    refuses(good, ValueError, "net and history are for policy 'model', not 'fixed'", policy="fixed")
     with pytest.raises(ValueError, match="exactly one of dt"):
         ops.kdk_run(*_run_args(2), 10, dt=0.1, net=good)

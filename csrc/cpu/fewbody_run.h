@@ -32,7 +32,11 @@
 // The model policy computes the same derivatives, then each system's encounter
 // features and Aarseth time as aits.ops.encounter_features does
 // (encounter_kernels.h, per lane), and the network for the whole group at once:
-// dt = value * (the network's dt) * tau_A, as aits.policies.ModelPolicy.
+// dt = value * (the network's dt) * tau_A, as aits.policies.ModelPolicy. For the
+// encounter-history kind each lane keeps the accelerations and times of its last
+// cfg.history states instead, and its features come from them as the op
+// history_encounter_features computes them (history_kernels.h), the derivatives
+// computed only while a lane's window is not yet full.
 #pragma once
 
 #include <cmath>
@@ -44,6 +48,7 @@
 
 #include "cpu/encounter_kernels.h"
 #include "cpu/fewbody_kernels.h"
+#include "cpu/history_kernels.h"
 #include "cpu/lane_net.h"
 
 namespace aits {
@@ -81,6 +86,7 @@ struct RunConfig {
   double clip;               // the model's encounter features' clip
   bool smooth;               // ... and their kind: encounter-smooth (else encounter)
   bool orbit;                // ... encounter-orbit (with smooth): one input more
+  int64_t history;           // ... encounter-history with this many past states (0: not)
   bool symmetric;            // the symmetric integrator's reversible recurrence on the
                              // policy's proposal (aits.integrators.SymmetricKDK)
 };
@@ -220,6 +226,12 @@ struct LaneGroup {
   PairTable<T> inv1{};
   Bodies<T> dA{}, dJ{}, dS{}, dC{};  // Aarseth's derivatives at the state
   std::vector<F64> net_scratch;      // the model's inputs and layer outputs
+  // the encounter-history kind: the accelerations and times of the last
+  // cfg.history states (newest first), how many each lane holds, and scratch
+  std::vector<Bodies<T>> hist_a;
+  std::vector<F64> hist_t;
+  I64 filled{};
+  std::vector<double> diff_scratch;
 
   LaneGroup(const RunIO<T>& io_, int64_t N_, T eps2_, T G_, const RunConfig& cfg_,
             const Inv& inverse_, int64_t& next_, int64_t end_)
@@ -229,6 +241,9 @@ struct LaneGroup {
     for (int l = 0; l < kLanes; ++l) sys[l] = -1;
     if constexpr (kPolicy == RunPolicy::kModel) {
       net_scratch.resize(kNetInputs + 2 * cfg.net->width);
+      hist_a.resize(cfg.history);
+      hist_t.resize(cfg.history);
+      diff_scratch.resize((cfg.history + 4) * kMaxBodies<T> * D);
     }
     active = refill();
   }
@@ -249,6 +264,7 @@ struct LaneGroup {
     }
     t[l] = io.time[b];
     prev[l] = T(0);
+    filled[l] = 0;
     t_stop[l] = io.t_stop[b];
     tol[l] = std::isfinite(t_stop[l]) ? 1e-12 * std::max(std::abs(t_stop[l]), 1.0) : 0.0;
     dt_min[l] = inf;
@@ -344,10 +360,32 @@ struct LaneGroup {
     return false;
   }
 
+  // The lanes whose encounter-history features take the exact derivatives: those
+  // holding fewer than cfg.history past states, or whose times do not strictly
+  // decrease back through them (as aits.encounter_history).
+  I64 needs_exact() const {
+    I64 out{};
+    for (int l = 0; l < kLanes; ++l) {
+      bool exact = filled[l] < cfg.history;
+      double newer = t[l];
+      for (int64_t k = 0; k < cfg.history && !exact; ++k) {
+        exact = !(newer > hist_t[k][l]);
+        newer = hist_t[k][l];
+      }
+      out[l] = exact ? -1 : 0;
+    }
+    return out;
+  }
+
   // Aarseth's derivatives at the state (the criterion's), from the state's
-  // acceleration (its force pass's, or the one loaded with the system).
+  // acceleration (its force pass's, or the one loaded with the system); for the
+  // encounter-history kind only while a lane needs them.
   void derive() {
     if constexpr (kDerive) {
+      if (kPolicy == RunPolicy::kModel && cfg.history > 0 &&
+          !lanes::any(active & needs_exact())) {
+        return;
+      }
       const int64_t N = bodies();
       for (int64_t i = 0; i < N; ++i) {
         for (int c = 0; c < D; ++c) dA(i, c) = A(i, c);
@@ -361,6 +399,7 @@ struct LaneGroup {
   // network on every lane at once (an empty lane's inputs are zeros), then
   // dt = value * net * tau_A, in T as ModelPolicy has it.
   V<T> model_dt() {
+    if (cfg.history > 0) return history_dt();
     const int64_t N = bodies();
     const encounter_kernels::Inputs in{1, N, double(eps2), double(G), cfg.clip,
                                        double(std::numeric_limits<T>::min()), cfg.smooth};
@@ -393,6 +432,67 @@ struct LaneGroup {
             xs, vs, ms, N, double(times[4]), double(G), cfg.clip, in.tiny)));
       }
       tau[l] = double(times[0]);
+    }
+    const F64 net = lane_net::forward(*cfg.net, x, x + kNetInputs);
+    const V<T> dt = lanes::cast<T>(net * tau);
+    return cfg.value == 1.0 ? dt : dt * static_cast<T>(cfg.value);
+  }
+
+  // model_dt for the encounter-history kind: each held lane's features and Aarseth
+  // time from its acceleration and those of its last cfg.history states (as the op
+  // history_encounter_features), or from the exact derivatives where needs_exact.
+  V<T> history_dt() {
+    const int64_t N = bodies(), K = cfg.history;
+    const history_kernels::Inputs in{1, N, K, double(G), cfg.clip,
+                                     double(std::numeric_limits<T>::min())};
+    const I64 exact = needs_exact();
+    F64* x = net_scratch.data();
+    F64 tau{};
+    constexpr int64_t kMax = kMaxBodies<T> * D;
+    T xs[kMax], vs[kMax], ms[kMaxBodies<T>], nodes[history_kernels::kMaxNodes][kMax];
+    T js[kMax], ss[kMax], cs[kMax], das[kMax];
+    const T* node_ptr[history_kernels::kMaxNodes];
+    double times[history_kernels::kMaxNodes];
+    T feats[kHistoryEncounterFeatures], tau_l;
+    for (int l = 0; l < kLanes; ++l) {
+      if (sys[l] < 0) {
+        for (int f = 0; f < kHistoryEncounterFeatures; ++f) x[f][l] = 0.0;
+        continue;
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        for (int c = 0; c < D; ++c) {
+          xs[i * D + c] = X(i, c)[l];
+          vs[i * D + c] = Vel(i, c)[l];
+          nodes[0][i * D + c] = A(i, c)[l];
+        }
+        ms[i] = m[i][l];
+      }
+      if (exact[l]) {
+        for (int64_t i = 0; i < N; ++i) {
+          for (int c = 0; c < D; ++c) {
+            das[i * D + c] = dA(i, c)[l];
+            js[i * D + c] = dJ(i, c)[l];
+            ss[i * D + c] = dS(i, c)[l];
+            cs[i * D + c] = dC(i, c)[l];
+          }
+        }
+        history_kernels::features_from<T, T, D>(xs, vs, ms, nodes[0], das, js, ss, cs, in, feats,
+                                                &tau_l);
+      } else {
+        node_ptr[0] = nodes[0];
+        times[0] = t[l];
+        for (int64_t k = 1; k <= K; ++k) {
+          for (int64_t i = 0; i < N; ++i) {
+            for (int c = 0; c < D; ++c) nodes[k][i * D + c] = hist_a[k - 1](i, c)[l];
+          }
+          node_ptr[k] = nodes[k];
+          times[k] = hist_t[k - 1][l];
+        }
+        history_kernels::system_features<T, D>(xs, vs, ms, node_ptr, times, in,
+                                               diff_scratch.data(), feats, &tau_l);
+      }
+      for (int f = 0; f < kHistoryEncounterFeatures; ++f) x[f][l] = double(feats[f]);
+      tau[l] = double(tau_l);
     }
     const F64 net = lane_net::forward(*cfg.net, x, x + kNetInputs);
     const V<T> dt = lanes::cast<T>(net * tau);
@@ -472,6 +572,17 @@ struct LaneGroup {
     const I64 nonfinite = active & ~bad & ~ok;
     const I64 taken = active & ~bad & ok;
     const Mask<T> keep = lanes::narrow<T>(taken);
+    if constexpr (kPolicy == RunPolicy::kModel) {
+      if (cfg.history > 0) {  // the state the step left joins the window, newest first
+        for (int64_t k = cfg.history - 1; k > 0; --k) {
+          select<T, D>(keep, hist_a[k], hist_a[k - 1], N);
+          hist_t[k] = taken ? hist_t[k - 1] : hist_t[k];
+        }
+        select<T, D>(keep, hist_a[0], A, N);
+        hist_t[0] = taken ? t : hist_t[0];
+        filled -= taken & (filled < cfg.history);  // masks are -1
+      }
+    }
     select<T, D>(keep, X, X1, N);
     select<T, D>(keep, Vel, V1, N);
     select<T, D>(keep, A, A1, N);

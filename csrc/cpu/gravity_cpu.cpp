@@ -605,7 +605,7 @@ class CpuBackend final : public GravityBackend {
     const fewbody::RunConfig cfg{run.policy,    run.value, run.max_steps, run.diagnostics,
                                  run.threshold, run.floor, run.fail_above, run.stop_diverged,
                                  &net,          run.clip,      run.smooth,
-                                 run.orbit,     run.symmetric};
+                                 run.orbit,     run.history,   run.symmetric};
     with_system_aos(run.pos, run.mass, run.softening, run.G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       const fewbody::RunIO<T> io{s.x,

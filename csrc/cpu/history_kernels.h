@@ -29,20 +29,68 @@ namespace history_kernels {
 
 constexpr int kFeatures = kHistoryEncounterFeatures;
 
+// The most nodes (K + 1) a window may have (ops.cpp checks it).
+constexpr int kMaxNodes = kHistoryMaxNodes;
+
 struct Inputs {
   int64_t B, N, K;          // K past states: K + 1 nodes
   double G, clip, tiny;     // tiny: the smallest normal number of the input dtype
 };
 
-// One system: x, v (N, D), m (N); acc[k] (N, D) the acceleration at node k (0 the
-// current state, then back in time) and t[k] its time (strictly decreasing: the
-// caller checked); feats (kFeatures) and tau, Aarseth's minimum time.
-template <typename T, int D>
-void system_features(const T* x, const T* v, const T* m, const T* const* acc, const double* t,
-                     const Inputs& in, T* feats, T* tau_out) {
+// The jerk, snap and crackle at t[0] of the n coordinates whose values at the
+// K + 1 nodes are acc[k][0, n) at times t[k] (strictly decreasing): the
+// derivatives of Newton's interpolating polynomial, its divided-difference table
+// built in table ((K + 1) n doubles of scratch) level by level in place,
+// vectorised over the coordinates.
+template <typename T>
+void difference_derivatives(const T* const* acc, const double* t, int64_t n, int64_t K,
+                            double* table, double* jerk, double* snap, double* crackle) {
+  // the Newton basis omega_k(tau) = prod_{q<k} (tau - r_q), r_q = t_q - t_0: its
+  // Taylor coefficients of tau^1..tau^3 for every k (the same for every
+  // coordinate), and the reciprocals of the denominators r_q - r_{q+level}
+  double r[kMaxNodes], w1[kMaxNodes], w2[kMaxNodes], w3[kMaxNodes], inv[kMaxNodes * kMaxNodes];
+  for (int64_t k = 0; k <= K; ++k) r[k] = t[k] - t[0];
+  double o0 = 1.0, o1 = 0.0, o2 = 0.0, o3 = 0.0;
+  for (int64_t k = 1; k <= K; ++k) {
+    const double q = r[k - 1];
+    o3 = o2 - q * o3;
+    o2 = o1 - q * o2;
+    o1 = o0 - q * o1;
+    o0 = -q * o0;
+    w1[k] = o1, w2[k] = o2, w3[k] = o3;
+    for (int64_t i = 0; i + k <= K; ++i) inv[k * kMaxNodes + i] = 1.0 / (r[i] - r[i + k]);
+  }
+  for (int64_t k = 0; k <= K; ++k) {
+    for (int64_t e = 0; e < n; ++e) table[k * n + e] = double(acc[k][e]);
+  }
+  for (int64_t e = 0; e < n; ++e) jerk[e] = snap[e] = crackle[e] = 0.0;
+  for (int64_t level = 1; level <= K; ++level) {
+    for (int64_t q = 0; q + level <= K; ++q) {
+      double* __restrict lo = &table[q * n];
+      const double* __restrict hi = &table[(q + 1) * n];
+      const double f = inv[level * kMaxNodes + q];
+      for (int64_t e = 0; e < n; ++e) lo[e] = (lo[e] - hi[e]) * f;
+    }
+    const double* __restrict d = &table[0];
+    const double c1 = w1[level], c2 = 2.0 * w2[level], c3 = 6.0 * w3[level];
+    for (int64_t e = 0; e < n; ++e) {
+      jerk[e] += d[e] * c1;
+      snap[e] += d[e] * c2;
+      crackle[e] += d[e] * c3;
+    }
+  }
+}
+
+// One system's features (kFeatures) and Aarseth's minimum time from x, v (N, D),
+// m (N), the state's acceleration a_state (N, D; the virial's) and the
+// acceleration, jerk, snap and crackle a, j, s, c (N, D; j, s, c in T or double)
+// that Aarseth's times take.
+template <typename T, typename U, int D>
+void features_from(const T* x, const T* v, const T* m, const T* a_state, const T* a, const U* j,
+                   const U* s, const U* c, const Inputs& in, T* feats, T* tau_out) {
   using encounter_kernels::log_ratio;
   constexpr double inf = std::numeric_limits<double>::infinity();
-  const int64_t N = in.N, K = in.K;
+  const int64_t N = in.N;
   const double clip = in.clip, tiny = in.tiny;
   double M = 0.0, m_min = inf, m_max = -inf;
   for (int64_t i = 0; i < N; ++i) {
@@ -55,57 +103,17 @@ void system_features(const T* x, const T* v, const T* m, const T* const* acc, co
     *tau_out = T(inf);
     return;
   }
-  // the Newton basis omega_k(tau) = prod_{q<k} (tau - r_q), r_q = t_q - t_0: its
-  // Taylor coefficients of tau^1..tau^3 for every k (the same for every body), and
-  // the reciprocals of the divided differences' denominators r_q - r_{q+level}
-  std::vector<double> r(K + 1), w1(K + 1), w2(K + 1), w3(K + 1), inv(K * (K + 1));
-  for (int64_t k = 0; k <= K; ++k) r[k] = t[k] - t[0];
-  {
-    double o0 = 1.0, o1 = 0.0, o2 = 0.0, o3 = 0.0;
-    for (int64_t k = 1; k <= K; ++k) {
-      const double q = r[k - 1];
-      o3 = o2 - q * o3;
-      o2 = o1 - q * o2;
-      o1 = o0 - q * o1;
-      o0 = -q * o0;
-      w1[k] = o1, w2[k] = o2, w3[k] = o3;
-      for (int64_t i = 0; i + k <= K; ++i) inv[k * K + i] = 1.0 / (r[i] - r[i + k]);
-    }
-  }
-  // the divided-difference table of every coordinate at once, nodes as rows of
-  // N D, level by level in place (vectorised over the coordinates)
-  const int64_t n = N * D;
-  std::vector<double> table((K + 1) * n), jerk(n, 0.0), snap(n, 0.0), crackle(n, 0.0);
-  for (int64_t k = 0; k <= K; ++k) {
-    for (int64_t e = 0; e < n; ++e) table[k * n + e] = double(acc[k][e]);
-  }
-  for (int64_t level = 1; level <= K; ++level) {
-    for (int64_t q = 0; q + level <= K; ++q) {
-      double* __restrict lo = &table[q * n];
-      const double* __restrict hi = &table[(q + 1) * n];
-      const double f = inv[level * K + q];
-      for (int64_t e = 0; e < n; ++e) lo[e] = (lo[e] - hi[e]) * f;
-    }
-    const double* __restrict d = &table[0];
-    const double c1 = w1[level], c2 = 2.0 * w2[level], c3 = 6.0 * w3[level];
-    for (int64_t e = 0; e < n; ++e) {
-      jerk[e] += d[e] * c1;
-      snap[e] += d[e] * c2;
-      crackle[e] += d[e] * c3;
-    }
-  }
+  const auto norm = [](const auto* p, int64_t i) {
+    double sq = 0.0;
+    for (int d = 0; d < D; ++d) sq += double(p[i * D + d]) * double(p[i * D + d]);
+    return std::sqrt(sq);
+  };
   // per body: |a|, |j|, |s|, |c| and Aarseth's time; sums over the bodies
   double tau_min = inf, log_tau_sum = 0.0;
   double sa = 0.0, sj = 0.0, ss = 0.0, sc = 0.0, sas = 0.0, sjj = 0.0, sjc = 0.0, sss = 0.0;
   int64_t felt = 0;
   for (int64_t i = 0; i < N; ++i) {
-    double a2 = 0.0, j2 = 0.0, s2 = 0.0, c2 = 0.0;
-    for (int d = 0; d < D; ++d) {
-      const double a = double(acc[0][i * D + d]);
-      const double j = jerk[i * D + d], s = snap[i * D + d], c = crackle[i * D + d];
-      a2 += a * a, j2 += j * j, s2 += s * s, c2 += c * c;
-    }
-    const double an = std::sqrt(a2), jn = std::sqrt(j2), sn = std::sqrt(s2), cn = std::sqrt(c2);
+    const double an = norm(a, i), jn = norm(j, i), sn = norm(s, i), cn = norm(c, i);
     double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
     if (std::isnan(tau)) tau = inf;  // 0/0, no force: no step limit
     tau_min = std::min(tau_min, tau);
@@ -131,7 +139,7 @@ void system_features(const T* x, const T* v, const T* m, const T* const* acc, co
     for (int d = 0; d < D; ++d) {
       const double u = double(v[i * D + d]) - vcom[d];
       sq += u * u;
-      xa += (double(x[i * D + d]) - xcom[d]) * double(acc[0][i * D + d]);
+      xa += (double(x[i * D + d]) - xcom[d]) * double(a_state[i * D + d]);
     }
     kin += double(m[i]) * sq;
     virial += double(m[i]) * xa;
@@ -157,6 +165,20 @@ void system_features(const T* x, const T* v, const T* m, const T* const* acc, co
   *tau_out = static_cast<T>(tau_min);
 }
 
+// One system from its K + 1 nodes: x, v (N, D), m (N), acc[k] (N, D) the
+// acceleration at node k (0 the current state, then back in time) and t[k] its
+// time (strictly decreasing: the caller checked); scratch for (K + 4) N D doubles.
+template <typename T, int D>
+void system_features(const T* x, const T* v, const T* m, const T* const* acc, const double* t,
+                     const Inputs& in, double* scratch, T* feats, T* tau) {
+  const int64_t n = in.N * D;
+  double* jerk = scratch + (in.K + 1) * n;
+  double* snap = jerk + n;
+  double* crackle = snap + n;
+  difference_derivatives<T>(acc, t, n, in.K, scratch, jerk, snap, crackle);
+  features_from<T, double, D>(x, v, m, acc[0], acc[0], jerk, snap, crackle, in, feats, tau);
+}
+
 // Every system of the batch: x, v (B, N, D), m (B, N), acc[k] (B, N, D) and
 // t[k] (B,) float64 for the K + 1 nodes; feats (B, kFeatures), tau (B).
 template <typename T, int D>
@@ -165,14 +187,14 @@ void features(const T* x, const T* v, const T* m, const std::vector<const T*>& a
   const int64_t stride = in.N * D;
   at::parallel_for(0, in.B, 16, [&](int64_t begin, int64_t end) {
     std::vector<const T*> a(acc.size());
-    std::vector<double> times(t.size());
+    std::vector<double> times(t.size()), scratch((in.K + 4) * stride);
     for (int64_t b = begin; b < end; ++b) {
       for (size_t k = 0; k < acc.size(); ++k) {
         a[k] = acc[k] + b * stride;
         times[k] = t[k][b];
       }
       system_features<T, D>(x + b * stride, v + b * stride, m + b * in.N, a.data(), times.data(),
-                            in, feats + b * kFeatures, tau + b);
+                            in, scratch.data(), feats + b * kFeatures, tau + b);
     }
   });
 }
