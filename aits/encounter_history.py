@@ -10,9 +10,14 @@ through those ``K + 1`` accelerations (Newton's divided differences; any spacing
 the times). ``K >= 3`` (crackle is a third derivative); ``K = 4`` or 5 is the useful
 range (``README``: Aarseth's criterion from such derivatives needs 1.02x (K = 4) the
 force evaluations of the exact one on the wide development set, 1.17x with K = 3).
-Until ``K`` past states exist (the first ``K`` steps of a run) and for a system
-whose stored times are not increasing, the exact derivatives are taken
-(:func:`aits.features.gravity_derivatives`).
+Until ``K`` past states exist (the first ``K`` steps of a run), for a system whose
+stored times are not increasing, and where the window spans more than
+:data:`MAX_SPAN` (one) of the Aarseth time its differences give (steps of more than
+a quarter of it with ``K = 4``: large steps on softened clusters at loose
+tolerances, where Aarseth's criterion from differences needed 1.4-2.1x the force
+evaluations of the exact one), the exact derivatives are taken
+(:func:`aits.features.gravity_derivatives`): the features then cost what the
+encounter kinds' do, only on those steps.
 
 The potential energy is the virial ``W = sum_i m_i (x_i - x_com) . a_i``, also O(N)
 from the accelerations: it *is* the potential energy of unsoftened mutual gravity
@@ -42,10 +47,14 @@ from aits.encounter import (CLIP, PerBody, aarseth_gmean, log_ratio, massive, pe
 from aits.features import HISTORY_ENCOUNTER_NAMES, gravity_derivatives
 from aits.state import SystemState, center_of_mass_weights
 
-__all__ = ["MIN_WINDOW", "history_derivatives", "history_encounter_features"]
+__all__ = ["MAX_SPAN", "MIN_WINDOW", "history_derivatives", "history_encounter_features"]
 
 #: the fewest past states a window needs: a polynomial of degree 3 has a crackle
 MIN_WINDOW = 3
+#: the longest a window may span, in Aarseth times; beyond it (steps of more than a
+#: quarter of Aarseth's time with K = 4) the interpolating polynomial's derivatives
+#: are no estimate any more and the exact ones are taken
+MAX_SPAN = 1.0
 
 
 def _window_ready(window: Sequence[SystemState | None], state: SystemState) -> Tensor | None:
@@ -89,7 +98,9 @@ def history_derivatives(window: Sequence[SystemState | None], state: SystemState
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Acceleration, jerk, snap and crackle of every body (each shaped like ``pos``)
     from ``state``'s acceleration and those of ``window`` (oldest first, ``None`` for
-    padding; the module docstring); the exact ones where the window is not ready."""
+    padding; the module docstring); the exact ones where the window is not usable:
+    still padded, its times not strictly decreasing, or spanning more than
+    :data:`MAX_SPAN` of the Aarseth time its differences give."""
     if len(window) < MIN_WINDOW:
         raise ValueError(f"history_derivatives: a window of at least {MIN_WINDOW} past states "
                          f"is needed (a crackle is a third derivative), got {len(window)}")
@@ -98,6 +109,8 @@ def history_derivatives(window: Sequence[SystemState | None], state: SystemState
         return gravity_derivatives(state)
     a = state.acceleration().detach()
     j, s, c = _difference_derivatives(window, state)
+    tau = per_body(state, (a, j, s, c)).tau.amin(-1)
+    ready &= (state.time - window[0].time) <= MAX_SPAN * tau.double()
     if not bool(ready.all()):
         exact = gravity_derivatives(state)[1:]
         keep = ready[..., None, None]

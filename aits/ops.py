@@ -116,9 +116,10 @@ def history_encounter_features(
 
     ``accs``: ``K + 1 >= 4`` accelerations shaped like ``pos``, the current state's
     first, then back in time; ``times``: their times, ``batch_shape`` float64 each.
-    A system whose times do not strictly decrease has ``ready`` False and undefined
-    features (the caller takes the exact derivatives there). CPU only; not
-    differentiable.
+    A system whose times do not strictly decrease, or whose window spans more than
+    :data:`aits.encounter_history.MAX_SPAN` of its Aarseth time, has ``ready`` False
+    and undefined features (the caller takes the exact derivatives there). CPU only;
+    not differentiable.
     """
     _refuse_grad("history_encounter_features", pos=pos, vel=vel, mass=mass)
     return _ops.history_encounter_features(pos, vel, mass, list(accs), list(times), float(G),

@@ -55,7 +55,7 @@ void GravityBackend::encounter_features(const at::Tensor& pos, const at::Tensor&
 void GravityBackend::history_encounter_features(const at::Tensor& pos, const at::Tensor&,
                                                 const at::Tensor&, const std::vector<at::Tensor>&,
                                                 const std::vector<at::Tensor>&, double, double,
-                                                at::Tensor&, at::Tensor&) const {
+                                                at::Tensor&, at::Tensor&, at::Tensor&) const {
   TORCH_CHECK(false, "aits.ops.history_encounter_features has a CPU kernel only, not one for "
               "device '", pos.device().str(), "'. There, aits.encounter_history computes the "
               "features with torch.");

@@ -137,8 +137,9 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
 // The encounter-history features (aits/encounter_history.py) from the current state
 // and K + 1 >= 4 accelerations with their times (the current state's first, then back
 // in time): feats (B, kHistoryEncounterFeatures) and tau (B,) in the dtype of pos, and
-// ready (B,) bool, false for a system whose times do not strictly decrease (its
-// features and tau are then not defined; the caller takes the exact derivatives).
+// ready (B,) bool, false for a system whose times do not strictly decrease or whose
+// window spans more than one Aarseth time (its features and tau are then not
+// defined; the caller takes the exact derivatives).
 std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
     const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
     at::TensorList times, double G, double clip) {
@@ -162,13 +163,12 @@ std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
     t.push_back(check_per_system_f64(op, "times[k]", times[k], sys));
   }
   values.run();
-  Tensor ready = t[0].new_ones({sys.B}, at::kBool);
-  for (size_t k = 0; k + 1 < t.size(); ++k) ready &= t[k] > t[k + 1];
+  Tensor ready = at::empty({sys.B}, t[0].options().dtype(at::kBool));
   Tensor feats = at::empty({sys.B, kHistoryEncounterFeatures}, sys.pos.options());
   Tensor tau = at::empty({sys.B}, sys.pos.options());
   if (sys.B > 0) {
     backend_for(sys.pos).history_encounter_features(sys.pos, v, sys.mass, a, t, G, clip, feats,
-                                                    tau);
+                                                    tau, ready);
   }
   if (sys.batched) return {feats, tau, ready};
   return {feats.squeeze(0), tau.squeeze(0), ready.squeeze(0)};

@@ -65,7 +65,8 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
 // state (pos, vel, mass) and K + 1 >= 4 accelerations (like pos) with their times
 // ((B,) float64; the current state's first, then strictly back in time), feats
 // (B, 11), Aarseth's time tau (B,) and ready (B,) bool, false where a system's
-// times do not strictly decrease (its outputs are then undefined).
+// times do not strictly decrease or its window spans more than one Aarseth time
+// (its outputs are then undefined).
 std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
     const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
     at::TensorList times, double G, double clip);

@@ -268,15 +268,17 @@ def test_native_loop_runs_a_window_model_as_the_python_loop(integrator):
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    policy = ModelPolicy(net)
     systems = [kepler_orbit(0.8, 1.0, dim=3), hierarchical_triple(e_in=0.5, a_out=8.0),
                plummer(5, seed=4, softening=0.01)]
-    for s, t_end in zip(systems, (3 * math.pi, 12.0, 2.0)):
+    runs = list(zip(systems, (3 * math.pi, 12.0, 2.0)))
+    # dt_scale 5: steps of about half Aarseth's time, windows too long, exact derivatives
+    for (s, t_end), scale in zip(runs * 2, [1.0] * 3 + [5.0] * 3):
+        policy = ModelPolicy(net, scale)
         integ = KDK() if integrator == "kdk" else SymmetricKDK()
         assert applies(s.as_batch().with_acceleration(), policy, integ, GuardRails(), [], False, 0)
         a = simulate(s, policy, integrator=integrator, t_end=t_end, observers=[])
         b = simulate(s, policy, integrator=integrator, t_end=t_end, observers=[], native=False)
-        assert a.force_evaluations == b.force_evaluations and a.steps > 50
+        assert a.force_evaluations == b.force_evaluations and a.steps > 20
         assert a.energy_error_max == pytest.approx(b.energy_error_max, rel=1e-6)
         torch.testing.assert_close(a.state.pos, b.state.pos, rtol=0, atol=1e-6)
 
@@ -296,3 +298,25 @@ def test_native_loop_refuses_a_bad_history():
         ops.kdk_run(s.pos, s.vel, s.mass, s.acc, s.time, t_stop, 10, net=layers, history=0)
     with pytest.raises(ValueError, match="net and history are for policy 'model'"):
         ops.kdk_run(s.pos, s.vel, s.mass, s.acc, s.time, t_stop, 10, dt=0.01, history=4)
+
+
+def test_a_window_spanning_more_than_an_aarseth_time_takes_the_exact_derivatives():
+    """Steps of about half Aarseth's time: four of them span two, the differences are
+    no derivatives any more, and the exact ones are taken (op and native loop alike)."""
+    from aits.encounter_history import MAX_SPAN
+
+    tau = float(history_encounter_features(kepler_orbit(0.3, 1.0), [None] * 4)[1])
+    s, h = _run(kepler_orbit(0.3, 1.0), 5, 0.5 * tau, 4)
+    assert float(s.time - h.window()[0].time) > MAX_SPAN * tau
+    for got, want in zip(history_derivatives(h.window(), s)[1:], gravity_derivatives(s)[1:]):
+        assert torch.equal(got, want)
+    nodes = [s] + list(reversed(h.window()))
+    ready = ops.history_encounter_features(s.pos, s.vel, s.mass, [n.acc for n in nodes],
+                                           [n.time for n in nodes], 1.0, CLIP)[2]
+    assert not ready.any()
+    feats, tau_s = history_encounter_features(s, h.window())
+    torch.testing.assert_close(feats, history_encounter_features(s, [None] * 4)[0], rtol=0,
+                               atol=1e-12)
+    small, hs = _run(kepler_orbit(0.3, 1.0), 5, 0.05 * tau, 4)  # a fifth of a tau: used
+    assert not torch.equal(history_derivatives(hs.window(), small)[3],
+                           gravity_derivatives(small)[3])

@@ -36,7 +36,7 @@
 // encounter-history kind each lane keeps the accelerations and times of its last
 // cfg.history states instead, and its features come from them as the op
 // history_encounter_features computes them (history_kernels.h), the derivatives
-// computed only while a lane's window is not yet full.
+// computed only while a lane's window is not yet full or not usable.
 #pragma once
 
 #include <cmath>
@@ -360,38 +360,21 @@ struct LaneGroup {
     return false;
   }
 
-  // The lanes whose encounter-history features take the exact derivatives: those
-  // holding fewer than cfg.history past states, or whose times do not strictly
-  // decrease back through them (as aits.encounter_history).
-  I64 needs_exact() const {
-    I64 out{};
-    for (int l = 0; l < kLanes; ++l) {
-      bool exact = filled[l] < cfg.history;
-      double newer = t[l];
-      for (int64_t k = 0; k < cfg.history && !exact; ++k) {
-        exact = !(newer > hist_t[k][l]);
-        newer = hist_t[k][l];
-      }
-      out[l] = exact ? -1 : 0;
-    }
-    return out;
-  }
-
   // Aarseth's derivatives at the state (the criterion's), from the state's
-  // acceleration (its force pass's, or the one loaded with the system); for the
-  // encounter-history kind only while a lane needs them.
+  // acceleration (its force pass's, or the one loaded with the system). The
+  // encounter-history kind takes them in history_dt, only where a lane needs them.
   void derive() {
     if constexpr (kDerive) {
-      if (kPolicy == RunPolicy::kModel && cfg.history > 0 &&
-          !lanes::any(active & needs_exact())) {
-        return;
-      }
-      const int64_t N = bodies();
-      for (int64_t i = 0; i < N; ++i) {
-        for (int c = 0; c < D; ++c) dA(i, c) = A(i, c);
-      }
-      derivatives<T, D, true>(X, Vel, m, N, G, inv, dA, dJ, dS, dC);
+      if (kPolicy != RunPolicy::kModel || cfg.history == 0) exact_derivatives();
     }
+  }
+
+  void exact_derivatives() {
+    const int64_t N = bodies();
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) dA(i, c) = A(i, c);
+    }
+    derivatives<T, D, true>(X, Vel, m, N, G, inv, dA, dJ, dS, dC);
   }
 
   // The network's dt per lane: each held lane's encounter features and Aarseth
@@ -440,20 +423,23 @@ struct LaneGroup {
 
   // model_dt for the encounter-history kind: each held lane's features and Aarseth
   // time from its acceleration and those of its last cfg.history states (as the op
-  // history_encounter_features), or from the exact derivatives where needs_exact.
+  // history_encounter_features), or, while the window is not full or not usable
+  // (history_kernels::system_features), from the exact derivatives, computed for
+  // the group only when a lane needs them.
   V<T> history_dt() {
     const int64_t N = bodies(), K = cfg.history;
     const history_kernels::Inputs in{1, N, K, double(G), cfg.clip,
                                      double(std::numeric_limits<T>::min())};
-    const I64 exact = needs_exact();
     F64* x = net_scratch.data();
     F64 tau{};
     constexpr int64_t kMax = kMaxBodies<T> * D;
-    T xs[kMax], vs[kMax], ms[kMaxBodies<T>], nodes[history_kernels::kMaxNodes][kMax];
-    T js[kMax], ss[kMax], cs[kMax], das[kMax];
+    T xs[kLanes][kMax], vs[kLanes][kMax], ms[kLanes][kMaxBodies<T>];
+    T nodes[history_kernels::kMaxNodes][kMax];
     const T* node_ptr[history_kernels::kMaxNodes];
     double times[history_kernels::kMaxNodes];
     T feats[kHistoryEncounterFeatures], tau_l;
+    bool exact[kLanes] = {};
+    bool any_exact = false;
     for (int l = 0; l < kLanes; ++l) {
       if (sys[l] < 0) {
         for (int f = 0; f < kHistoryEncounterFeatures; ++f) x[f][l] = 0.0;
@@ -461,24 +447,14 @@ struct LaneGroup {
       }
       for (int64_t i = 0; i < N; ++i) {
         for (int c = 0; c < D; ++c) {
-          xs[i * D + c] = X(i, c)[l];
-          vs[i * D + c] = Vel(i, c)[l];
+          xs[l][i * D + c] = X(i, c)[l];
+          vs[l][i * D + c] = Vel(i, c)[l];
           nodes[0][i * D + c] = A(i, c)[l];
         }
-        ms[i] = m[i][l];
+        ms[l][i] = m[i][l];
       }
-      if (exact[l]) {
-        for (int64_t i = 0; i < N; ++i) {
-          for (int c = 0; c < D; ++c) {
-            das[i * D + c] = dA(i, c)[l];
-            js[i * D + c] = dJ(i, c)[l];
-            ss[i * D + c] = dS(i, c)[l];
-            cs[i * D + c] = dC(i, c)[l];
-          }
-        }
-        history_kernels::features_from<T, T, D>(xs, vs, ms, nodes[0], das, js, ss, cs, in, feats,
-                                                &tau_l);
-      } else {
+      exact[l] = filled[l] < K;
+      if (!exact[l]) {
         node_ptr[0] = nodes[0];
         times[0] = t[l];
         for (int64_t k = 1; k <= K; ++k) {
@@ -488,11 +464,35 @@ struct LaneGroup {
           node_ptr[k] = nodes[k];
           times[k] = hist_t[k - 1][l];
         }
-        history_kernels::system_features<T, D>(xs, vs, ms, node_ptr, times, in,
-                                               diff_scratch.data(), feats, &tau_l);
+        exact[l] = !history_kernels::system_features<T, D>(
+            xs[l], vs[l], ms[l], node_ptr, times, in, diff_scratch.data(), feats, &tau_l);
+      }
+      if (exact[l]) {
+        any_exact = true;
+        continue;
       }
       for (int f = 0; f < kHistoryEncounterFeatures; ++f) x[f][l] = double(feats[f]);
       tau[l] = double(tau_l);
+    }
+    if (any_exact) {
+      exact_derivatives();
+      T as[kMax], das[kMax], js[kMax], ss[kMax], cs[kMax];
+      for (int l = 0; l < kLanes; ++l) {
+        if (!exact[l]) continue;
+        for (int64_t i = 0; i < N; ++i) {
+          for (int c = 0; c < D; ++c) {
+            as[i * D + c] = A(i, c)[l];
+            das[i * D + c] = dA(i, c)[l];
+            js[i * D + c] = dJ(i, c)[l];
+            ss[i * D + c] = dS(i, c)[l];
+            cs[i * D + c] = dC(i, c)[l];
+          }
+        }
+        history_kernels::features_from<T, T, D>(xs[l], vs[l], ms[l], as, das, js, ss, cs, in,
+                                                feats, &tau_l);
+        for (int f = 0; f < kHistoryEncounterFeatures; ++f) x[f][l] = double(feats[f]);
+        tau[l] = double(tau_l);
+      }
     }
     const F64 net = lane_net::forward(*cfg.net, x, x + kNetInputs);
     const V<T> dt = lanes::cast<T>(net * tau);

@@ -674,7 +674,8 @@ class CpuBackend final : public GravityBackend {
   void history_encounter_features(const at::Tensor& pos, const at::Tensor& vel,
                                   const at::Tensor& mass, const std::vector<at::Tensor>& accs,
                                   const std::vector<at::Tensor>& times, double G, double clip,
-                                  at::Tensor& feats, at::Tensor& tau) const override {
+                                  at::Tensor& feats, at::Tensor& tau,
+                                  at::Tensor& ready) const override {
     const at::Tensor v = vel.contiguous();
     with_system_aos(pos, mass, 0.0, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
@@ -687,7 +688,8 @@ class CpuBackend final : public GravityBackend {
       const history_kernels::Inputs in{s.B, s.N, static_cast<int64_t>(accs.size()) - 1, G, clip,
                                        double(std::numeric_limits<T>::min())};
       history_kernels::features<T, decltype(dim)::value>(s.x, v.data_ptr<T>(), s.mass, a, t, in,
-                                                         feats.data_ptr<T>(), tau.data_ptr<T>());
+                                                         feats.data_ptr<T>(), tau.data_ptr<T>(),
+                                                         ready.data_ptr<bool>());
     });
   }
 

@@ -31,6 +31,9 @@ constexpr int kFeatures = kHistoryEncounterFeatures;
 
 // The most nodes (K + 1) a window may have (ops.cpp checks it).
 constexpr int kMaxNodes = kHistoryMaxNodes;
+// The longest a window may span, in Aarseth times (aits.encounter_history.MAX_SPAN):
+// beyond it the polynomial through the accelerations is no derivative any more.
+constexpr double kMaxSpan = 1.0;
 
 struct Inputs {
   int64_t B, N, K;          // K past states: K + 1 nodes
@@ -167,23 +170,32 @@ void features_from(const T* x, const T* v, const T* m, const T* a_state, const T
 
 // One system from its K + 1 nodes: x, v (N, D), m (N), acc[k] (N, D) the
 // acceleration at node k (0 the current state, then back in time) and t[k] its
-// time (strictly decreasing: the caller checked); scratch for (K + 4) N D doubles.
+// time; scratch for (K + 4) N D doubles. Returns whether the window is usable:
+// its times strictly decrease and it spans at most kMaxSpan of the Aarseth time
+// its differences give (else feats and tau are not to be used: the caller takes
+// the exact derivatives).
 template <typename T, int D>
-void system_features(const T* x, const T* v, const T* m, const T* const* acc, const double* t,
+bool system_features(const T* x, const T* v, const T* m, const T* const* acc, const double* t,
                      const Inputs& in, double* scratch, T* feats, T* tau) {
+  for (int64_t k = 0; k < in.K; ++k) {
+    if (!(t[k] > t[k + 1])) return false;
+  }
   const int64_t n = in.N * D;
   double* jerk = scratch + (in.K + 1) * n;
   double* snap = jerk + n;
   double* crackle = snap + n;
   difference_derivatives<T>(acc, t, n, in.K, scratch, jerk, snap, crackle);
   features_from<T, double, D>(x, v, m, acc[0], acc[0], jerk, snap, crackle, in, feats, tau);
+  return t[0] - t[in.K] <= kMaxSpan * double(*tau);
 }
 
 // Every system of the batch: x, v (B, N, D), m (B, N), acc[k] (B, N, D) and
-// t[k] (B,) float64 for the K + 1 nodes; feats (B, kFeatures), tau (B).
+// t[k] (B,) float64 for the K + 1 nodes; feats (B, kFeatures), tau (B) and
+// ready (B), system_features' verdict.
 template <typename T, int D>
 void features(const T* x, const T* v, const T* m, const std::vector<const T*>& acc,
-              const std::vector<const double*>& t, const Inputs& in, T* feats, T* tau) {
+              const std::vector<const double*>& t, const Inputs& in, T* feats, T* tau,
+              bool* ready) {
   const int64_t stride = in.N * D;
   at::parallel_for(0, in.B, 16, [&](int64_t begin, int64_t end) {
     std::vector<const T*> a(acc.size());
@@ -193,8 +205,9 @@ void features(const T* x, const T* v, const T* m, const std::vector<const T*>& a
         a[k] = acc[k] + b * stride;
         times[k] = t[k][b];
       }
-      system_features<T, D>(x + b * stride, v + b * stride, m + b * in.N, a.data(), times.data(),
-                            in, scratch.data(), feats + b * kFeatures, tau + b);
+      ready[b] = system_features<T, D>(x + b * stride, v + b * stride, m + b * in.N, a.data(),
+                                       times.data(), in, scratch.data(), feats + b * kFeatures,
+                                       tau + b);
     }
   });
 }
