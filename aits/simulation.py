@@ -266,6 +266,11 @@ def simulate(
     if getattr(integ, "statistics", uses) != uses:  # cache them only for a policy that reads them
         integ = copy.copy(integ)
         integ.statistics = uses
+    if isinstance(integ, SymmetricKDK) and getattr(policy, "history_len", 0):
+        log.warning("%r reads its last %d states, and the symmetric integrator's reversible "
+                    "recurrence needs a step that depends on the state alone: expect far more "
+                    "steps than under kdk (the encounter-history generalist: 1.47x on the "
+                    "development systems, README)", policy, policy.history_len)
     single = not state.is_batched
     force_evals0 = 0 if state.acc is not None else 1
     batch = state.detach().as_batch().with_acceleration()

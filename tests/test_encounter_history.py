@@ -320,3 +320,16 @@ def test_a_window_spanning_more_than_an_aarseth_time_takes_the_exact_derivatives
     small, hs = _run(kepler_orbit(0.3, 1.0), 5, 0.05 * tau, 4)  # a fifth of a tau: used
     assert not torch.equal(history_derivatives(hs.window(), small)[3],
                            gravity_derivatives(small)[3])
+
+
+def test_a_window_model_under_symmetric_warns(caplog):
+    net = TimeStepNet(FeatureSpec(kind="encounter-history", history_len=4), hidden=[4],
+                      output="aarseth", dt_init=0.1).double()
+    with caplog.at_level("WARNING", logger="aits.simulation"):
+        simulate(kepler_orbit(0.5, 1.0), ModelPolicy(net), integrator="symmetric", steps=5,
+                 observers=[])
+    assert "reversible recurrence" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aits.simulation"):
+        simulate(kepler_orbit(0.5, 1.0), ModelPolicy(net), steps=5, observers=[])
+    assert "reversible recurrence" not in caplog.text

@@ -15,7 +15,7 @@ from aits.policies import ModelPolicy, make_policy
 from aits.simulate import main as simulate_main
 
 
-SHIPPED = [PRETRAINED, "generalist"]
+SHIPPED = [PRETRAINED, "generalist", "generalist-history"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -73,3 +73,18 @@ def test_generalist_is_the_whole_run_preset():
     assert info["seeds"] == [0, 7, 8, 9, 11]
     net = aits.pretrained("generalist").net
     assert net.spec.kind == "encounter-smooth" and net.members == 5
+
+
+def test_generalist_history_is_its_preset_and_keeps_its_window():
+    info = pretrained_info("generalist-history")
+    assert info["trained_with"]["objective"] == "whole-run"
+    assert info["trained_with"]["feature_type"] == "encounter-history"
+    assert info["trained_with"]["history_len"] == 4 and info["seeds"] == [0, 5, 6, 7, 9]
+    policy = aits.pretrained("generalist-history")
+    assert policy.history_len == 4 and policy.net.members == 5
+    # the native loop and the Python loop: the same run
+    state = aits.make_scenario("binary-e0.9")
+    a = aits.simulate(state, policy, t_end=2 * math.pi, observers=[])
+    b = aits.simulate(state, policy, t_end=2 * math.pi, observers=[], native=False)
+    assert a.force_evaluations == b.force_evaluations
+    assert a.energy_error_max == pytest.approx(b.energy_error_max, rel=1e-8)
