@@ -114,10 +114,14 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
         history.push(state)
         state = step(state, 1e-4, statistics=policy.uses_pair_statistics)
 
+    # the push goes to a buffer of its own: pushing the same state into the policy's
+    # would leave its window with repeated times (no derivatives: the exact path)
+    pushed = HistoryBuffer(policy.history_len) if policy.history_len else None
+
     def model_step() -> SystemState:
         new = step(state, policy(state, history), statistics=policy.uses_pair_statistics)
-        if history is not None:
-            history.push(state)
+        if pushed is not None:
+            pushed.push(state)
         return new
 
     # the network's inputs as the policy forms them: features and its time scale
