@@ -270,6 +270,82 @@ PairTimes all_pair_times(const T* x, const T* v, const T* m, const T* a, int64_t
   return out;
 }
 
+// The masses of one system: their sum, smallest and largest.
+struct MassStats {
+  double M, m_min, m_max;
+};
+
+template <typename T>
+MassStats mass_stats(const T* m, int64_t N) {
+  MassStats out{0.0, std::numeric_limits<double>::infinity(),
+                -std::numeric_limits<double>::infinity()};
+  for (int64_t i = 0; i < N; ++i) {
+    out.M += double(m[i]);
+    out.m_min = std::min(out.m_min, double(m[i]));
+    out.m_max = std::max(out.m_max, double(m[i]));
+  }
+  return out;
+}
+
+// The kinetic energy of one system, v (N, D), m (N), in its centre-of-mass frame
+// (M = sum m > 0).
+template <typename T, int D>
+double com_kinetic(const T* v, const T* m, int64_t N, double M) {
+  double vcom[D] = {};
+  for (int64_t i = 0; i < N; ++i) {
+    for (int d = 0; d < D; ++d) vcom[d] += double(m[i]) / M * double(v[i * D + d]);
+  }
+  double kin = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    double sq = 0.0;
+    for (int d = 0; d < D; ++d) {
+      const double u = double(v[i * D + d]) - vcom[d];
+      sq += u * u;
+    }
+    kin += double(m[i]) * sq;
+  }
+  return 0.5 * kin;
+}
+
+// Aarseth's ingredients summed over the bodies of one system, body by body: the
+// smallest Aarseth time, the log-sum of the finite ones (their geometric mean) and
+// the sums S_x = sum |x|, S_xy = sum |x||y| that the smooth columns take.
+struct AarsethSums {
+  double tau_min = std::numeric_limits<double>::infinity(), log_tau_sum = 0.0;
+  double sa = 0.0, sj = 0.0, ss = 0.0, sc = 0.0, sas = 0.0, sjj = 0.0, sjc = 0.0, sss = 0.0;
+  int64_t felt = 0;
+
+  // Adds a body of |a|, |j|, |s|, |c|; returns its Aarseth time (inf for 0/0: no force).
+  double add(double an, double jn, double sn, double cn) {
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
+    if (std::isnan(tau)) tau = inf;  // 0/0, no force: no step limit
+    tau_min = std::min(tau_min, tau);
+    if (tau > 0 && tau < inf) {
+      ++felt;
+      log_tau_sum += std::log(tau);
+    }
+    sa += an, sj += jn, ss += sn, sc += cn;
+    sas += an * sn, sjj += jn * jn, sjc += jn * cn, sss += sn * sn;
+    return tau;
+  }
+
+  double gmean() const {
+    return felt > 0 ? std::exp(log_tau_sum / double(felt)) : std::numeric_limits<double>::infinity();
+  }
+
+  // SMOOTH_ENCOUNTER_NAMES[6:12] (HISTORY_ENCOUNTER_NAMES[3:9]) into out[0, 6).
+  void smooth_columns(double clip, double tiny, double* out) const {
+    const double tau_sum = std::sqrt((sas + sjj) / (sjc + sss));
+    out[0] = log_ratio(sjj, sas, clip, tiny);
+    out[1] = log_ratio(sss, sjc, clip, tiny);
+    out[2] = log_ratio(tau_sum, tau_min, clip, tiny);
+    out[3] = log_ratio(sa, sj * tau_min, clip, tiny);
+    out[4] = 0.5 * log_ratio(sa, ss * tau_min * tau_min, clip, tiny);
+    out[5] = log_ratio(sa, sc * tau_min * tau_min * tau_min, clip, tiny) / 3.0;
+  }
+};
+
 // One system: x, v, a, j, s, c (N, D), m (N); feats (kFeatures), times (kTimes);
 // given: its PairTimes if already known (PairTimesObserver), else all_pair_times
 // computes them, over every thread with rows_parallel.
@@ -285,59 +361,31 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
     for (int d = 0; d < D; ++d) sq += double(p[i * D + d]) * double(p[i * D + d]);
     return std::sqrt(sq);
   };
-  double M = 0.0, m_min = inf, m_max = -inf;
-  for (int64_t i = 0; i < N; ++i) {
-    M += double(m[i]);
-    m_min = std::min(m_min, double(m[i]));
-    m_max = std::max(m_max, double(m[i]));
-  }
+  const MassStats mass = mass_stats(m, N);
+  const double M = mass.M, m_min = mass.m_min, m_max = mass.m_max;
   if (!(M > 0)) {  // no mass (a padded slot): features 0, no time limits
     for (int k = 0; k < kFeatures; ++k) feats[k] = T(0);
     for (int k = 0; k < kTimes; ++k) times[k] = T(inf);
     return;
   }
-  // per body: Aarseth's time, the first body of the smallest, the log ratios q1, q2
-  double tau_min = inf, log_tau_sum = 0.0, q1_sum = 0.0, q2_sum = 0.0;
-  double ak = 0.0, jk = 0.0, sk = 0.0, q1k = 0.0, q2k = 0.0;
-  // sums over the bodies: |a|, |j|, |s|, |c|, |a||s|, |j|^2, |j||c|, |s|^2
-  double sa = 0.0, sj = 0.0, ss = 0.0, sc = 0.0, sas = 0.0, sjj = 0.0, sjc = 0.0, sss = 0.0;
-  int64_t felt = 0;
+  // per body: Aarseth's time, the first body of the smallest, the log ratios q1, q2;
+  // the sums over the bodies
+  AarsethSums sums;
+  double q1_sum = 0.0, q2_sum = 0.0, ak = 0.0, jk = 0.0, sk = 0.0, q1k = 0.0, q2k = 0.0;
   for (int64_t i = 0; i < N; ++i) {
     const double an = norm(a, i), jn = norm(j, i), sn = norm(s, i), cn = norm(c, i);
-    double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
-    if (std::isnan(tau)) tau = inf;  // 0/0, no force: no step limit
+    const double smallest = sums.tau_min;
+    const double tau = sums.add(an, jn, sn, cn);
     const double q1 = log_ratio(jn * jn, an * sn, clip, tiny);
     const double q2 = log_ratio(sn * sn, jn * cn, clip, tiny);
-    if (i == 0 || tau < tau_min) {
-      tau_min = tau;
-      ak = an, jk = jn, sk = sn, q1k = q1, q2k = q2;
-    }
-    if (tau > 0 && tau < inf) {
-      ++felt;
-      log_tau_sum += std::log(tau);
-    }
+    if (i == 0 || tau < smallest) ak = an, jk = jn, sk = sn, q1k = q1, q2k = q2;
     q1_sum += q1;
     q2_sum += q2;
-    sa += an, sj += jn, ss += sn, sc += cn;
-    sas += an * sn, sjj += jn * jn, sjc += jn * cn, sss += sn * sn;
   }
-  const double gmean = felt > 0 ? std::exp(log_tau_sum / double(felt)) : inf;
+  const double tau_min = sums.tau_min, gmean = sums.gmean();
   // pairs: the free-fall time (softened), the collision time (unsoftened), the
   // potential energy; the kinetic energy in the centre-of-mass frame
-  double vcom[D] = {};
-  for (int64_t i = 0; i < N; ++i) {
-    for (int d = 0; d < D; ++d) vcom[d] += double(m[i]) / M * double(v[i * D + d]);
-  }
-  double kin = 0.0;
-  for (int64_t i = 0; i < N; ++i) {
-    double sq = 0.0;
-    for (int d = 0; d < D; ++d) {
-      const double u = double(v[i * D + d]) - vcom[d];
-      sq += u * u;
-    }
-    kin += double(m[i]) * sq;
-  }
-  kin *= 0.5;
+  const double kin = com_kinetic<T, D>(v, m, N, M);
   const PairTimes pairs =
       given != nullptr ? *given : all_pair_times<T, D>(x, v, m, a, N, in, rows_parallel);
   const double tff2 = pairs.tff2, coll = pairs.coll, pot = in.G * pairs.pot;
@@ -362,15 +410,8 @@ void system_features(const T* x, const T* v, const T* m, const T* a, const T* j,
   };
   for (int k = 0; k < kFeatures; ++k) feats[k] = static_cast<T>(out[k]);
   if (in.smooth) {  // SMOOTH_ENCOUNTER_NAMES[6:12]
-    const double tau_sum = std::sqrt((sas + sjj) / (sjc + sss));
-    const double smooth[6] = {
-        log_ratio(sjj, sas, clip, tiny),
-        log_ratio(sss, sjc, clip, tiny),
-        log_ratio(tau_sum, tau_min, clip, tiny),
-        log_ratio(sa, sj * tau_min, clip, tiny),
-        0.5 * log_ratio(sa, ss * tau_min * tau_min, clip, tiny),
-        log_ratio(sa, sc * tau_min * tau_min * tau_min, clip, tiny) / 3.0,
-    };
+    double smooth[6];
+    sums.smooth_columns(clip, tiny, smooth);
     for (int k = 0; k < 6; ++k) feats[6 + k] = static_cast<T>(smooth[k]);
   }
   const double t[kTimes] = {tau_min, gmean, tff, coll, t_energy};

@@ -95,12 +95,8 @@ void features_from(const T* x, const T* v, const T* m, const T* a_state, const T
   constexpr double inf = std::numeric_limits<double>::infinity();
   const int64_t N = in.N;
   const double clip = in.clip, tiny = in.tiny;
-  double M = 0.0, m_min = inf, m_max = -inf;
-  for (int64_t i = 0; i < N; ++i) {
-    M += double(m[i]);
-    m_min = std::min(m_min, double(m[i]));
-    m_max = std::max(m_max, double(m[i]));
-  }
+  const encounter_kernels::MassStats mass = encounter_kernels::mass_stats(m, N);
+  const double M = mass.M;
   if (!(M > 0)) {  // no mass (a padded slot): features 0, no time limit
     for (int k = 0; k < kFeatures; ++k) feats[k] = T(0);
     *tau_out = T(inf);
@@ -111,58 +107,34 @@ void features_from(const T* x, const T* v, const T* m, const T* a_state, const T
     for (int d = 0; d < D; ++d) sq += double(p[i * D + d]) * double(p[i * D + d]);
     return std::sqrt(sq);
   };
-  // per body: |a|, |j|, |s|, |c| and Aarseth's time; sums over the bodies
-  double tau_min = inf, log_tau_sum = 0.0;
-  double sa = 0.0, sj = 0.0, ss = 0.0, sc = 0.0, sas = 0.0, sjj = 0.0, sjc = 0.0, sss = 0.0;
-  int64_t felt = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    const double an = norm(a, i), jn = norm(j, i), sn = norm(s, i), cn = norm(c, i);
-    double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
-    if (std::isnan(tau)) tau = inf;  // 0/0, no force: no step limit
-    tau_min = std::min(tau_min, tau);
-    if (tau > 0 && tau < inf) {
-      ++felt;
-      log_tau_sum += std::log(tau);
-    }
-    sa += an, sj += jn, ss += sn, sc += cn;
-    sas += an * sn, sjj += jn * jn, sjc += jn * cn, sss += sn * sn;
-  }
-  const double gmean = felt > 0 ? std::exp(log_tau_sum / double(felt)) : inf;
+  encounter_kernels::AarsethSums sums;  // per body: |a|, |j|, |s|, |c|, Aarseth's time
+  for (int64_t i = 0; i < N; ++i) sums.add(norm(a, i), norm(j, i), norm(s, i), norm(c, i));
+  const double tau_min = sums.tau_min;
   // the kinetic energy and the virial in the centre-of-mass frame
-  double xcom[D] = {}, vcom[D] = {};
+  const double kin = encounter_kernels::com_kinetic<T, D>(v, m, N, M);
+  double xcom[D] = {};
   for (int64_t i = 0; i < N; ++i) {
-    for (int d = 0; d < D; ++d) {
-      xcom[d] += double(m[i]) / M * double(x[i * D + d]);
-      vcom[d] += double(m[i]) / M * double(v[i * D + d]);
-    }
+    for (int d = 0; d < D; ++d) xcom[d] += double(m[i]) / M * double(x[i * D + d]);
   }
-  double kin = 0.0, virial = 0.0;
+  double virial = 0.0;
   for (int64_t i = 0; i < N; ++i) {
-    double sq = 0.0, xa = 0.0;
+    double xa = 0.0;
     for (int d = 0; d < D; ++d) {
-      const double u = double(v[i * D + d]) - vcom[d];
-      sq += u * u;
       xa += (double(x[i * D + d]) - xcom[d]) * double(a_state[i * D + d]);
     }
-    kin += double(m[i]) * sq;
     virial += double(m[i]) * xa;
   }
-  kin *= 0.5;
   const double E = kin + virial;
   const double t_energy = E != 0 ? in.G * std::pow(M, 2.5) / std::pow(2 * std::abs(E), 1.5) : inf;
-  const double tau_sum = std::sqrt((sas + sjj) / (sjc + sss));
+  double smooth[6];
+  sums.smooth_columns(clip, tiny, smooth);
   const double out[kFeatures] = {
       std::log(double(std::max<int64_t>(N, 1))),
       log_ratio(tau_min, t_energy, clip, tiny),
-      log_ratio(gmean, tau_min, clip, tiny),
-      log_ratio(sjj, sas, clip, tiny),
-      log_ratio(sss, sjc, clip, tiny),
-      log_ratio(tau_sum, tau_min, clip, tiny),
-      log_ratio(sa, sj * tau_min, clip, tiny),
-      0.5 * log_ratio(sa, ss * tau_min * tau_min, clip, tiny),
-      log_ratio(sa, sc * tau_min * tau_min * tau_min, clip, tiny) / 3.0,
+      log_ratio(sums.gmean(), tau_min, clip, tiny),
+      smooth[0], smooth[1], smooth[2], smooth[3], smooth[4], smooth[5],
       log_ratio(2 * kin, std::abs(virial), clip, tiny),
-      log_ratio(m_min, m_max, clip, tiny),
+      log_ratio(mass.m_min, mass.m_max, clip, tiny),
   };
   for (int k = 0; k < kFeatures; ++k) feats[k] = static_cast<T>(out[k]);
   *tau_out = static_cast<T>(tau_min);
