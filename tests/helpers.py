@@ -47,3 +47,24 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, tol: float) -
     assert actual.dtype == expected.dtype
     err = rel_err(actual.detach(), expected.detach())
     assert err <= tol, f"relative error {err:.3e} > {tol:.1e}"
+
+
+def whole_run_resume_matches(tmp_path, common: list[str], epochs: int) -> tuple[dict, dict]:
+    """Train ``epochs`` epochs in one go (run "full") and one epoch then resumed to
+    ``epochs`` (run "half") with the ``aits.train`` arguments ``common``; assert their
+    last checkpoints hold the same model and live state, and return them."""
+    from aits.checkpoint import load_checkpoint
+    from aits.train import main
+
+    assert main([*common, "--run-dir", str(tmp_path), "--checkpoint-interval", "1",
+                 "--run-name", "full", "--epochs", str(epochs)]) == 0
+    assert main([*common, "--run-dir", str(tmp_path), "--checkpoint-interval", "1",
+                 "--run-name", "half", "--epochs", "1"]) == 0
+    assert main(["--resume", str(tmp_path / "half" / "checkpoints" / "epoch_0001.pt"),
+                 "--epochs", str(epochs), "--quiet"]) == 0
+    last = f"epoch_{epochs:04d}.pt"
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / last)
+    b = load_checkpoint(tmp_path / "half" / "checkpoints" / last)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["whole_run"][0]["state"]["pos"], b["whole_run"][0]["state"]["pos"])
+    return a, b

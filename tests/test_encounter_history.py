@@ -23,6 +23,7 @@ from aits.native_run import applies, native_net
 from aits.policies import ModelPolicy
 from aits.simulation import simulate
 from aits.state import SystemState, step
+from helpers import whole_run_resume_matches
 
 
 def _run(state: SystemState, steps: int, dt: float, K: int) -> tuple[SystemState, HistoryBuffer]:
@@ -218,7 +219,6 @@ def test_model_policy_runs_with_its_window():
 
 def test_whole_run_training_carries_the_window_and_resumes_bit_exact(tmp_path):
     from aits.checkpoint import load_checkpoint
-    from aits.train import main
     from aits.whole_run import WholeRunTrainer
 
     cfg = dict(objective="whole-run", hidden=[8], window=4, windows_per_epoch=3,
@@ -230,18 +230,10 @@ def test_whole_run_training_carries_the_window_and_resumes_bit_exact(tmp_path):
     common = ["--objective", "whole-run", "--hidden", "8", "--window", "4",
               "--windows-per-epoch", "3", "--restart-windows", "4", "--rollout-steps", "10",
               "--feature-type", "encounter-history", "--history-len", "4", "--output", "aarseth",
-              "--dt-init", "0.08", "--quiet", "--run-dir", str(tmp_path),
-              "--checkpoint-interval", "1"]
-    assert main([*common, "--run-name", "full", "--epochs", "2"]) == 0
-    assert main([*common, "--run-name", "half", "--epochs", "1"]) == 0
+              "--dt-init", "0.08", "--quiet"]
+    whole_run_resume_matches(tmp_path, common, 2)
     half = load_checkpoint(tmp_path / "half" / "checkpoints" / "epoch_0001.pt")
     assert len(half["whole_run"][0]["history"]) == 4
-    assert main(["--resume", str(tmp_path / "half" / "checkpoints" / "epoch_0001.pt"),
-                 "--epochs", "2", "--quiet"]) == 0
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_0002.pt")
-    b = load_checkpoint(tmp_path / "half" / "checkpoints" / "epoch_0002.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert torch.equal(a["whole_run"][0]["state"]["pos"], b["whole_run"][0]["state"]["pos"])
 
 
 def test_gated_phases_train_on_the_window_kind():

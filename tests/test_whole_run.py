@@ -9,13 +9,12 @@ import math
 import pytest
 import torch
 
-from aits.checkpoint import load_checkpoint
 from aits.config import ConfigError, from_mapping
 from aits.population import generalist, random_rotations
-from aits.train import main
 from aits.training import Trainer
 from aits.gate import relative_energy_error
 from aits.whole_run import WholeRunTrainer, bounded_error, time_unit
+from helpers import whole_run_resume_matches
 
 TINY = dict(objective="whole-run", hidden=[8], window=4, windows_per_epoch=3, restart_windows=2,
             epochs=1, rollout_steps=0, quiet=True, plot=False, lr=1e-2)
@@ -240,15 +239,8 @@ def test_generalist_epoch_visits_every_group():
 def test_whole_run_cli_resume_is_bit_exact(tmp_path):
     common = ["--objective", "whole-run", "--hidden", "8", "--window", "4",
               "--windows-per-epoch", "3", "--restart-windows", "2", "--rollout-steps", "10",
-              "--quiet", "--run-dir", str(tmp_path), "--checkpoint-interval", "1"]
-    assert main([*common, "--run-name", "full", "--epochs", "3"]) == 0
-    assert main([*common, "--run-name", "half", "--epochs", "1"]) == 0
-    assert main(["--resume", str(tmp_path / "half" / "checkpoints" / "epoch_0001.pt"),
-                 "--epochs", "3", "--quiet"]) == 0
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_0003.pt")
-    b = load_checkpoint(tmp_path / "half" / "checkpoints" / "epoch_0003.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert torch.equal(a["whole_run"][0]["state"]["pos"], b["whole_run"][0]["state"]["pos"])
+              "--quiet"]
+    whole_run_resume_matches(tmp_path, common, 3)
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["objective"] == "whole-run" and summary["windows"] == 9
     assert "rollout windows" in (tmp_path / "full" / "summary.txt").read_text()
