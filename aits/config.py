@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aits.features import ANALYTIC_KINDS, HISTORY_KINDS, WINDOW_KINDS
+from aits.features import ANALYTIC_KINDS, HISTORY_KINDS, HISTORY_WINDOW, WINDOW_KINDS
 from aits.integrators import INTEGRATORS
 from aits.model import OUTPUTS
 from aits.policies import CLASSICAL, POLICIES
@@ -369,10 +369,11 @@ class TrainConfig(SharedSettings):
             if self.history_type != "none":
                 raise ConfigError(f"feature_type {self.feature_type!r} takes no history "
                                   "features: set history_type = 'none'")
-            if not 3 <= self.history_len <= 15:
-                raise ConfigError(f"feature_type {self.feature_type!r} needs history_len >= 3 "
-                                  "and <= 15 (the past states its derivatives come from; 4 "
-                                  f"is usual), got {self.history_len}")
+            low, high = HISTORY_WINDOW
+            if not low <= self.history_len <= high:
+                raise ConfigError(f"feature_type {self.feature_type!r} needs history_len >= "
+                                  f"{low} and <= {high} (the past states its derivatives come "
+                                  f"from; 4 is usual), got {self.history_len}")
         _range_pair("e_range", self.e_range, 0.0, 1.0, hi_open=True)
         _range_pair("a_range", self.a_range, 0.0, math.inf, hi_open=True)
         if self.a_range[0] <= 0:

@@ -44,13 +44,13 @@ from torch import Tensor
 from aits import ops
 from aits.encounter import (CLIP, PerBody, aarseth_gmean, log_ratio, massive, per_body,
                             smooth_columns)
-from aits.features import HISTORY_ENCOUNTER_NAMES, gravity_derivatives
-from aits.state import SystemState, center_of_mass_weights
+from aits.features import HISTORY_ENCOUNTER_NAMES, HISTORY_WINDOW, gravity_derivatives
+from aits.state import SystemState
 
 __all__ = ["MAX_SPAN", "MIN_WINDOW", "history_derivatives", "history_encounter_features"]
 
 #: the fewest past states a window needs: a polynomial of degree 3 has a crackle
-MIN_WINDOW = 3
+MIN_WINDOW = HISTORY_WINDOW[0]
 #: the longest a window may span, in Aarseth times; beyond it (steps of more than a
 #: quarter of Aarseth's time with K = 4) the interpolating polynomial's derivatives
 #: are no estimate any more and the exact ones are taken
@@ -93,6 +93,32 @@ def _difference_derivatives(window: Sequence[SystemState], state: SystemState
     return coef[0], 2 * coef[1], 6 * coef[2]
 
 
+def _check_window(window: Sequence[SystemState | None], name: str) -> None:
+    if len(window) < MIN_WINDOW:
+        raise ValueError(f"{name}: a window of at least {MIN_WINDOW} past states is needed (a "
+                         f"crackle is a third derivative), got {len(window)}")
+
+
+def _derivatives_and_body(window: Sequence[SystemState | None], state: SystemState
+                          ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], PerBody]:
+    """:func:`history_derivatives` and the :class:`~aits.encounter.PerBody` of them
+    (the span check needs it already; it is recomputed only where rows were replaced)."""
+    ready = _window_ready(window, state)
+    if ready is None:
+        derivatives = gravity_derivatives(state)
+        return derivatives, per_body(state, derivatives)
+    a = state.acceleration().detach()
+    j, s, c = _difference_derivatives(window, state)
+    body = per_body(state, (a, j, s, c))
+    ready &= (state.time - window[0].time) <= MAX_SPAN * body.tau.amin(-1).double()
+    if bool(ready.all()):
+        return (a, j, s, c), body
+    exact = gravity_derivatives(state)[1:]
+    keep = ready[..., None, None]
+    j, s, c = (torch.where(keep, x, y) for x, y in zip((j, s, c), exact))
+    return (a, j, s, c), per_body(state, (a, j, s, c))
+
+
 @torch.no_grad()
 def history_derivatives(window: Sequence[SystemState | None], state: SystemState
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -101,21 +127,8 @@ def history_derivatives(window: Sequence[SystemState | None], state: SystemState
     padding; the module docstring); the exact ones where the window is not usable:
     still padded, its times not strictly decreasing, or spanning more than
     :data:`MAX_SPAN` of the Aarseth time its differences give."""
-    if len(window) < MIN_WINDOW:
-        raise ValueError(f"history_derivatives: a window of at least {MIN_WINDOW} past states "
-                         f"is needed (a crackle is a third derivative), got {len(window)}")
-    ready = _window_ready(window, state)
-    if ready is None:
-        return gravity_derivatives(state)
-    a = state.acceleration().detach()
-    j, s, c = _difference_derivatives(window, state)
-    tau = per_body(state, (a, j, s, c)).tau.amin(-1)
-    ready &= (state.time - window[0].time) <= MAX_SPAN * tau.double()
-    if not bool(ready.all()):
-        exact = gravity_derivatives(state)[1:]
-        keep = ready[..., None, None]
-        j, s, c = (torch.where(keep, x, y) for x, y in zip((j, s, c), exact))
-    return a, j, s, c
+    _check_window(window, "history_derivatives")
+    return _derivatives_and_body(window, state)[0]
 
 
 @torch.no_grad()
@@ -129,9 +142,7 @@ def history_encounter_features(state: SystemState, window: Sequence[SystemState 
     (:func:`aits.ops.history_encounter_features`; ``False``: the torch path, which
     every other device and the warm-up take; the two agree to rounding).
     """
-    if len(window) < MIN_WINDOW:
-        raise ValueError(f"history_encounter_features: a window of at least {MIN_WINDOW} past "
-                         f"states is needed (a crackle is a third derivative), got {len(window)}")
+    _check_window(window, "history_encounter_features")
     if (native and state.device.type == "cpu" and state.dim in (2, 3)
             and all(w is not None for w in window)):
         nodes = [state] + list(reversed(window))
@@ -150,14 +161,12 @@ def history_encounter_features(state: SystemState, window: Sequence[SystemState 
 def _torch_path(state: SystemState, window: Sequence[SystemState | None]
                 ) -> tuple[Tensor, Tensor]:
     """:func:`history_encounter_features` by torch ops (any device)."""
-    a, j, s, c = history_derivatives(window, state)
-    body: PerBody = per_body(state, (a, j, s, c))
+    body = _derivatives_and_body(window, state)[1]
     tau = body.tau.amin(-1)
-    x, m = state.pos.detach(), state.mass.detach()
-    w = center_of_mass_weights(m).unsqueeze(-1)
-    x_c = x - (w * x).sum(-2, keepdim=True)
-    kin = state.centered().kinetic_energy().detach()
-    virial = (m * (x_c * state.acceleration().detach()).sum(-1)).sum(-1)
+    m = state.mass.detach()
+    centered = state.centered()
+    kin = centered.kinetic_energy().detach()
+    virial = (m * (centered.pos.detach() * state.acceleration().detach()).sum(-1)).sum(-1)
     E, M = kin + virial, m.sum(-1)
     t_energy = torch.where(E != 0, state.G * M.pow(2.5) / (2 * E.abs()).pow(1.5), math.inf)
     cols = [

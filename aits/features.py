@@ -81,6 +81,7 @@ __all__ = [
     "FeatureSpec",
     "HISTORY_ENCOUNTER_NAMES",
     "HISTORY_KINDS",
+    "HISTORY_WINDOW",
     "ORBIT_ENCOUNTER_NAMES",
     "PAIR_CHUNK_ELEMENTS",
     "PairStats",
@@ -167,6 +168,9 @@ _UNIT_INDEX = {"M": 0, "L": 1, "V": 2, "A": 3, "T": 4, "1": 5}
 ENCOUNTER_KINDS = ("encounter", "encounter-smooth", "encounter-orbit")
 #: analytic kinds computed from the current state and the past ``history_len`` states
 WINDOW_KINDS = ("encounter-history",)
+#: the ``history_len`` a window kind takes, inclusive: a crackle needs 3 past states,
+#: the native kernels hold at most 15
+HISTORY_WINDOW = (3, 15)
 ANALYTIC_KINDS = ("basic", "rich") + ENCOUNTER_KINDS + WINDOW_KINDS
 HISTORY_KINDS = ("delta_mag", "basic", "rich")
 _NAMES = {"basic": BASIC_NAMES, "rich": RICH_NAMES, "encounter": ENCOUNTER_NAMES,
@@ -583,10 +587,11 @@ class FeatureSpec:
             if self.history is not None:
                 raise ValueError(f"FeatureSpec: kind {self.kind!r} takes no history features "
                                  f"(history must be None, got {self.history!r})")
-            if not 3 <= self.history_len <= 15:
-                raise ValueError(f"FeatureSpec: kind {self.kind!r} needs history_len >= 3 "
+            low, high = HISTORY_WINDOW
+            if not low <= self.history_len <= high:
+                raise ValueError(f"FeatureSpec: kind {self.kind!r} needs history_len >= {low} "
                                  "past states (its crackle is a third derivative) and at most "
-                                 f"15, got {self.history_len}")
+                                 f"{high}, got {self.history_len}")
         if self.normalize not in _NORMALIZE:
             raise ValueError(f"FeatureSpec.normalize must be one of {_NORMALIZE}, got {self.normalize!r}")
         if self.normalize == "fixed" and self.scales is None:
