@@ -287,14 +287,21 @@ MassStats mass_stats(const T* m, int64_t N) {
   return out;
 }
 
+// The mass-weighted mean of p (N, D) over one system's bodies, m (N), M = sum m > 0.
+template <typename T, int D>
+void mass_mean(const T* p, const T* m, int64_t N, double M, double (&out)[D]) {
+  for (int d = 0; d < D; ++d) out[d] = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    for (int d = 0; d < D; ++d) out[d] += double(m[i]) / M * double(p[i * D + d]);
+  }
+}
+
 // The kinetic energy of one system, v (N, D), m (N), in its centre-of-mass frame
 // (M = sum m > 0).
 template <typename T, int D>
 double com_kinetic(const T* v, const T* m, int64_t N, double M) {
-  double vcom[D] = {};
-  for (int64_t i = 0; i < N; ++i) {
-    for (int d = 0; d < D; ++d) vcom[d] += double(m[i]) / M * double(v[i * D + d]);
-  }
+  double vcom[D];
+  mass_mean<T, D>(v, m, N, M, vcom);
   double kin = 0.0;
   for (int64_t i = 0; i < N; ++i) {
     double sq = 0.0;
@@ -432,13 +439,9 @@ double orbit_shape(const T* x, const T* v, const T* m, int64_t N, double t_energ
     m2 += double(m[i]) * double(m[i]);
   }
   if (!(M > 0)) return 0.0;
-  double xc[D] = {}, vc[D] = {};
-  for (int64_t i = 0; i < N; ++i) {
-    for (int d = 0; d < D; ++d) {
-      xc[d] += double(m[i]) / M * double(x[i * D + d]);
-      vc[d] += double(m[i]) / M * double(v[i * D + d]);
-    }
-  }
+  double xc[D], vc[D];
+  mass_mean<T, D>(x, m, N, M, xc);
+  mass_mean<T, D>(v, m, N, M, vc);
   double L[3] = {};  // in 2-D the z component alone; in 1-D none
   for (int64_t i = 0; i < N; ++i) {
     double r[D], u[D];

@@ -250,6 +250,17 @@ struct LaneGroup {
 
   int64_t bodies() const { return kN > 0 ? kN : n_; }
 
+  // Lane l's bodies of b into out (N, D), and its masses into ms (N).
+  void gather(const Bodies<T>& b, int l, T* out) const {
+    const int64_t N = bodies();
+    for (int64_t i = 0; i < N; ++i) {
+      for (int c = 0; c < D; ++c) out[i * D + c] = b(i, c)[l];
+    }
+  }
+  void gather_masses(int l, T* ms) const {
+    for (int64_t i = 0; i < bodies(); ++i) ms[i] = m[i][l];
+  }
+
   void load(int l, int64_t b) {
     const int64_t N = bodies();
     sys[l] = b;
@@ -275,16 +286,10 @@ struct LaneGroup {
   }
 
   void finish(int l) {
-    const int64_t N = bodies();
-    const int64_t b = sys[l];
-    for (int64_t i = 0; i < N; ++i) {
-      for (int c = 0; c < D; ++c) {
-        const int64_t k = (b * N + i) * D + c;
-        io.x_out[k] = X(i, c)[l];
-        io.v_out[k] = Vel(i, c)[l];
-        io.a_out[k] = A(i, c)[l];
-      }
-    }
+    const int64_t b = sys[l], o = b * bodies() * D;
+    gather(X, l, io.x_out + o);
+    gather(Vel, l, io.v_out + o);
+    gather(A, l, io.a_out + o);
     io.time_out[b] = t[l];
     int64_t* n = io.counts + b * kCounts;
     n[kSteps] = steps[l];
@@ -397,17 +402,13 @@ struct LaneGroup {
         for (int f = 0; f < inputs; ++f) x[f][l] = 0.0;
         continue;
       }
-      for (int64_t i = 0; i < N; ++i) {
-        for (int c = 0; c < D; ++c) {
-          xs[i * D + c] = X(i, c)[l];
-          vs[i * D + c] = Vel(i, c)[l];
-          as[i * D + c] = dA(i, c)[l];
-          js[i * D + c] = dJ(i, c)[l];
-          ss[i * D + c] = dS(i, c)[l];
-          cs[i * D + c] = dC(i, c)[l];
-        }
-        ms[i] = m[i][l];
-      }
+      gather(X, l, xs);
+      gather(Vel, l, vs);
+      gather(dA, l, as);
+      gather(dJ, l, js);
+      gather(dS, l, ss);
+      gather(dC, l, cs);
+      gather_masses(l, ms);
       encounter_kernels::system_features<T, D>(xs, vs, ms, as, js, ss, cs, in, feats, times);
       for (int f = 0; f < kEncounterFeatures; ++f) x[f][l] = double(feats[f]);
       if (cfg.orbit) {  // rounded to T, as the op's features are
@@ -445,24 +446,15 @@ struct LaneGroup {
         for (int f = 0; f < kHistoryEncounterFeatures; ++f) x[f][l] = 0.0;
         continue;
       }
-      for (int64_t i = 0; i < N; ++i) {
-        for (int c = 0; c < D; ++c) {
-          xs[l][i * D + c] = X(i, c)[l];
-          vs[l][i * D + c] = Vel(i, c)[l];
-          nodes[0][i * D + c] = A(i, c)[l];
-        }
-        ms[l][i] = m[i][l];
-      }
+      gather(X, l, xs[l]);
+      gather(Vel, l, vs[l]);
+      gather_masses(l, ms[l]);
       exact[l] = filled[l] < K;
       if (!exact[l]) {
-        node_ptr[0] = nodes[0];
-        times[0] = t[l];
-        for (int64_t k = 1; k <= K; ++k) {
-          for (int64_t i = 0; i < N; ++i) {
-            for (int c = 0; c < D; ++c) nodes[k][i * D + c] = hist_a[k - 1](i, c)[l];
-          }
+        for (int64_t k = 0; k <= K; ++k) {
+          gather(k == 0 ? A : hist_a[k - 1], l, nodes[k]);
           node_ptr[k] = nodes[k];
-          times[k] = hist_t[k - 1][l];
+          times[k] = k == 0 ? t[l] : hist_t[k - 1][l];
         }
         exact[l] = !history_kernels::system_features<T, D>(
             xs[l], vs[l], ms[l], node_ptr, times, in, diff_scratch.data(), feats, &tau_l);
@@ -479,15 +471,11 @@ struct LaneGroup {
       T as[kMax], das[kMax], js[kMax], ss[kMax], cs[kMax];
       for (int l = 0; l < kLanes; ++l) {
         if (!exact[l]) continue;
-        for (int64_t i = 0; i < N; ++i) {
-          for (int c = 0; c < D; ++c) {
-            as[i * D + c] = A(i, c)[l];
-            das[i * D + c] = dA(i, c)[l];
-            js[i * D + c] = dJ(i, c)[l];
-            ss[i * D + c] = dS(i, c)[l];
-            cs[i * D + c] = dC(i, c)[l];
-          }
-        }
+        gather(A, l, as);
+        gather(dA, l, das);
+        gather(dJ, l, js);
+        gather(dS, l, ss);
+        gather(dC, l, cs);
         history_kernels::features_from<T, T, D>(xs[l], vs[l], ms[l], as, das, js, ss, cs, in,
                                                 feats, &tau_l);
         for (int f = 0; f < kHistoryEncounterFeatures; ++f) x[f][l] = double(feats[f]);

@@ -112,10 +112,8 @@ void features_from(const T* x, const T* v, const T* m, const T* a_state, const T
   const double tau_min = sums.tau_min;
   // the kinetic energy and the virial in the centre-of-mass frame
   const double kin = encounter_kernels::com_kinetic<T, D>(v, m, N, M);
-  double xcom[D] = {};
-  for (int64_t i = 0; i < N; ++i) {
-    for (int d = 0; d < D; ++d) xcom[d] += double(m[i]) / M * double(x[i * D + d]);
-  }
+  double xcom[D];
+  encounter_kernels::mass_mean<T, D>(x, m, N, M, xcom);
   double virial = 0.0;
   for (int64_t i = 0; i < N; ++i) {
     double xa = 0.0;
