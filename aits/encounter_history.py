@@ -10,14 +10,18 @@ through those ``K + 1`` accelerations (Newton's divided differences; any spacing
 the times). ``K >= 3`` (crackle is a third derivative); ``K = 4`` or 5 is the useful
 range (``README``: Aarseth's criterion from such derivatives needs 1.02x (K = 4) the
 force evaluations of the exact one on the wide development set, 1.17x with K = 3).
-Until ``K`` past states exist (the first ``K`` steps of a run), for a system whose
-stored times are not increasing, and where the window spans more than
-:data:`MAX_SPAN` (one) of the Aarseth time its differences give (steps of more than
-a quarter of it with ``K = 4``: large steps on softened clusters at loose
-tolerances, where Aarseth's criterion from differences needed 1.4-2.1x the force
-evaluations of the exact one), the exact derivatives are taken
+Until ``K`` past states exist (the first ``K`` steps of a run) and for a system whose
+stored times are not increasing, the exact derivatives are taken
 (:func:`aits.features.gravity_derivatives`): the features then cost what the
-encounter kinds' do, only on those steps.
+encounter kinds' do, only on those steps. A body whose own Aarseth time from the
+differences is shorter than the window's span over :data:`MAX_SPAN` (one: steps of
+more than a quarter of it with ``K = 4``, as on softened clusters at loose
+tolerances, where Aarseth's criterion from differences alone needed 1.4-2.1x the
+force evaluations of the exact one) takes its exact derivatives instead: its pair
+sums over every partner, O(N) for each such body (the snap and crackle from the
+partners' jerks, exact for such bodies, the differences' for the others). With the
+shipped model's steps that is a few bodies in a thousand, where the whole system's
+exact derivatives would cost 2.7x a force evaluation.
 
 The potential energy is the virial ``W = sum_i m_i (x_i - x_com) . a_i``, also O(N)
 from the accelerations: it *is* the potential energy of unsoftened mutual gravity
@@ -41,19 +45,20 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from aits import ops
+from aits import ops, reference
 from aits.encounter import (CLIP, PerBody, aarseth_gmean, log_ratio, massive, per_body,
                             smooth_columns)
 from aits.features import HISTORY_ENCOUNTER_NAMES, HISTORY_WINDOW, gravity_derivatives
 from aits.state import SystemState
 
-__all__ = ["MAX_SPAN", "MIN_WINDOW", "history_derivatives", "history_encounter_features"]
+__all__ = ["MAX_SPAN", "MIN_WINDOW", "history_derivatives", "history_encounter_features",
+           "history_model_dt"]
 
 #: the fewest past states a window needs: a polynomial of degree 3 has a crackle
 MIN_WINDOW = HISTORY_WINDOW[0]
-#: the longest a window may span, in Aarseth times; beyond it (steps of more than a
-#: quarter of Aarseth's time with K = 4) the interpolating polynomial's derivatives
-#: are no estimate any more and the exact ones are taken
+#: the longest a window may span, in a body's Aarseth times; beyond it (steps of more
+#: than a quarter of that time with K = 4) the interpolating polynomial's derivatives
+#: are no estimate any more and the body's exact ones are taken
 MAX_SPAN = 1.0
 
 
@@ -99,24 +104,44 @@ def _check_window(window: Sequence[SystemState | None], name: str) -> None:
                          f"crackle is a third derivative), got {len(window)}")
 
 
+def _resolve_bodies(state: SystemState, a: Tensor, diff: tuple[Tensor, Tensor, Tensor],
+                    unresolved: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Jerk, snap and crackle with the ``unresolved`` bodies' (``batch_shape + (N,)``
+    bool) replaced by their exact ones: the pair sums of
+    :func:`aits.reference.aarseth_derivatives` over every partner, the snap and
+    crackle from the state's acceleration ``a`` and the partners' jerks (the exact
+    ones of the unresolved bodies, the differences' ``diff[0]`` of the others)."""
+    keep = unresolved[..., None]
+    j_diff = diff[0]
+    _, jerk, snap, crackle = reference.aarseth_derivatives(
+        state.pos.detach(), state.vel.detach(), state.mass.detach(), state.softening, state.G,
+        sources=lambda acc, j: (a, torch.where(keep, j, j_diff)))
+    return tuple(torch.where(keep, x, y) for x, y in zip((jerk, snap, crackle), diff))
+
+
 def _derivatives_and_body(window: Sequence[SystemState | None], state: SystemState
                           ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], PerBody]:
     """:func:`history_derivatives` and the :class:`~aits.encounter.PerBody` of them
-    (the span check needs it already; it is recomputed only where rows were replaced)."""
+    (the span check needs it already; it is recomputed only where bodies were
+    replaced)."""
     ready = _window_ready(window, state)
     if ready is None:
         derivatives = gravity_derivatives(state)
         return derivatives, per_body(state, derivatives)
     a = state.acceleration().detach()
-    j, s, c = _difference_derivatives(window, state)
-    body = per_body(state, (a, j, s, c))
-    ready &= (state.time - window[0].time) <= MAX_SPAN * body.tau.amin(-1).double()
-    if bool(ready.all()):
-        return (a, j, s, c), body
-    exact = gravity_derivatives(state)[1:]
-    keep = ready[..., None, None]
-    j, s, c = (torch.where(keep, x, y) for x, y in zip((j, s, c), exact))
-    return (a, j, s, c), per_body(state, (a, j, s, c))
+    diff = _difference_derivatives(window, state)
+    body = per_body(state, (a, *diff))
+    span = (state.time - window[0].time)[..., None]
+    unresolved = ~(span <= MAX_SPAN * body.tau.double()) & ready[..., None]
+    if bool(unresolved.any()):
+        diff = _resolve_bodies(state, a, diff, unresolved)
+    if not bool(ready.all()):
+        exact = gravity_derivatives(state)[1:]
+        keep = ready[..., None, None]
+        diff = tuple(torch.where(keep, x, y) for x, y in zip(diff, exact))
+    if bool(unresolved.any()) or not bool(ready.all()):
+        body = per_body(state, (a, *diff))
+    return (a, *diff), body
 
 
 @torch.no_grad()
@@ -124,9 +149,10 @@ def history_derivatives(window: Sequence[SystemState | None], state: SystemState
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Acceleration, jerk, snap and crackle of every body (each shaped like ``pos``)
     from ``state``'s acceleration and those of ``window`` (oldest first, ``None`` for
-    padding; the module docstring); the exact ones where the window is not usable:
-    still padded, its times not strictly decreasing, or spanning more than
-    :data:`MAX_SPAN` of the Aarseth time its differences give."""
+    padding; the module docstring); the exact ones where the window is not usable
+    (still padded, its times not strictly decreasing) and of the bodies whose
+    Aarseth time from the differences is shorter than the window's span over
+    :data:`MAX_SPAN`."""
     _check_window(window, "history_derivatives")
     return _derivatives_and_body(window, state)[0]
 
@@ -143,19 +169,56 @@ def history_encounter_features(state: SystemState, window: Sequence[SystemState 
     every other device and the warm-up take; the two agree to rounding).
     """
     _check_window(window, "history_encounter_features")
-    if (native and state.device.type == "cpu" and state.dim in (2, 3)
-            and all(w is not None for w in window)):
-        nodes = [state] + list(reversed(window))
-        n, d = state.n_bodies, state.dim
-        feats, tau, ready = ops.history_encounter_features(
-            state.pos.detach().reshape(-1, n, d), state.vel.detach().reshape(-1, n, d),
-            state.mass.detach().reshape(-1, n),
-            [s.acceleration().detach().reshape(-1, n, d) for s in nodes],
-            [s.time.reshape(-1) for s in nodes], state.G, CLIP)
+    inputs = _native_inputs(state, window) if native else None
+    if inputs is not None:
+        feats, tau, ready = ops.history_encounter_features(*inputs, state.softening, state.G,
+                                                           CLIP)
         if bool(ready.all()):
             shape = state.batch_shape
             return feats.reshape(shape + (len(HISTORY_ENCOUNTER_NAMES),)), tau.reshape(shape)
     return _torch_path(state, window)
+
+
+def _native_inputs(state: SystemState, window: Sequence[SystemState | None]
+                   ) -> tuple[Tensor, Tensor, Tensor, list[Tensor], list[Tensor]] | None:
+    """``pos``, ``vel``, ``mass``, the accelerations and the times of ``state`` and
+    ``window`` (newest first) as the native ops take them (``(B, N, D)``, ``(B, N)``,
+    ``(B,)``, detached), or ``None`` where they do not apply (not the CPU, not 2-D or
+    3-D, a padded window). A batch ``(B, N, D)`` goes as it is: this runs every step."""
+    if (state.device.type != "cpu" or state.dim not in (2, 3)
+            or any(w is None for w in window)):
+        return None
+    nodes = [state, *reversed(window)]
+    accs = [s.acc if s.acc is not None else s.acceleration() for s in nodes]
+    tensors = [state.pos, state.vel, state.mass, *accs]
+    tensors = [t.detach() if t.requires_grad else t for t in tensors]
+    times = [s.time for s in nodes]
+    if state.pos.dim() != 3:
+        n, d = state.n_bodies, state.dim
+        tensors = [t.reshape(-1, n) if k == 2 else t.reshape(-1, n, d)
+                   for k, t in enumerate(tensors)]
+        times = [t.reshape(-1) for t in times]
+    return tensors[0], tensors[1], tensors[2], tensors[3:], times
+
+
+@torch.no_grad()
+def history_model_dt(layers: Sequence[Tensor], activation: str, net_scale: float,
+                     state: SystemState, window: Sequence[SystemState | None]) -> Tensor | None:
+    """The ``dt`` (``batch_shape``) of an encounter-history network given natively
+    (``layers``, ``activation`` and ``net_scale``: :func:`aits.native_run.native_net`,
+    its activation and ``dt_scale``) for ``state`` and ``window``, features and
+    network in one native call (:func:`aits.ops.history_model_dt`), or ``None`` where
+    that does not apply (not the CPU, the window padded or its times not strictly
+    decreasing: :meth:`aits.model.TimeStepNet.predict_dt` then computes it)."""
+    _check_window(window, "history_model_dt")
+    inputs = _native_inputs(state, window)
+    if inputs is None:
+        return None
+    dt, ready = torch.ops.aits.history_model_dt(*inputs, state.softening, state.G, CLIP, layers,
+                                                activation, net_scale)
+    if not bool(ready.all()):
+        return None
+    return dt if dt.shape == state.batch_shape else dt.reshape(state.batch_shape)
 
 
 def _torch_path(state: SystemState, window: Sequence[SystemState | None]

@@ -43,8 +43,13 @@ class HistoryBuffer:
     def n_padded(self) -> int:
         return self.length - len(self)
 
-    def push(self, state: SystemState) -> None:
-        """Append ``state`` (newest); the oldest drops out when full. No-op for K = 0."""
+    def push(self, state: SystemState, *, copy: bool = True) -> None:
+        """Append ``state`` (newest); the oldest drops out when full. No-op for K = 0.
+
+        ``copy=False`` stores ``state`` itself (detached, its acceleration cached):
+        for a caller whose states are never changed in place while the buffer holds
+        them (:func:`aits.simulate`'s loop, whose states are new tensors each step).
+        """
         if not isinstance(state, SystemState):
             raise TypeError(f"HistoryBuffer.push expects a SystemState, got {type(state).__name__}")
         if self._states:
@@ -57,7 +62,8 @@ class HistoryBuffer:
                 )
         if self.length == 0:
             return
-        self._states.append(state.detach().with_acceleration().clone())
+        kept = state.detach().with_acceleration()
+        self._states.append(kept.clone() if copy else kept)
 
     def reset(self) -> None:
         """Forget every state."""

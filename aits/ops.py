@@ -105,7 +105,7 @@ def encounter_features(
 
 def history_encounter_features(
     pos: Tensor, vel: Tensor, mass: Tensor, accs: Sequence[Tensor], times: Sequence[Tensor],
-    G: float, clip: float,
+    softening: float, G: float, clip: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The encounter-history features of
     :func:`aits.encounter_history.history_encounter_features`, natively and in O(N):
@@ -116,14 +116,36 @@ def history_encounter_features(
 
     ``accs``: ``K + 1 >= 4`` accelerations shaped like ``pos``, the current state's
     first, then back in time; ``times``: their times, ``batch_shape`` float64 each.
-    A system whose times do not strictly decrease, or whose window spans more than
-    :data:`aits.encounter_history.MAX_SPAN` of its Aarseth time, has ``ready`` False
-    and undefined features (the caller takes the exact derivatives there). CPU only;
+    A body whose window spans more than :data:`aits.encounter_history.MAX_SPAN` of
+    its Aarseth time takes its exact derivatives (O(N) each; ``softening`` the
+    force's). A system whose times do not strictly decrease has ``ready`` False and
+    undefined features (the caller takes the exact derivatives there). CPU only;
     not differentiable.
     """
     _refuse_grad("history_encounter_features", pos=pos, vel=vel, mass=mass)
-    return _ops.history_encounter_features(pos, vel, mass, list(accs), list(times), float(G),
-                                           float(clip))
+    return _ops.history_encounter_features(pos, vel, mass, list(accs), list(times),
+                                           float(softening), float(G), float(clip))
+
+
+def history_model_dt(
+    pos: Tensor, vel: Tensor, mass: Tensor, accs: Sequence[Tensor], times: Sequence[Tensor],
+    softening: float, G: float, clip: float, net: Sequence[Tensor], activation: str,
+    net_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """The step of an encounter-history model in one native call: the features of
+    :func:`history_encounter_features` (same inputs), then the network ``net``
+    (:func:`aits.native_run.native_net`: ``[weight (K, out, in), bias (K, out)]`` of
+    each layer, float64 CPU; ``activation`` ``"tanh"`` or ``"relu"``; ``net_scale``
+    its ``dt_scale``) on them: ``(dt, ready)``, ``dt`` ``batch_shape`` in ``pos``'s
+    dtype (the network's dt times Aarseth's time, as
+    :meth:`aits.model.TimeStepNet.predict_dt`) and ``ready`` as the features' (``dt``
+    undefined where it is False). The weights are not checked for finite values (a
+    non-finite weight gives a non-finite ``dt``). CPU only; not differentiable.
+    """
+    _refuse_grad("history_model_dt", pos=pos, vel=vel, mass=mass)
+    return _ops.history_model_dt(pos, vel, mass, list(accs), list(times), float(softening),
+                                 float(G), float(clip), list(net), str(activation),
+                                 float(net_scale))
 
 
 def leapfrog_step(
@@ -371,11 +393,19 @@ def _encounter_features_fake(pos, vel, mass, softening, G, clip, smooth=False):
 
 
 @torch.library.register_fake("aits::history_encounter_features")
-def _history_encounter_features_fake(pos, vel, mass, accs, times, G, clip):
+def _history_encounter_features_fake(pos, vel, mass, accs, times, softening, G, clip):
     _check_meta_mix(pos, vel=vel, mass=mass, **{f"accs[{k}]": a for k, a in enumerate(accs)})
     batch = pos.shape[:-2]
     return (pos.new_empty(batch + (11,)), pos.new_empty(batch),
             pos.new_empty(batch, dtype=torch.bool))
+
+
+@torch.library.register_fake("aits::history_model_dt")
+def _history_model_dt_fake(pos, vel, mass, accs, times, softening, G, clip, net, activation,
+                           net_scale):
+    _check_meta_mix(pos, vel=vel, mass=mass, **{f"accs[{k}]": a for k, a in enumerate(accs)})
+    batch = pos.shape[:-2]
+    return pos.new_empty(batch), pos.new_empty(batch, dtype=torch.bool)
 
 
 @torch.library.register_fake("aits::leapfrog_step")

@@ -223,6 +223,7 @@ class ModelPolicy:
         #: the training configuration (from a checkpoint; physics and gate defaults)
         self.train_config: dict | None = None
         self.history_len = net.spec.window_len
+        self._native: tuple | None = None  # the window network's native layers (lazily)
 
     @classmethod
     def from_checkpoint(
@@ -258,8 +259,29 @@ class ModelPolicy:
             raise ValueError(
                 f"this model uses {self.history_len} past states: pass the HistoryBuffer"
             )
-        dt = self.net.predict_dt(state, history if self.history_len else None)
+        dt = self._native_window_dt(state, history) if self.history_len else None
+        if dt is None:
+            dt = self.net.predict_dt(state, history if self.history_len else None)
         return dt if self.dt_scale == 1.0 else dt * self.dt_scale
+
+    def _native_window_dt(self, state: SystemState, history) -> Tensor | None:
+        """An encounter-history network's dt in one native call (features and network,
+        :func:`aits.encounter_history.history_model_dt`; in eval mode, on the CPU, the
+        window full), or ``None``. The native layers share the parameters' storage
+        (taken at the first call: updates in place are seen, replaced parameters are
+        not: build a new policy)."""
+        from aits.encounter_history import history_model_dt
+        from aits.native_run import native_net
+
+        if self.net.training or not self.net._window_inputs():
+            return None
+        if self._native is None:
+            layers = native_net(self.net)
+            self._native = (() if layers is None
+                            else (layers, self.net.config()["activation"], self.net.dt_scale))
+        if not self._native:
+            return None
+        return history_model_dt(*self._native, state, self.net.spec.window(history))
 
     def __repr__(self) -> str:
         return (f"ModelPolicy(features={self.net.spec.to_dict()}, output={self.net.output!r}, "

@@ -7,6 +7,8 @@ against these. Shapes: pos (..., N, D), mass (..., N), dt () or (B,).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -32,7 +34,8 @@ def accelerations(pos: Tensor, mass: Tensor, softening: float = 0.0, G: float = 
 
 
 def aarseth_derivatives(
-    pos: Tensor, vel: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0
+    pos: Tensor, vel: Tensor, mass: Tensor, softening: float = 0.0, G: float = 1.0,
+    sources: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Acceleration, jerk, snap and crackle of mutual gravity, each shaped like ``pos``.
 
@@ -45,7 +48,9 @@ def aarseth_derivatives(
         S = G m a / r2^1.5 - 6 alpha J - 3 beta A,
         C = G m j / r2^1.5 - 9 alpha S - 9 beta J - 3 gamma A
 
-    ``A, J`` of every body first, then ``S, C`` (which need them).
+    ``A, J`` of every body first, then ``S, C`` (which need them). ``sources(acc,
+    jerk) -> (acc, jerk)``, if given, replaces the bodies' acceleration and jerk
+    that ``S, C`` take (the returned acc and jerk stay pass 1's).
     """
     x, r2, off = _pairs(pos, softening)
     r2 = r2.masked_fill(~off, 1.0).unsqueeze(-1)  # (..., N, N, 1)
@@ -62,7 +67,7 @@ def aarseth_derivatives(
     A = w * x
     J = w * v - 3 * alpha * A
     acc, jerk = A.sum(-2), J.sum(-2)
-    a, j = rel(acc), rel(jerk)
+    a, j = (rel(u) for u in (sources(acc, jerk) if sources is not None else (acc, jerk)))
     beta = (dot(v, v) + dot(x, a)) / r2 + alpha**2
     gamma = (3 * dot(v, a) + dot(x, j)) / r2 + alpha * (3 * beta - 4 * alpha**2)
     S = w * a - 6 * alpha * J - 3 * beta * A

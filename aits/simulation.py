@@ -534,8 +534,8 @@ def simulate(
             if diagnostics:
                 E1, scale1 = E1[keep_np], scale1[keep_np]
             rows = rows_all
-        if history is not None:
-            history.push(batch)
+        if history is not None:  # the loop's states are new tensors each step: no copy
+            history.push(batch, copy=False)
         if rows is None:
             batch, carry, prev_dt = new, new_carry, dt
         else:

@@ -108,11 +108,12 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
     policy = ModelPolicy(model_net(state, checkpoint))
     net = policy.net
     # a model that reads past states (history features, the encounter-history kind)
-    # gets a full window, and its step includes the push that simulate makes
+    # gets a full window of its own steps (their span decides which bodies take exact
+    # derivatives), and its step includes the push that simulate makes
     history = HistoryBuffer(policy.history_len) if policy.history_len else None
     for _ in range(policy.history_len):
         history.push(state)
-        state = step(state, 1e-4, statistics=policy.uses_pair_statistics)
+        state = step(state, policy(state, history), statistics=policy.uses_pair_statistics)
 
     # the push goes to a buffer of its own: pushing the same state into the policy's
     # would leave its window with repeated times (no derivatives: the exact path)
@@ -121,7 +122,7 @@ def model_policy_cost(n: int = 1024, device: str = "cpu", checkpoint: str | Path
     def model_step() -> SystemState:
         new = step(state, policy(state, history), statistics=policy.uses_pair_statistics)
         if pushed is not None:
-            pushed.push(state)
+            pushed.push(state, copy=False)
         return new
 
     # the network's inputs as the policy forms them: features and its time scale

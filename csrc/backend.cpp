@@ -55,10 +55,21 @@ void GravityBackend::encounter_features(const at::Tensor& pos, const at::Tensor&
 void GravityBackend::history_encounter_features(const at::Tensor& pos, const at::Tensor&,
                                                 const at::Tensor&, const std::vector<at::Tensor>&,
                                                 const std::vector<at::Tensor>&, double, double,
-                                                at::Tensor&, at::Tensor&, at::Tensor&) const {
+                                                double, at::Tensor&, at::Tensor&,
+                                                at::Tensor&) const {
   TORCH_CHECK(false, "aits.ops.history_encounter_features has a CPU kernel only, not one for "
               "device '", pos.device().str(), "'. There, aits.encounter_history computes the "
               "features with torch.");
+}
+
+void GravityBackend::history_model_dt(const at::Tensor& pos, const at::Tensor&, const at::Tensor&,
+                                      const std::vector<at::Tensor>&,
+                                      const std::vector<at::Tensor>&, double, double, double,
+                                      const std::vector<at::Tensor>&, NetActivation, double,
+                                      at::Tensor&, at::Tensor&) const {
+  TORCH_CHECK(false, "aits.ops.history_model_dt has a CPU kernel only, not one for device '",
+              pos.device().str(), "'. There, aits.policies.ModelPolicy evaluates the "
+              "features and the network with torch.");
 }
 
 void register_backend(c10::DeviceType device, const GravityBackend* backend) {

@@ -145,16 +145,29 @@ class GravityBackend {
   // The encounter-history features of aits.encounter_history (the op
   // history_encounter_features, ops.h) from pos, vel and mass (the current state),
   // accs, K + 1 accelerations (B, N, D) (the current state's first, then back in
-  // time), and times, their (B,) float64 times: feats (B, kHistoryEncounterFeatures),
-  // tau (B,), Aarseth's minimum time, and ready (B,) bool, whether the window is
-  // usable (its times strictly decreasing, a span of at most one Aarseth time).
+  // time), and times, their (B,) float64 times, softening the force's (the exact
+  // derivatives of the bodies the window does not resolve take it): feats (B,
+  // kHistoryEncounterFeatures), tau (B,), Aarseth's minimum time, and ready (B,)
+  // bool, whether the window is usable (its times strictly decreasing).
   // Only the CPU back end has it; the default raises a clear error.
   virtual void history_encounter_features(const at::Tensor& pos, const at::Tensor& vel,
                                           const at::Tensor& mass,
                                           const std::vector<at::Tensor>& accs,
-                                          const std::vector<at::Tensor>& times, double G,
-                                          double clip, at::Tensor& feats, at::Tensor& tau,
+                                          const std::vector<at::Tensor>& times,
+                                          double softening, double G, double clip,
+                                          at::Tensor& feats, at::Tensor& tau,
                                           at::Tensor& ready) const;
+
+  // The encounter-history model's dt (the op history_model_dt, ops.h): those
+  // features, then the network of layers (check_net's) with activation and
+  // net_scale: dt (B,) and ready (B,) bool. Only the CPU back end has it; the
+  // default raises a clear error.
+  virtual void history_model_dt(const at::Tensor& pos, const at::Tensor& vel,
+                                const at::Tensor& mass, const std::vector<at::Tensor>& accs,
+                                const std::vector<at::Tensor>& times, double softening, double G,
+                                double clip, const std::vector<at::Tensor>& layers,
+                                NetActivation activation, double net_scale, at::Tensor& dt,
+                                at::Tensor& ready) const;
 };
 
 // Called once per device type from a static initializer of each back end.

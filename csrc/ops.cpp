@@ -134,19 +134,20 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
   return {feats.squeeze(0), times.squeeze(0)};
 }
 
-// The encounter-history features (aits/encounter_history.py) from the current state
-// and K + 1 >= 4 accelerations with their times (the current state's first, then back
-// in time): feats (B, kHistoryEncounterFeatures) and tau (B,) in the dtype of pos, and
-// ready (B,) bool, false for a system whose times do not strictly decrease or whose
-// window spans more than one Aarseth time (its features and tau are then not
-// defined; the caller takes the exact derivatives).
-std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
-    const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
-    at::TensorList times, double G, double clip) {
-  const char* op = "history_encounter_features";
+// The inputs of the encounter-history ops, checked: the system, vel, and the K + 1
+// accelerations and times.
+struct HistoryInputs {
+  System sys;
+  Tensor v;
+  std::vector<Tensor> a, t;
+};
+
+HistoryInputs check_history(const char* op, const Tensor& pos, const Tensor& vel,
+                            const Tensor& mass, at::TensorList accs, at::TensorList times,
+                            double softening, double G, double clip) {
   check_number(op, "clip", clip, Sign::kPositive);
   ValueChecks values(op);
-  const System sys = check_system(op, pos, mass, 0.0, G, values);
+  const System sys = check_system(op, pos, mass, softening, G, values);
   const Tensor v = check_like_pos(op, "vel", vel, sys);
   values.finite("vel", v);
   TORCH_CHECK_VALUE(accs.size() >= 4, "aits.", op, ": accs must hold at least 4 accelerations "
@@ -163,12 +164,30 @@ std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
     t.push_back(check_per_system_f64(op, "times[k]", times[k], sys));
   }
   values.run();
+  return {sys, v, std::move(a), std::move(t)};
+}
+
+// The encounter-history features (aits/encounter_history.py) from the current state
+// and K + 1 >= 4 accelerations with their times (the current state's first, then back
+// in time): feats (B, kHistoryEncounterFeatures) and tau (B,) in the dtype of pos, and
+// ready (B,) bool, false for a system whose times do not strictly decrease (its
+// features and tau are then not defined; the caller takes the exact derivatives).
+// The bodies whose window spans more than one of their Aarseth times take exact
+// derivatives, with the force's softening.
+std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
+    const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
+    at::TensorList times, double softening, double G, double clip) {
+  const HistoryInputs in = check_history("history_encounter_features", pos, vel, mass, accs,
+                                         times, softening, G, clip);
+  const System& sys = in.sys;
+  const Tensor& v = in.v;
+  const std::vector<Tensor>&a = in.a, &t = in.t;
   Tensor ready = at::empty({sys.B}, t[0].options().dtype(at::kBool));
   Tensor feats = at::empty({sys.B, kHistoryEncounterFeatures}, sys.pos.options());
   Tensor tau = at::empty({sys.B}, sys.pos.options());
   if (sys.B > 0) {
-    backend_for(sys.pos).history_encounter_features(sys.pos, v, sys.mass, a, t, G, clip, feats,
-                                                    tau, ready);
+    backend_for(sys.pos).history_encounter_features(sys.pos, v, sys.mass, a, t, softening, G,
+                                                    clip, feats, tau, ready);
   }
   if (sys.batched) return {feats, tau, ready};
   return {feats.squeeze(0), tau.squeeze(0), ready.squeeze(0)};
@@ -277,10 +296,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> leapfrog_step_backward(
           sys.unbatch(grad_acc)};
 }
 
-// The layers of kdk_run's network: weight (K, out, in) and bias (K, out) of each,
-// float64, finite, on the CPU, chained from `inputs` inputs to one output.
-// Returns them contiguous.
-std::vector<Tensor> check_net(const char* op, at::TensorList net, int64_t inputs) {
+// The layers of a native network: weight (K, out, in) and bias (K, out) of each,
+// float64 on the CPU, chained from `inputs` inputs to one output, and finite
+// where `finite` (a run checks once; a per-step op leaves it: a non-finite
+// weight gives a non-finite dt, which the step refuses). Returns them contiguous.
+std::vector<Tensor> check_net(const char* op, at::TensorList net, int64_t inputs,
+                              bool finite = true) {
   TORCH_CHECK_VALUE(!net.empty() && net.size() % 2 == 0, "aits.", op, ": policy 'model' needs "
                     "net = [weight, bias] of every layer (an even, non-zero number of tensors), "
                     "got ", net.size(), " tensors.");
@@ -304,8 +325,9 @@ std::vector<Tensor> check_net(const char* op, at::TensorList net, int64_t inputs
                       ": the bias of net layer ", layer, " must have shape (", K, ", ",
                       w.size(1), "), got ", b.sizes(), ".");
     for (const Tensor* t : {&w, &b}) {
-      TORCH_CHECK_VALUE(at::isfinite(*t).all().item<bool>(), "aits.", op, ": net layer ", layer,
-                        " has non-finite weights; give a trained network's weights.");
+      TORCH_CHECK_VALUE(!finite || at::isfinite(*t).all().item<bool>(), "aits.", op,
+                        ": net layer ", layer, " has non-finite weights; give a trained "
+                        "network's weights.");
       out.push_back(t->contiguous());
     }
     width = w.size(1);
@@ -313,6 +335,38 @@ std::vector<Tensor> check_net(const char* op, at::TensorList net, int64_t inputs
   TORCH_CHECK_VALUE(width == 1, "aits.", op, ": the last net layer must have one output, got ",
                     width, ".");
   return out;
+}
+
+// The native network's activation by name.
+NetActivation check_activation(const char* op, c10::string_view act) {
+  TORCH_CHECK_VALUE(act == "tanh" || act == "relu", "aits.", op, ": unknown activation '", act,
+                    "'; the native network has 'tanh' and 'relu'.");
+  return act == "relu" ? NetActivation::kRelu : NetActivation::kTanh;
+}
+
+// The encounter-history model's dt (aits.policies.ModelPolicy of a TimeStepNet of
+// that kind with the "aarseth" output): history_encounter_features, then the
+// network (check_net's layers, tanh or relu, its dt_scale net_scale) on them, dt
+// (B,) = its dt times Aarseth's time, in the dtype of pos; ready as the features'
+// (dt undefined where it is false).
+std::tuple<Tensor, Tensor> history_model_dt(
+    const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
+    at::TensorList times, double softening, double G, double clip, at::TensorList net,
+    c10::string_view activation, double net_scale) {
+  const char* op = "history_model_dt";
+  const HistoryInputs in = check_history(op, pos, vel, mass, accs, times, softening, G, clip);
+  const std::vector<Tensor> layers = check_net(op, net, kHistoryEncounterFeatures, false);
+  const NetActivation act = check_activation(op, activation);
+  check_number(op, "net_scale", net_scale, Sign::kPositive);
+  const System& sys = in.sys;
+  Tensor ready = at::empty({sys.B}, in.t[0].options().dtype(at::kBool));
+  Tensor dt = at::empty({sys.B}, sys.pos.options());
+  if (sys.B > 0) {
+    backend_for(sys.pos).history_model_dt(sys.pos, in.v, sys.mass, in.a, in.t, softening, G,
+                                          clip, layers, act, net_scale, dt, ready);
+  }
+  if (sys.batched) return {dt, ready};
+  return {dt.squeeze(0), ready.squeeze(0)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
@@ -330,8 +384,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
                     "(value = eta) and 'model' (value = the factor on the network's dt).");
   check_number(op, name == "fixed" ? "dt" : name == "aarseth" ? "eta" : "dt_scale", value,
                Sign::kPositive);
-  const std::string act(activation.data(), activation.size());
   std::vector<Tensor> layers;
+  NetActivation act = NetActivation::kTanh;
   if (name == "model") {
     TORCH_CHECK_VALUE(smooth || !orbit, "aits.", op, ": orbit is the encounter-orbit kind, "
                       "which is smooth: pass smooth=True too.");
@@ -342,8 +396,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
                       "encounter-history kind) excludes smooth and orbit.");
     layers = check_net(op, net, history > 0 ? kHistoryEncounterFeatures
                                             : kEncounterFeatures + (orbit ? 1 : 0));
-    TORCH_CHECK_VALUE(act == "tanh" || act == "relu", "aits.", op, ": unknown activation '", act,
-                      "'; the native network has 'tanh' and 'relu'.");
+    act = check_activation(op, activation);
     check_number(op, "net_scale", net_scale, Sign::kPositive);
     check_number(op, "clip", clip, Sign::kPositive);
   } else {
@@ -380,7 +433,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> kdk_run(
                 : name == "aarseth" ? RunPolicy::kAarseth : RunPolicy::kModel;
   run.value = value;
   run.net = std::move(layers);
-  run.activation = act == "relu" ? NetActivation::kRelu : NetActivation::kTanh;
+  run.activation = act;
   run.net_scale = net_scale;
   run.clip = clip;
   run.smooth = smooth;
@@ -431,7 +484,11 @@ TORCH_LIBRARY(aits, m) {
       " float clip, bool smooth=False) -> (Tensor, Tensor)");
   m.def(
       "history_encounter_features(Tensor pos, Tensor vel, Tensor mass, Tensor[] accs,"
-      " Tensor[] times, float G, float clip) -> (Tensor, Tensor, Tensor)");
+      " Tensor[] times, float softening, float G, float clip) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "history_model_dt(Tensor pos, Tensor vel, Tensor mass, Tensor[] accs, Tensor[] times,"
+      " float softening, float G, float clip, Tensor[] net, str activation, float net_scale)"
+      " -> (Tensor, Tensor)");
   m.def(
       "kdk_run(Tensor pos, Tensor vel, Tensor mass, Tensor acc, Tensor time, Tensor t_stop,"
       " int max_steps, str policy, float value, float softening, float G, bool diagnostics,"
@@ -457,6 +514,7 @@ void register_op_impls(torch::Library& m) {
   m.impl("kdk_run", &kdk_run);
   m.impl("encounter_features", &encounter_features);
   m.impl("history_encounter_features", &history_encounter_features);
+  m.impl("history_model_dt", &history_model_dt);
 }
 
 TORCH_LIBRARY_IMPL(aits, CPU, m) { register_op_impls(m); }

@@ -65,11 +65,21 @@ std::tuple<Tensor, Tensor> encounter_features(const Tensor& pos, const Tensor& v
 // state (pos, vel, mass) and K + 1 >= 4 accelerations (like pos) with their times
 // ((B,) float64; the current state's first, then strictly back in time), feats
 // (B, 11), Aarseth's time tau (B,) and ready (B,) bool, false where a system's
-// times do not strictly decrease or its window spans more than one Aarseth time
-// (its outputs are then undefined).
+// times do not strictly decrease (its outputs are then undefined). A body whose
+// window spans more than one of its Aarseth times takes its exact derivatives
+// (O(N) each, with the force's softening).
 std::tuple<Tensor, Tensor, Tensor> history_encounter_features(
     const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
-    at::TensorList times, double G, double clip);
+    at::TensorList times, double softening, double G, double clip);
+
+// The encounter-history model's dt: history_encounter_features, then the
+// network net ([weight (K, out, in), bias (K, out)] of each layer, float64 CPU;
+// activation "tanh" or "relu"; net_scale its dt_scale) on them: dt (B,) = its dt
+// times Aarseth's time in the dtype of pos, and ready (B,) bool as the features'.
+std::tuple<Tensor, Tensor> history_model_dt(
+    const Tensor& pos, const Tensor& vel, const Tensor& mass, at::TensorList accs,
+    at::TensorList times, double softening, double G, double clip, at::TensorList net,
+    c10::string_view activation, double net_scale);
 
 // The native loop of aits.simulate for fixed dt ("fixed", value = dt), Aarseth's
 // criterion ("aarseth", value = eta) and a trained time-step network ("model",

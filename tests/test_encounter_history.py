@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from aits import ops
+from aits import ops, reference
 from aits.config import ConfigError, from_mapping
 from aits.encounter import CLIP, encounter_features
 from aits.encounter_history import history_derivatives, history_encounter_features
@@ -155,32 +155,76 @@ def test_native_op_float32_padded_and_large_systems():
     assert torch.equal(feats, torch.zeros_like(feats)) and torch.isinf(tau).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_model_dt_op_is_the_policys_torch_path(dtype):
+    """One native call (features and network) gives ModelPolicy's dt of the torch
+    path (features, then TimeStepNet.forward), for a batch wider than one lane group,
+    with bodies the window does not resolve (the span rule) and an ensemble."""
+    from aits.encounter_history import history_model_dt
+
+    torch.manual_seed(1)
+    net = TimeStepNet(FeatureSpec(kind="encounter-history", history_len=4), hidden=[16, 8],
+                      output="aarseth", dt_init=0.1, members=3, dt_scale=0.7).double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    batch = random_system(7, 3, batch=11, seed=4, softening=0.02).to(dtype=dtype)
+    s, h = _run(batch, 6, 0.05, 4)
+    from aits.encounter import per_body
+    from aits.encounter_history import _difference_derivatives
+
+    body = per_body(s, (s.acc, *_difference_derivatives(h.window(), s)))
+    span = (s.time - h.window()[0].time)[:, None]
+    assert 0 < int((span > body.tau).any(-1).sum()) < 11  # some systems replace bodies
+    layers = native_net(net)
+    dt = history_model_dt(layers, "tanh", net.dt_scale, s, h.window())
+    want = net.predict_dt(s, h.window())
+    assert dt.dtype == dtype and dt.shape == (11,)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(dt, want, rtol=tol, atol=0)
+    policy = ModelPolicy(net, dt_scale=2.0)
+    torch.testing.assert_close(policy(s, h), 2.0 * want, rtol=tol, atol=0)
+    # a padded window: the torch path (the exact derivatives)
+    assert history_model_dt(layers, "tanh", net.dt_scale, s, [None] + h.window()[1:]) is None
+    nodes = [s] + list(reversed(h.window()))
+    args = (s.pos, s.vel, s.mass, [n.acc for n in nodes], [n.time for n in nodes], 0.02, 1.0,
+            CLIP, layers, "tanh", net.dt_scale)
+    torch.library.opcheck(torch.ops.aits.history_model_dt.default, args)
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        ops.history_model_dt(*args[:9], "gelu", 1.0)
+    with pytest.raises(ValueError, match=r"must have shape \(K, out, 11\)"):
+        ops.history_model_dt(*args[:8], [layers[0][:, :, :5]] + layers[1:], "tanh", 1.0)
+    with pytest.raises(ValueError, match="net_scale must be > 0"):
+        ops.history_model_dt(*args[:10], 0.0)
+
+
 def test_native_op_opcheck_and_bad_input():
     s, h = _run(random_system(4, 3, batch=3, seed=0), 5, 1e-3, 4)
     nodes = [s] + list(reversed(h.window()))
     accs, times = [n.acc for n in nodes], [n.time for n in nodes]
     torch.library.opcheck(torch.ops.aits.history_encounter_features.default,
-                          (s.pos, s.vel, s.mass, accs, times, 1.0, CLIP))
-    feats, tau, ready = ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times, 1.0,
-                                                       CLIP)
+                          (s.pos, s.vel, s.mass, accs, times, 0.0, 1.0, CLIP))
+    feats, tau, ready = ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times, 0.0,
+                                                       1.0, CLIP)
     assert ready.all()
-    backwards = ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times[::-1], 1.0, CLIP)
+    backwards = ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times[::-1], 0.0, 1.0,
+                                               CLIP)
     assert not backwards[2].any()
     with pytest.raises(ValueError, match="at least 4 accelerations"):
-        ops.history_encounter_features(s.pos, s.vel, s.mass, accs[:3], times[:3], 1.0, CLIP)
+        ops.history_encounter_features(s.pos, s.vel, s.mass, accs[:3], times[:3], 0.0, 1.0, CLIP)
     with pytest.raises(ValueError, match="one time per acceleration"):
-        ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times[:4], 1.0, CLIP)
+        ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times[:4], 0.0, 1.0, CLIP)
     with pytest.raises(ValueError, match="must have the same shape as pos"):
         ops.history_encounter_features(s.pos, s.vel, s.mass, [a[:, :2] for a in accs], times,
-                                       1.0, CLIP)
+                                       0.0, 1.0, CLIP)
     with pytest.raises(TypeError, match="float64"):
         ops.history_encounter_features(s.pos, s.vel, s.mass, accs, [t.float() for t in times],
-                                       1.0, CLIP)
+                                       0.0, 1.0, CLIP)
     with pytest.raises(ValueError, match="contains NaN"):
         ops.history_encounter_features(s.pos, s.vel, s.mass, [accs[0] * math.nan] + accs[1:],
-                                       times, 1.0, CLIP)
+                                       times, 0.0, 1.0, CLIP)
     with pytest.raises(ValueError, match="clip must be > 0"):
-        ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times, 1.0, 0.0)
+        ops.history_encounter_features(s.pos, s.vel, s.mass, accs, times, 0.0, 1.0, 0.0)
 
 
 def test_spec_and_config_validation():
@@ -294,24 +338,62 @@ def test_native_loop_refuses_a_bad_history():
 
 def test_a_window_spanning_more_than_an_aarseth_time_takes_the_exact_derivatives():
     """Steps of about half Aarseth's time: four of them span two, the differences are
-    no derivatives any more, and the exact ones are taken (op and native loop alike)."""
+    no derivatives any more, and both bodies of a binary take their exact ones (op,
+    torch path and native loop alike)."""
     from aits.encounter_history import MAX_SPAN
 
     tau = float(history_encounter_features(kepler_orbit(0.3, 1.0), [None] * 4)[1])
     s, h = _run(kepler_orbit(0.3, 1.0), 5, 0.5 * tau, 4)
     assert float(s.time - h.window()[0].time) > MAX_SPAN * tau
     for got, want in zip(history_derivatives(h.window(), s)[1:], gravity_derivatives(s)[1:]):
-        assert torch.equal(got, want)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
     nodes = [s] + list(reversed(h.window()))
-    ready = ops.history_encounter_features(s.pos, s.vel, s.mass, [n.acc for n in nodes],
-                                           [n.time for n in nodes], 1.0, CLIP)[2]
-    assert not ready.any()
-    feats, tau_s = history_encounter_features(s, h.window())
-    torch.testing.assert_close(feats, history_encounter_features(s, [None] * 4)[0], rtol=0,
-                               atol=1e-12)
+    feats, tau_s, ready = ops.history_encounter_features(
+        s.pos, s.vel, s.mass, [n.acc for n in nodes], [n.time for n in nodes], 0.0, 1.0, CLIP)
+    assert ready.all()
+    exact = history_encounter_features(s, [None] * 4)
+    torch.testing.assert_close(feats, exact[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(tau_s, exact[1], rtol=1e-12, atol=0)
     small, hs = _run(kepler_orbit(0.3, 1.0), 5, 0.05 * tau, 4)  # a fifth of a tau: used
     assert not torch.equal(history_derivatives(hs.window(), small)[3],
                            gravity_derivatives(small)[3])
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_only_the_bodies_the_window_does_not_resolve_take_exact_derivatives(dim):
+    """A softened cluster on steps near its shortest Aarseth time: the few bodies whose
+    own time is shorter than the window's span take their pair sums (the snap and
+    crackle from the partners' jerks: exact for those bodies, the differences' for the
+    others), every other body keeps the differences; native op and torch path agree."""
+    from aits.encounter import per_body
+    from aits.encounter_history import MAX_SPAN, _difference_derivatives
+
+    base = (plummer(24, seed=5, softening=0.01) if dim == 3
+            else random_system(24, 2, seed=5, softening=0.01)).as_batch().with_acceleration()
+    tau = float(history_encounter_features(base, [None] * 4)[1])
+    s, h = _run(base, 6, 0.7 * tau, 4)
+    window = h.window()
+    nodes = [s] + list(reversed(window))
+    diff = _difference_derivatives(window, s)
+    a = s.acc
+    body = per_body(s, (a, *diff))
+    unresolved = float(s.time - window[0].time) > MAX_SPAN * body.tau
+    assert 0 < int(unresolved.sum()) < 24 // 2
+    got = history_derivatives(window, s)
+    keep = unresolved[..., None]
+    exact_j = reference.aarseth_derivatives(s.pos, s.vel, s.mass, s.softening)[1]
+    want_j = torch.where(keep, exact_j, diff[0])
+    _, _, want_s, want_c = reference.aarseth_derivatives(
+        s.pos, s.vel, s.mass, s.softening, sources=lambda acc, j: (a, want_j))
+    torch.testing.assert_close(got[1], want_j, rtol=0, atol=0)
+    for g, w, d in zip(got[2:], (want_s, want_c), diff[1:]):
+        torch.testing.assert_close(g, torch.where(keep, w, d), rtol=0, atol=0)
+    native = ops.history_encounter_features(s.pos, s.vel, s.mass, [n.acc for n in nodes],
+                                            [n.time for n in nodes], s.softening, 1.0, CLIP)
+    torch_path = history_encounter_features(s, window, native=False)
+    assert native[2].all()
+    torch.testing.assert_close(native[0], torch_path[0], rtol=0, atol=1e-9)
+    torch.testing.assert_close(native[1], torch_path[1], rtol=1e-9, atol=0)
 
 
 def test_a_window_model_under_symmetric_warns(caplog):

@@ -83,6 +83,18 @@ def test_stored_states_are_detached_copies():
     assert dt.grad is not None
 
 
+def test_push_without_copy_keeps_the_state_itself_detached():
+    s = kepler_orbit(0.3)
+    dt = torch.tensor(0.01, dtype=f64, requires_grad=True)
+    s1 = step(s, dt)
+    h = HistoryBuffer(2)
+    h.push(s1, copy=False)
+    h.push(s, copy=False)  # no cached acc: the buffer fills it in
+    stored = h.states()
+    assert stored[0].pos.data_ptr() == s1.pos.data_ptr() and stored[0].pos.grad_fn is None
+    assert stored[1].pos.data_ptr() == s.pos.data_ptr() and stored[1].acc is not None
+
+
 def test_invalid_use_raises():
     with pytest.raises(ValueError, match="length must be an int >= 0"):
         HistoryBuffer(-1)

@@ -317,6 +317,12 @@ double com_kinetic(const T* v, const T* m, int64_t N, double M) {
 // Aarseth's ingredients summed over the bodies of one system, body by body: the
 // smallest Aarseth time, the log-sum of the finite ones (their geometric mean) and
 // the sums S_x = sum |x|, S_xy = sum |x||y| that the smooth columns take.
+// Aarseth's time of a body of |a|, |j|, |s|, |c| (inf for 0/0: no force, no step limit).
+inline double aarseth_time(double an, double jn, double sn, double cn) {
+  const double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
+  return std::isnan(tau) ? std::numeric_limits<double>::infinity() : tau;
+}
+
 struct AarsethSums {
   double tau_min = std::numeric_limits<double>::infinity(), log_tau_sum = 0.0;
   double sa = 0.0, sj = 0.0, ss = 0.0, sc = 0.0, sas = 0.0, sjj = 0.0, sjc = 0.0, sss = 0.0;
@@ -325,8 +331,7 @@ struct AarsethSums {
   // Adds a body of |a|, |j|, |s|, |c|; returns its Aarseth time (inf for 0/0: no force).
   double add(double an, double jn, double sn, double cn) {
     constexpr double inf = std::numeric_limits<double>::infinity();
-    double tau = std::sqrt((an * sn + jn * jn) / (jn * cn + sn * sn));
-    if (std::isnan(tau)) tau = inf;  // 0/0, no force: no step limit
+    const double tau = aarseth_time(an, jn, sn, cn);
     tau_min = std::min(tau_min, tau);
     if (tau > 0 && tau < inf) {
       ++felt;

@@ -429,7 +429,7 @@ struct LaneGroup {
   // the group only when a lane needs them.
   V<T> history_dt() {
     const int64_t N = bodies(), K = cfg.history;
-    const history_kernels::Inputs in{1, N, K, double(G), cfg.clip,
+    const history_kernels::Inputs in{1, N, K, double(eps2), double(G), cfg.clip,
                                      double(std::numeric_limits<T>::min())};
     F64* x = net_scratch.data();
     F64 tau{};
@@ -439,6 +439,7 @@ struct LaneGroup {
     const T* node_ptr[history_kernels::kMaxNodes];
     double times[history_kernels::kMaxNodes];
     T feats[kHistoryEncounterFeatures], tau_l;
+    int64_t rows[kMaxBodies<T>];
     bool exact[kLanes] = {};
     bool any_exact = false;
     for (int l = 0; l < kLanes; ++l) {
@@ -457,7 +458,7 @@ struct LaneGroup {
           times[k] = k == 0 ? t[l] : hist_t[k - 1][l];
         }
         exact[l] = !history_kernels::system_features<T, D>(
-            xs[l], vs[l], ms[l], node_ptr, times, in, diff_scratch.data(), feats, &tau_l);
+            xs[l], vs[l], ms[l], node_ptr, times, in, diff_scratch.data(), rows, feats, &tau_l);
       }
       if (exact[l]) {
         any_exact = true;

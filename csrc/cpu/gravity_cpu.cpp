@@ -26,6 +26,23 @@
 namespace aits {
 namespace {
 
+// The native network of check_net's layers (ops.cpp): [weight (K, out, in), bias
+// (K, out)] of each, float64, contiguous; they must outlive the Net.
+lane_net::Net native_net(const std::vector<at::Tensor>& layers, NetActivation activation,
+                         double scale) {
+  lane_net::Net net;
+  net.members = layers[0].size(0);
+  net.activation = activation;
+  net.scale = scale;
+  for (size_t k = 0; k + 1 < layers.size(); k += 2) {
+    const at::Tensor& w = layers[k];
+    net.layers.push_back({w.size(2), w.size(1), w.data_ptr<double>(),
+                          layers[k + 1].data_ptr<double>()});
+    net.width = std::max(net.width, w.size(1));
+  }
+  return net;
+}
+
 // Enough pair interactions per task to amortise scheduling.
 int64_t grain_for(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)); }
 
@@ -590,18 +607,9 @@ class CpuBackend final : public GravityBackend {
                       " bodies is above the few-body sizes it runs (at most ",
                       fewbody::kMaxBodies<double>, " in float64, ", fewbody::kMaxBodies<float>,
                       " in float32); aits.simulate runs such systems in its Python loop.");
-    lane_net::Net net;
-    if (run.policy == RunPolicy::kModel) {
-      net.members = run.net[0].size(0);
-      net.activation = run.activation;
-      net.scale = run.net_scale;
-      for (size_t k = 0; k + 1 < run.net.size(); k += 2) {
-        const at::Tensor& w = run.net[k];
-        net.layers.push_back({w.size(2), w.size(1), w.data_ptr<double>(),
-                              run.net[k + 1].data_ptr<double>()});
-        net.width = std::max(net.width, w.size(1));
-      }
-    }
+    const lane_net::Net net = run.policy == RunPolicy::kModel
+                                  ? native_net(run.net, run.activation, run.net_scale)
+                                  : lane_net::Net{};
     const fewbody::RunConfig cfg{run.policy,    run.value, run.max_steps, run.diagnostics,
                                  run.threshold, run.floor, run.fail_above, run.stop_diverged,
                                  &net,          run.clip,      run.smooth,
@@ -673,11 +681,11 @@ class CpuBackend final : public GravityBackend {
 
   void history_encounter_features(const at::Tensor& pos, const at::Tensor& vel,
                                   const at::Tensor& mass, const std::vector<at::Tensor>& accs,
-                                  const std::vector<at::Tensor>& times, double G, double clip,
-                                  at::Tensor& feats, at::Tensor& tau,
+                                  const std::vector<at::Tensor>& times, double softening, double G,
+                                  double clip, at::Tensor& feats, at::Tensor& tau,
                                   at::Tensor& ready) const override {
     const at::Tensor v = vel.contiguous();
-    with_system_aos(pos, mass, 0.0, G, [&](const auto& s, auto dim) {
+    with_system_aos(pos, mass, softening, G, [&](const auto& s, auto dim) {
       using T = Scalar<decltype(s)>;
       std::vector<const T*> a;
       std::vector<const double*> t;
@@ -685,11 +693,42 @@ class CpuBackend final : public GravityBackend {
         a.push_back(accs[k].data_ptr<T>());
         t.push_back(times[k].data_ptr<double>());
       }
-      const history_kernels::Inputs in{s.B, s.N, static_cast<int64_t>(accs.size()) - 1, G, clip,
+      const history_kernels::Inputs in{s.B, s.N, static_cast<int64_t>(accs.size()) - 1,
+                                       softening * softening, G, clip,
                                        double(std::numeric_limits<T>::min())};
       history_kernels::features<T, decltype(dim)::value>(s.x, v.data_ptr<T>(), s.mass, a, t, in,
                                                          feats.data_ptr<T>(), tau.data_ptr<T>(),
                                                          ready.data_ptr<bool>());
+    });
+  }
+
+  // The features of every system (history_kernels::features), then the network
+  // on kLanes systems at a time (lane_net: each weight read once per group).
+  void history_model_dt(const at::Tensor& pos, const at::Tensor& vel, const at::Tensor& mass,
+                        const std::vector<at::Tensor>& accs, const std::vector<at::Tensor>& times,
+                        double softening, double G, double clip,
+                        const std::vector<at::Tensor>& layers, NetActivation activation,
+                        double net_scale, at::Tensor& dt, at::Tensor& ready) const override {
+    const int64_t B = pos.size(0);
+    at::Tensor feats = at::empty({B, kHistoryEncounterFeatures}, pos.options());
+    at::Tensor tau = at::empty({B}, pos.options());
+    history_encounter_features(pos, vel, mass, accs, times, softening, G, clip, feats, tau, ready);
+    const lane_net::Net net = native_net(layers, activation, net_scale);
+    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "history_model_dt", [&] {
+      const scalar_t* f = feats.data_ptr<scalar_t>();
+      const scalar_t* t = tau.data_ptr<scalar_t>();
+      scalar_t* out = dt.data_ptr<scalar_t>();
+      std::vector<lanes::F64> x(kHistoryEncounterFeatures + 2 * net.width);
+      for (int64_t b0 = 0; b0 < B; b0 += lanes::kLanes) {
+        const int64_t n = std::min<int64_t>(lanes::kLanes, B - b0);
+        for (int k = 0; k < kHistoryEncounterFeatures; ++k) {
+          for (int l = 0; l < lanes::kLanes; ++l) {
+            x[k][l] = l < n ? double(f[(b0 + l) * kHistoryEncounterFeatures + k]) : 0.0;
+          }
+        }
+        const lanes::F64 z = lane_net::forward(net, x.data(), x.data() + kHistoryEncounterFeatures);
+        for (int64_t l = 0; l < n; ++l) out[b0 + l] = static_cast<scalar_t>(z[l] * double(t[b0 + l]));
+      }
     });
   }
 
